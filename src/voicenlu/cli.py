@@ -1,0 +1,269 @@
+"""The ``voicenlu`` command. Thin: it parses arguments and calls the modules that do the work.
+
+Heavy imports (torch, transformers) happen inside the commands that need them, so
+``voicenlu predict`` starts fast on a runtime-only install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from voicenlu import __version__
+from voicenlu.errors import VoiceNLUError
+
+EXAMPLES = [
+    "add Diamonds to my roadtrip playlist",
+    "will it rain in Boston tomorrow?",
+    "book a table for 4 at a pizzeria in Paris tonight",
+    "play the latest album by Daft Punk on Spotify",
+    "rate this novel five out of 6 stars",
+]
+
+
+def _snips(args):
+    from voicenlu.data import ensure_data, load_snips
+
+    return load_snips(ensure_data(args.data_dir))
+
+
+def cmd_data_download(args) -> int:
+    from voicenlu.data import default_data_dir, download
+
+    dest = Path(args.data_dir) if args.data_dir else default_data_dir()
+    root = download(dest, source=args.source)
+    print(f"SNIPS benchmark files verified in {root}")
+    return 0
+
+
+def cmd_data_stats(args) -> int:
+    from voicenlu.data import format_stats, stats
+
+    data = _snips(args)
+    print(format_stats(stats(data)))
+    print(f"\nCESU-8 surrogate pairs repaired: {data.repairs}; upstream commit {data.commit}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from voicenlu.data import stratified_slice
+    from voicenlu.train import TrainConfig, TrainData, train
+
+    config = TrainConfig(
+        backbone=args.backbone,
+        epochs=1.0 if args.quick else args.epochs,
+        batch_size=args.batch_size,
+        encoder_lr=args.encoder_lr,
+        head_lr=args.head_lr,
+        label_smoothing=args.label_smoothing,
+        max_length=args.max_length,
+        seed=args.seed,
+        freeze_backbone=args.freeze_backbone,
+        patience=args.patience,
+    )
+    snips = _snips(args)
+    per_intent = 100 if args.quick and not args.per_intent else args.per_intent
+    train_set = stratified_slice(snips.train, per_intent, args.seed) if per_intent else snips.train
+    data = TrainData(
+        train=train_set,
+        dev=snips.dev,
+        test=snips.test,
+        source={"name": "snips-2017-06", "split": "goo2018", "commit": snips.commit},
+    )
+    bundle = train(data, config, Path(args.output_dir), resume=args.resume)
+    _print_bundle_summary(bundle)
+    return 0
+
+
+def _print_bundle_summary(bundle: Path) -> None:
+    metrics_file = bundle / "metrics.json"
+    if not metrics_file.is_file():  # not the writing process under torchrun
+        return
+    m = json.loads(metrics_file.read_text())
+    print(f"\nbundle: {bundle}")
+    print(
+        f"test: intent accuracy {100 * m['intent_accuracy']:.2f}%  slot F1 "
+        f"{100 * m['slot_f1']:.2f}%  exact match {100 * m['exact_match']:.2f}%  "
+        f"(n={m['n']})"
+    )
+    print(f"report: {bundle / 'report' / 'report.md'}")
+
+
+def cmd_evaluate(args) -> int:
+    from voicenlu.evaluate import evaluate_bundle
+
+    metrics = evaluate_bundle(
+        Path(args.bundle), _snips(args).test, Path(args.out) if args.out else None, args.precision
+    )
+    print(json.dumps({k: metrics[k] for k in ("n", "intent_accuracy", "slot_f1", "exact_match")}))
+    return 0
+
+
+def _read_texts(args) -> list[str]:
+    if args.texts == ["-"]:
+        texts = [line.rstrip("\n") for line in sys.stdin]
+        return [t for t in texts if t.strip()]
+    return args.texts
+
+
+def format_result(result: dict) -> str:
+    """One readable line: intent (confidence) then slot="value" pairs."""
+    intent = result["intent"]
+    head = f"{intent['name'] or 'out of scope'} ({intent['confidence']:.2f})"
+    slots = "  ".join(f'{s["slot"]}="{s["value"]}"' for s in result["slots"])
+    return f"{result['text']}\n  -> {head}  {slots}".rstrip()
+
+
+def cmd_predict(args) -> int:
+    from voicenlu.runtime import Parser
+
+    parser = Parser.load(args.bundle, precision=args.precision)
+    texts = _read_texts(args)
+    for result in parser.parse_batch(texts, threshold=args.threshold):
+        print(json.dumps(result, ensure_ascii=False) if args.json else format_result(result))
+    return 0
+
+
+def cmd_export(args) -> int:
+    from voicenlu.export import export_onnx
+
+    parity = export_onnx(Path(args.bundle), [u.text for u in _snips(args).dev])
+    print(json.dumps(parity))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="voicenlu",
+        description="Intent detection and slot filling for voice assistants.",
+        epilog=(
+            "Start here:\n"
+            "  voicenlu data download            # the SNIPS benchmark, checked file by file\n"
+            "  voicenlu train --quick            # a few minutes; drop --quick for the full run\n"
+            '  voicenlu predict runs/snips/bundle "play some jazz"'
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"voicenlu {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add_data_dir(p):
+        p.add_argument(
+            "--data-dir",
+            help="where the SNIPS files live (default: $VOICENLU_DATA_DIR or ~/.cache/voicenlu); "
+            "missing files are fetched first, from $VOICENLU_SNIPS_MIRROR when set",
+        )
+
+    data = sub.add_parser("data", help="get and inspect the SNIPS benchmark data")
+    data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    p = data_sub.add_parser(
+        "download",
+        help="fetch the benchmark files at the pinned commit and check their SHA-256",
+        description="Fetch the 2017-06 SNIPS files from the upstream repository at a pinned "
+        "commit, or copy them from a local copy (--from), checking every file's SHA-256.",
+    )
+    add_data_dir(p)
+    p.add_argument(
+        "--from",
+        dest="source",
+        metavar="DIR",
+        help="copy from a local copy of the benchmark repository instead of the network "
+        "(also: $VOICENLU_SNIPS_MIRROR)",
+    )
+    p.set_defaults(func=cmd_data_download)
+    p = data_sub.add_parser("stats", help="utterances per intent and per slot, train/dev/test")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_data_stats)
+
+    p = sub.add_parser(
+        "train",
+        help="fine-tune an encoder on SNIPS and write a model bundle",
+        description="Fine-tune a transformer encoder with an intent head and a slot head on the "
+        "standard SNIPS split; write OUTPUT_DIR/bundle (weights, ONNX graph, report). "
+        "Several processes: torchrun --nproc_per_node=2 -m voicenlu train ...",
+    )
+    add_data_dir(p)
+    p.add_argument(
+        "--output-dir", default="runs/snips", help="run directory (default: %(default)s)"
+    )
+    p.add_argument(
+        "--backbone",
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        help="Hugging Face encoder name or local path (default: %(default)s, shipped offline)",
+    )
+    p.add_argument("--epochs", type=float, default=6.0, help="default: %(default)s")
+    p.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
+    p.add_argument("--encoder-lr", type=float, default=1e-4, help="default: %(default)s")
+    p.add_argument("--head-lr", type=float, default=1e-3, help="default: %(default)s")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="default: %(default)s")
+    p.add_argument("--max-length", type=int, default=64, help="sub-tokens (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=13, help="default: %(default)s")
+    p.add_argument("--patience", type=int, default=3, help="early stopping, in epochs")
+    p.add_argument(
+        "--per-intent", type=int, default=0, help="train on a stratified slice of N per intent"
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a few minutes: 1 epoch on 100 utterances per intent, to see it work",
+    )
+    p.add_argument(
+        "--freeze-backbone",
+        action="store_true",
+        help="train the heads only, on frozen pretrained features (the original plan)",
+    )
+    p.add_argument(
+        "--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR"
+    )
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "evaluate",
+        help="score a bundle on the 700 SNIPS test utterances and write the report",
+        description="Intent accuracy, slot F1 (entity level, on character spans), exact match, "
+        "per-intent and per-slot figures, confusion matrix and training curves.",
+    )
+    p.add_argument("bundle", help="model bundle directory")
+    add_data_dir(p)
+    p.add_argument("--out", help="report directory (default: BUNDLE/report, updating the bundle)")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="parse requests: intent, slots, confidence")
+    p.add_argument("bundle", help="model bundle directory")
+    p.add_argument("texts", nargs="+", metavar="TEXT", help="requests to parse, or - for stdin")
+    p.add_argument("--json", action="store_true", help="print the full JSON result per request")
+    p.add_argument("--threshold", type=float, help="override the out-of-scope threshold")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "export", help="write model.onnx and check it against PyTorch on the dev set"
+    )
+    p.add_argument("bundle", help="model bundle directory")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_export)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except VoiceNLUError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

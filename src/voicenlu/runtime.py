@@ -1,0 +1,164 @@
+"""Parser: parse requests with a bundle's ONNX model. onnxruntime + tokenizers + numpy, no torch.
+
+The session is created once; batches are padded to their longest request only.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+from tokenizers import Tokenizer
+
+from voicenlu.bundle import read_manifest
+from voicenlu.data.records import SlotSpan, Utterance
+from voicenlu.errors import BundleError, InputError
+from voicenlu.features import (
+    allowed_transitions,
+    decode_slots,
+    encode,
+    pad_batch,
+    prepare_tokenizer,
+)
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
+
+
+def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = logits.astype(np.float64) / temperature
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def check_text(text: object) -> str:
+    """A request must be a non-blank string; say which rule it broke."""
+    if not isinstance(text, str):
+        raise InputError(f"The text to parse must be a string, not {type(text).__name__}.")
+    if not text.strip():
+        raise InputError("The text to parse is empty (or only white space).")
+    return text
+
+
+class Parser:
+    """Turns text into an intent and slots (the result of DESIGN section 4).
+
+    >>> parser = Parser.load("runs/snips/bundle")
+    >>> parser.parse("add Diamonds to my roadtrip playlist")["intent"]["name"]
+    'AddToPlaylist'
+    """
+
+    def __init__(self, bundle: Path, manifest: dict, session: ort.InferenceSession, precision: str):
+        self.bundle = bundle
+        self.manifest = manifest
+        self.precision = precision
+        self.session = session
+        self.intents: list[str] = manifest["intents"]
+        self.tags: list[str] = manifest["slot_tags"]
+        self.slots = sorted({t[2:] for t in self.tags if t != "O"})
+        calibration = manifest.get("calibration", {})
+        self.temperature = float(calibration.get("temperature", 1.0))
+        self.threshold = float(calibration.get("threshold", 0.0))
+        self.tokenizer = prepare_tokenizer(
+            Tokenizer.from_file(str(bundle / "tokenizer.json")), manifest["max_length"]
+        )
+        self.pad_id = manifest["pad_token_id"]
+        self._constraints = allowed_transitions(self.tags)
+        self._input_names = [i.name for i in session.get_inputs()]
+
+    @classmethod
+    def load(cls, path: str | Path, precision: str = "auto", threads: int | None = None) -> Parser:
+        """Load a bundle; ``precision`` is ``auto`` (int8 when present), ``fp32`` or ``int8``."""
+        bundle = Path(path)
+        manifest = read_manifest(bundle, need=("tokenizer.json",))
+        if precision == "auto":
+            precision = "int8" if PRECISIONS["int8"] in manifest["files"] else "fp32"
+        if precision not in PRECISIONS:
+            raise BundleError(f"Unknown precision {precision!r}: choose auto, fp32 or int8.")
+        model_file = PRECISIONS[precision]
+        if model_file not in manifest["files"] or not (bundle / model_file).is_file():
+            raise BundleError(
+                f"{bundle} has no {model_file}: run `voicenlu export {bundle}`"
+                + (f" then `voicenlu quantize {bundle}`" if precision == "int8" else "")
+                + "."
+            )
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+            options.inter_op_num_threads = 1
+        try:
+            session = ort.InferenceSession(
+                str(bundle / model_file), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise BundleError(f"{bundle / model_file} could not be loaded: {exc}") from exc
+        return cls(bundle, manifest, session, precision)
+
+    def logits(self, texts: list[str]):
+        """(encodings, intent logits, slot logits) for a batch, padded to its longest text."""
+        encodings = encode(self.tokenizer, texts)
+        feed = pad_batch(encodings, self.pad_id)
+        intent_logits, slot_logits = self.session.run(
+            ["intent_logits", "slot_logits"], {k: feed[k] for k in self._input_names}
+        )
+        return encodings, intent_logits, slot_logits
+
+    def parse(self, text: str, threshold: float | None = None) -> dict:
+        """Parse one request."""
+        return self.parse_batch([text], threshold=threshold)[0]
+
+    def parse_batch(
+        self, texts: list[str], threshold: float | None = None, batch_size: int = 64
+    ) -> list[dict]:
+        """Parse many requests, in order; batches of ``batch_size`` go through the model."""
+        if isinstance(texts, str):
+            raise InputError("parse_batch takes a list of texts; use parse() for one text.")
+        texts = [check_text(t) for t in texts]
+        threshold = self.threshold if threshold is None else threshold
+        results = []
+        for i in range(0, len(texts), batch_size):
+            chunk = texts[i : i + batch_size]
+            encodings, intent_logits, slot_logits = self.logits(chunk)
+            probs = softmax(intent_logits, self.temperature)
+            for text, enc, p, s in zip(chunk, encodings, probs, slot_logits, strict=True):
+                results.append(self._result(text, enc, p, s, threshold))
+        return results
+
+    def _result(self, text, encoding, probs, slot_logits, threshold) -> dict:
+        order = np.argsort(-probs)
+        ranking = [
+            {"name": self.intents[j], "confidence": round(float(probs[j]), 4)} for j in order
+        ]
+        in_scope = float(probs[order[0]]) >= threshold
+        slots = []
+        if in_scope:
+            for span, score in decode_slots(encoding, slot_logits, self.tags, self._constraints):
+                slots.append(
+                    {
+                        "slot": span.slot,
+                        "value": text[span.start : span.end],
+                        "start": span.start,
+                        "end": span.end,
+                        "confidence": round(score, 4),
+                    }
+                )
+        return {
+            "text": text,
+            "intent": {
+                "name": ranking[0]["name"] if in_scope else None,
+                "confidence": ranking[0]["confidence"],
+            },
+            "in_scope": in_scope,
+            "intent_ranking": ranking,
+            "slots": slots,
+        }
+
+
+def result_to_utterance(result: dict) -> Utterance:
+    """The parse result as an Utterance record, for scoring against gold data."""
+    spans = tuple(SlotSpan(s["slot"], s["start"], s["end"]) for s in result["slots"])
+    return Utterance(result["text"], result["intent"]["name"], spans)

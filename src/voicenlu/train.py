@@ -1,0 +1,329 @@
+"""Training: transformers.Trainer on the joint model, then the bundle.
+
+Trainer gives TensorBoard logs, checkpoint rotation, resume, early stopping on dev, seeds
+and DDP through ``torchrun`` (gloo on CPU). After training, the best checkpoint (by dev
+exact match) becomes a bundle: weights, tokenizer, manifest, ONNX graph checked against
+PyTorch, and the evaluation report on the test split when one is given.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import (
+    AutoTokenizer,
+    EarlyStoppingCallback,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.integrations import TensorBoardCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from voicenlu import __version__
+from voicenlu.bundle import read_manifest, record_files, write_manifest
+from voicenlu.data.records import Utterance
+from voicenlu.errors import ConfigError
+from voicenlu.evaluate import compute_metrics, evaluate_bundle
+from voicenlu.features import (
+    IGNORE_INDEX,
+    allowed_transitions,
+    decode_slots,
+    encode,
+    prepare_tokenizer,
+    slot_tags,
+    spans_to_tags,
+)
+from voicenlu.model import DEFAULT_BACKBONE, JointModel, build_model, encoder_config_from_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that decides a training run; stored in the bundle."""
+
+    backbone: str = DEFAULT_BACKBONE
+    epochs: float = 6.0
+    batch_size: int = 32
+    encoder_lr: float = 1e-4
+    head_lr: float = 1e-3
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    label_smoothing: float = 0.0
+    max_length: int = 64
+    seed: int = 13
+    freeze_backbone: bool = False
+    patience: int = 3
+    keep_checkpoints: int = 2
+
+
+@dataclass
+class TrainData:
+    """The utterances to learn from and to choose checkpoints on, and where they came from."""
+
+    train: list[Utterance]
+    dev: list[Utterance]
+    test: list[Utterance] | None = None
+    source: dict = dataclasses.field(default_factory=dict)
+
+
+class _Features(torch.utils.data.Dataset):
+    """Tokenised utterances with intent and tag ids; ``example_ids`` index a lookup table."""
+
+    def __init__(self, rows: list[dict]):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, i):
+        return self.rows[i]
+
+
+def _featurize(utterances, tokenizer, intent_index, tag_index, first_id):
+    encodings = encode(tokenizer, [u.text for u in utterances])
+    rows = []
+    for k, (u, enc) in enumerate(zip(utterances, encodings, strict=True)):
+        rows.append(
+            {
+                "input_ids": enc.ids,
+                "token_type_ids": enc.type_ids,
+                "intent_labels": intent_index[u.intent],
+                "slot_labels": spans_to_tags(enc, u.slots, tag_index),
+                "example_ids": first_id + k,
+            }
+        )
+    return _Features(rows), encodings
+
+
+class _Collator:
+    """Pads a batch to its longest row: ids with the pad id, tags with IGNORE_INDEX."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows):
+        width = max(len(r["input_ids"]) for r in rows)
+
+        def pad(key, value):
+            return torch.tensor([r[key] + [value] * (width - len(r[key])) for r in rows])
+
+        return {
+            "input_ids": pad("input_ids", self.pad_id),
+            "token_type_ids": pad("token_type_ids", 0),
+            "attention_mask": torch.tensor(
+                [[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows]
+            ),
+            "slot_labels": pad("slot_labels", IGNORE_INDEX),
+            "intent_labels": torch.tensor([r["intent_labels"] for r in rows]),
+            "example_ids": torch.tensor([r["example_ids"] for r in rows]),
+        }
+
+
+def predict_utterances(examples, intent_logits, slot_logits, intents, tags) -> list[Utterance]:
+    """Decode logits into Utterance records, with the runtime's constrained decoding."""
+    constraints = allowed_transitions(tags)
+    pred = []
+    for (u, enc), il, sl in zip(examples, intent_logits, slot_logits, strict=True):
+        spans = tuple(s for s, _ in decode_slots(enc, sl, tags, constraints))
+        pred.append(Utterance(u.text, intents[int(il.argmax())], spans))
+    return pred
+
+
+class _Metrics:
+    """compute_metrics for Trainer: char-span metrics on each eval set, via example ids."""
+
+    def __init__(self, lookup, intents, tags):
+        self.lookup, self.intents, self.tags = lookup, intents, tags
+
+    def __call__(self, eval_pred):
+        intent_logits, slot_logits = eval_pred.predictions
+        example_ids = eval_pred.label_ids[2]
+        examples = [self.lookup[int(i)] for i in example_ids]
+        pred = predict_utterances(examples, intent_logits, slot_logits, self.intents, self.tags)
+        m = compute_metrics([u for u, _ in examples], pred)
+        return {k: m[k] for k in ("intent_accuracy", "slot_f1", "exact_match")}
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The softmax temperature that minimises dev negative log-likelihood (grid search)."""
+    best_t, best_nll = 1.0, np.inf
+    for t in np.exp(np.linspace(np.log(0.2), np.log(10.0), 200)):
+        z = logits / t
+        z = z - z.max(axis=1, keepdims=True)
+        nll = -(z[np.arange(len(labels)), labels] - np.log(np.exp(z).sum(axis=1))).mean()
+        if nll < best_nll:
+            best_t, best_nll = float(t), nll
+    return best_t
+
+
+def _labels(data: TrainData) -> tuple[list[str], list[str]]:
+    intents = sorted({u.intent for u in data.train})
+    unknown = sorted({u.intent for u in data.dev if u.intent not in intents})
+    if unknown:
+        raise ConfigError(f"The dev set has intents that training never sees: {unknown}.")
+    slots = {s.slot for u in data.train for s in u.slots}
+    return intents, slot_tags(sorted(slots))
+
+
+def _history(log_history: list[dict]) -> list[dict]:
+    """Per-epoch figures from Trainer's log: train loss, and loss/metrics on train and dev."""
+    by_epoch: dict[int, dict] = {}
+    for entry in log_history:
+        if "epoch" not in entry:
+            continue
+        row = by_epoch.setdefault(round(entry["epoch"]), {"epoch": round(entry["epoch"])})
+        if "loss" in entry:
+            row["train_loss"] = entry["loss"]
+        for split in ("dev", "train"):
+            for key in ("loss", "intent_accuracy", "slot_f1", "exact_match"):
+                name = f"eval_{split}_{key}"
+                if name in entry:
+                    row[f"{'eval' if split == 'dev' else 'train'}_{key}"] = entry[name]
+    # "train_loss" from the training log wins over the eval-on-train-sample loss
+    return [by_epoch[k] for k in sorted(by_epoch)]
+
+
+def train(data: TrainData, config: TrainConfig, output_dir: Path, resume: bool = False) -> Path:
+    """Train, write ``output_dir/bundle`` and return its path (rank 0 only writes)."""
+    output_dir = Path(output_dir)
+    set_seed(config.seed)
+    intents, tags = _labels(data)
+    model, hf_tokenizer = build_model(
+        config.backbone,
+        len(intents),
+        len(tags),
+        freeze_backbone=config.freeze_backbone,
+        label_smoothing=config.label_smoothing,
+    )
+    tokenizer = prepare_tokenizer(hf_tokenizer.backend_tokenizer, config.max_length)
+    intent_index = {name: i for i, name in enumerate(intents)}
+    tag_index = {tag: i for i, tag in enumerate(tags)}
+
+    train_set, _ = _featurize(data.train, tokenizer, intent_index, tag_index, 0)
+    dev_set, dev_enc = _featurize(data.dev, tokenizer, intent_index, tag_index, len(data.train))
+    # A fixed sample of the training set, scored each epoch like dev, for the learning curves.
+    sample = data.train[:: max(1, len(data.train) // len(data.dev))][: len(data.dev)]
+    first = len(data.train) + len(data.dev)
+    sample_set, sample_enc = _featurize(sample, tokenizer, intent_index, tag_index, first)
+    lookup = {}
+    for first_id, utts, encs in ((len(data.train), data.dev, dev_enc), (first, sample, sample_enc)):
+        lookup.update({first_id + k: (u, e) for k, (u, e) in enumerate(zip(utts, encs))})
+
+    distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    args = TrainingArguments(
+        output_dir=str(output_dir / "checkpoints"),
+        num_train_epochs=config.epochs,
+        per_device_train_batch_size=config.batch_size,
+        per_device_eval_batch_size=128,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        lr_scheduler_type="linear",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        save_total_limit=config.keep_checkpoints,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_dev_exact_match",
+        greater_is_better=True,
+        label_names=["intent_labels", "slot_labels", "example_ids"],
+        seed=config.seed,
+        report_to="none",
+        use_cpu=not torch.cuda.is_available(),
+        ddp_backend="gloo" if distributed and not torch.cuda.is_available() else None,
+        dataloader_num_workers=0,
+        disable_tqdm=False,
+    )
+    heads = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
+    encoder = [
+        p for n, p in model.named_parameters() if n.startswith("encoder.") and p.requires_grad
+    ]
+    groups = [{"params": heads, "lr": config.head_lr}]
+    if encoder:
+        groups.append({"params": encoder, "lr": config.encoder_lr})
+    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+
+    from torch.utils.tensorboard import SummaryWriter
+
+    trainer = Trainer(
+        model=model,
+        args=args,
+        train_dataset=train_set,
+        eval_dataset={"dev": dev_set, "train": sample_set},
+        data_collator=_Collator(tokenizer.token_to_id(hf_tokenizer.pad_token) or 0),
+        compute_metrics=_Metrics(lookup, intents, tags),
+        optimizers=(optimizer, None),
+        callbacks=[
+            EarlyStoppingCallback(early_stopping_patience=config.patience),
+            TensorBoardCallback(SummaryWriter(str(output_dir / "tensorboard"))),
+        ],
+    )
+    last = (
+        get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
+    )
+    if resume and last is None:
+        log.warning("No checkpoint in %s: training from the start.", args.output_dir)
+    started = time.perf_counter()
+    trainer.train(resume_from_checkpoint=last)
+    seconds = time.perf_counter() - started
+    if not trainer.is_world_process_zero():
+        return output_dir / "bundle"
+
+    dev_out = trainer.predict(dev_set, metric_key_prefix="dev")
+    temperature = fit_temperature(dev_out.predictions[0], dev_out.label_ids[0])
+    bundle = output_dir / "bundle"
+    bundle.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()}, bundle / "model.safetensors"
+    )
+    hf_tokenizer.save_pretrained(bundle)
+    write_manifest(
+        bundle,
+        {
+            "voicenlu_version": __version__,
+            "backbone": config.backbone,
+            "encoder_config": model.encoder.config.to_diff_dict()
+            | {"model_type": model.encoder.config.model_type},
+            "intents": intents,
+            "slot_tags": tags,
+            "max_length": config.max_length,
+            "pad_token_id": tokenizer.token_to_id(hf_tokenizer.pad_token) or 0,
+            "calibration": {"temperature": temperature, "threshold": 0.0},
+            "training": dataclasses.asdict(config)
+            | {"train_seconds": round(seconds, 1), "epochs_run": trainer.state.epoch},
+            "data": data.source | {"train": len(data.train), "dev": len(data.dev)},
+            "dev_metrics": {
+                k.removeprefix("dev_"): v
+                for k, v in dev_out.metrics.items()
+                if k.removeprefix("dev_") in ("intent_accuracy", "slot_f1", "exact_match")
+            },
+            "history": _history(trainer.state.log_history),
+        },
+    )
+    record_files(bundle, "model.safetensors", "tokenizer.json")
+    from voicenlu.export import export_onnx
+
+    export_onnx(bundle, [u.text for u in data.dev])
+    if data.test:
+        evaluate_bundle(bundle, data.test)
+    return bundle
+
+
+def load_torch_model(bundle: Path):
+    """(JointModel with the bundle's weights, prepared tokenizer, manifest)."""
+    manifest = read_manifest(bundle, need=("model.safetensors", "tokenizer.json"))
+    config = encoder_config_from_dict(manifest["encoder_config"])
+    model = JointModel.from_config(config, len(manifest["intents"]), len(manifest["slot_tags"]))
+    model.load_state_dict(load_file(bundle / "model.safetensors"))
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(bundle).backend_tokenizer
+    return model, prepare_tokenizer(tokenizer, manifest["max_length"]), manifest
