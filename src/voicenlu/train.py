@@ -217,7 +217,8 @@ def train(data: TrainData, config: TrainConfig, output_dir: Path, resume: bool =
     sample_set, sample_enc = _featurize(sample, tokenizer, intent_index, tag_index, first)
     lookup = {}
     for first_id, utts, encs in ((len(data.train), data.dev, dev_enc), (first, sample, sample_enc)):
-        lookup.update({first_id + k: (u, e) for k, (u, e) in enumerate(zip(utts, encs))})
+        pairs = zip(utts, encs, strict=True)
+        lookup.update({first_id + k: pair for k, pair in enumerate(pairs)})
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     args = TrainingArguments(
