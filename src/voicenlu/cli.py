@@ -66,10 +66,13 @@ def cmd_train(args) -> int:
     )
     snips = _snips(args)
     per_intent = 100 if args.quick and not args.per_intent else args.per_intent
-    train_set = stratified_slice(snips.train, per_intent, args.seed) if per_intent else snips.train
+    train_set, dev_set = snips.train, snips.dev
+    if per_intent:  # a slice of both: dev is scored every epoch
+        train_set = stratified_slice(train_set, per_intent, args.seed)
+        dev_set = stratified_slice(dev_set, per_intent, args.seed)
     data = TrainData(
         train=train_set,
-        dev=snips.dev,
+        dev=dev_set,
         test=snips.test,
         source={"name": "snips-2017-06", "split": "goo2018", "commit": snips.commit},
     )
@@ -205,7 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=13, help="default: %(default)s")
     p.add_argument("--patience", type=int, default=3, help="early stopping, in epochs")
     p.add_argument(
-        "--per-intent", type=int, default=0, help="train on a stratified slice of N per intent"
+        "--per-intent",
+        type=int,
+        default=0,
+        help="train on a stratified slice of N per intent (dev sliced alike; test kept whole)",
     )
     p.add_argument(
         "--quick",

@@ -171,7 +171,8 @@ def _labels(data: TrainData) -> tuple[list[str], list[str]]:
     unknown = sorted({u.intent for u in data.dev if u.intent not in intents})
     if unknown:
         raise ConfigError(f"The dev set has intents that training never sees: {unknown}.")
-    slots = {s.slot for u in data.train for s in u.slots}
+    # Dev may name a slot training never shows (small slices): it needs a tag to be scored.
+    slots = {s.slot for u in data.train + data.dev for s in u.slots}
     return intents, slot_tags(sorted(slots))
 
 
@@ -300,7 +301,11 @@ def train(data: TrainData, config: TrainConfig, output_dir: Path, resume: bool =
             "pad_token_id": tokenizer.token_to_id(hf_tokenizer.pad_token) or 0,
             "calibration": {"temperature": temperature, "threshold": 0.0},
             "training": dataclasses.asdict(config)
-            | {"train_seconds": round(seconds, 1), "epochs_run": trainer.state.epoch},
+            | {
+                "train_seconds": round(seconds, 1),
+                "epochs_run": trainer.state.epoch,
+                "world_size": args.world_size,
+            },
             "data": data.source | {"train": len(data.train), "dev": len(data.dev)},
             "dev_metrics": {
                 k.removeprefix("dev_"): v

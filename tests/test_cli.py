@@ -1,0 +1,112 @@
+"""Every command, run as a user runs it; errors end in a clear message and a non-zero exit."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args: str, env: dict | None = None, stdin: str | None = None):
+    done = subprocess.run(
+        [sys.executable, "-m", "voicenlu", *args],
+        env={**os.environ, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+def dead_url() -> str:
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"
+
+
+def no_data_env(tmp_path) -> dict:
+    return {
+        "VOICENLU_SNIPS_MIRROR": "",
+        "VOICENLU_SNIPS_URL": dead_url(),
+        "VOICENLU_DATA_DIR": str(tmp_path / "empty"),
+    }
+
+
+@pytest.mark.parametrize(
+    "command", [[], ["data"], ["train"], ["evaluate"], ["predict"], ["export"]]
+)
+def test_help_teaches(command):
+    done = run(*command, "--help")
+    assert done.returncode == 0 and "usage: voicenlu" in done.stdout
+
+
+def test_data_download_and_stats(tmp_path, snips_mirror):
+    done = run("data", "download", "--from", str(snips_mirror), "--data-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    stats = run("data", "stats", "--data-dir", str(tmp_path))
+    assert stats.returncode == 0
+    assert "13,084" in stats.stdout and "AddToPlaylist" in stats.stdout
+    assert "repaired: 1" in stats.stdout
+
+
+def test_download_without_network_says_how_to_use_a_local_copy(tmp_path):
+    done = run("data", "download", "--data-dir", str(tmp_path / "d"), env=no_data_env(tmp_path))
+    assert done.returncode == 1 and "--from" in done.stderr
+
+
+def test_train_without_data_is_a_clear_error(tmp_path):
+    done = run("train", "--quick", "--output-dir", str(tmp_path / "run"), env=no_data_env(tmp_path))
+    assert done.returncode == 1 and "VOICENLU_SNIPS_MIRROR" in done.stderr
+
+
+def test_train_with_unknown_backbone(tmp_path):
+    done = run(
+        "train",
+        "--quick",
+        "--backbone",
+        str(tmp_path / "no-such-model"),
+        "--output-dir",
+        str(tmp_path / "run"),
+    )
+    assert done.returncode == 1 and "Could not load the backbone" in done.stderr
+
+
+def test_predict_readable_json_and_stdin(tiny_bundle):
+    done = run("predict", str(tiny_bundle), "add Diamonds to my roadtrip playlist", "play jazz")
+    assert done.returncode == 0 and done.stdout.count("->") == 2
+    done = run("predict", str(tiny_bundle), "--json", "play jazz")
+    result = json.loads(done.stdout)
+    assert result["text"] == "play jazz" and result["intent"]["name"]
+    done = run("predict", str(tiny_bundle), "--json", "-", stdin="play jazz\n\nbook a table\n")
+    assert [json.loads(line)["text"] for line in done.stdout.splitlines()] == [
+        "play jazz",
+        "book a table",
+    ]
+
+
+def test_predict_errors(tiny_bundle, tmp_path):
+    done = run("predict", str(tmp_path / "missing"), "play jazz")
+    assert done.returncode == 1 and "No model bundle" in done.stderr
+    done = run("predict", str(tiny_bundle), "  ")
+    assert done.returncode == 1 and "empty" in done.stderr
+
+
+def test_evaluate_and_export(tiny_bundle, tmp_path):
+    done = run("evaluate", str(tiny_bundle), "--out", str(tmp_path / "report"))
+    assert done.returncode == 0, done.stderr
+    metrics = json.loads(done.stdout)
+    assert metrics["n"] == 700 and 0 < metrics["intent_accuracy"] <= 1
+    assert (tmp_path / "report" / "report.md").is_file()
+
+    bundle = shutil.copytree(tiny_bundle, tmp_path / "bundle")
+    (bundle / "model.onnx").unlink()
+    done = run("export", str(bundle))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["intent_mismatches"] == 0

@@ -1,0 +1,116 @@
+"""The torch-free Parser on a real trained bundle: results, odd input, bundle checks."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from voicenlu import Parser
+from voicenlu.errors import BundleError, InputError
+
+ODD_TEXTS = [
+    "play 🎵 Pop Punk Perfection 🍕 on spotify",
+    "book a table at Cafe\u0301 de Flore in Paris",  # combining acute accent
+    "will it rain in Bos\u200bton tomorrow",  # zero-width space inside a word
+    "add Diamonds\u200d to my\ufeff roadtrip playlist",
+    "rate Les Mis\u00e9rables 5 stars 👍🏽",
+    "東京 weather tomorrow",
+    "play tobymac's latest album",
+]
+
+
+@pytest.fixture(scope="module")
+def parser(tiny_bundle):
+    return Parser.load(tiny_bundle)
+
+
+def test_parse_result_shape(parser):
+    result = parser.parse("add Diamonds to my roadtrip playlist")
+    assert set(result) == {"text", "intent", "in_scope", "intent_ranking", "slots"}
+    assert result["intent"]["name"] == result["intent_ranking"][0]["name"]
+    assert len(result["intent_ranking"]) == len(parser.intents)
+    assert abs(sum(r["confidence"] for r in result["intent_ranking"]) - 1) < 1e-3
+    assert result["in_scope"] is True
+
+
+@pytest.mark.parametrize("text", ODD_TEXTS)
+def test_slot_offsets_index_the_original_text(parser, text):
+    result = parser.parse(text)
+    assert result["text"] == text
+    for slot in result["slots"]:
+        assert text[slot["start"] : slot["end"]] == slot["value"]
+        assert slot["value"] and 0 <= slot["confidence"] <= 1
+
+
+def test_batch_equals_single_parses(parser):
+    batch = parser.parse_batch(ODD_TEXTS)
+    assert [r["text"] for r in batch] == ODD_TEXTS
+    for text, result in zip(ODD_TEXTS, batch, strict=True):
+        single = parser.parse(text)
+        assert single["intent"]["name"] == result["intent"]["name"]
+        assert [s["value"] for s in single["slots"]] == [s["value"] for s in result["slots"]]
+
+
+def test_huge_utterance_is_truncated_not_refused(parser):
+    text = "play some jazz " * 2000
+    result = parser.parse(text)
+    assert result["intent"]["name"] in parser.intents
+    assert all(s["end"] <= len(text) for s in result["slots"])
+
+
+@pytest.mark.parametrize("bad", ["", "   \n\t", None, 42, ["play jazz"]])
+def test_bad_text_gets_a_clear_error(parser, bad):
+    with pytest.raises(InputError, match="text"):
+        parser.parse(bad)
+
+
+def test_threshold_rejects_as_out_of_scope(parser):
+    result = parser.parse("what is the capital of France", threshold=1.01)
+    assert result["in_scope"] is False and result["intent"]["name"] is None
+    assert result["intent_ranking"] and result["slots"] == []
+
+
+def test_runtime_never_imports_torch(tiny_bundle):
+    code = (
+        "import sys, voicenlu\n"
+        f"p = voicenlu.Parser.load({str(tiny_bundle)!r})\n"
+        "p.parse('play some jazz'); p.parse_batch(['a', 'b'])\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def _copy(bundle, tmp_path):
+    return shutil.copytree(bundle, tmp_path / "bundle", ignore=shutil.ignore_patterns("report"))
+
+
+def test_tampered_onnx_is_refused(tiny_bundle, tmp_path):
+    bundle = _copy(tiny_bundle, tmp_path)
+    data = bytearray((bundle / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (bundle / "model.onnx").write_bytes(bytes(data))
+    with pytest.raises(BundleError, match="model.onnx does not match the checksum"):
+        Parser.load(bundle)
+
+
+def test_missing_onnx_says_how_to_make_it(tiny_bundle, tmp_path):
+    bundle = _copy(tiny_bundle, tmp_path)
+    (bundle / "model.onnx").unlink()
+    with pytest.raises(BundleError, match="voicenlu export"):
+        Parser.load(bundle)
+
+
+def test_missing_bundle_and_wrong_version(tmp_path, tiny_bundle):
+    with pytest.raises(BundleError, match="does not exist"):
+        Parser.load(tmp_path / "nowhere")
+    bundle = _copy(tiny_bundle, tmp_path)
+    manifest = json.loads((bundle / "voicenlu.json").read_text())
+    manifest["format_version"] = 99
+    (bundle / "voicenlu.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="format version 99"):
+        Parser.load(bundle)

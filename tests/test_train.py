@@ -1,0 +1,170 @@
+"""Training real models on small slices: the default backbone, ALBERT, resume, torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from safetensors.numpy import load_file
+
+from voicenlu.bundle import read_manifest
+from voicenlu.data import stratified_slice
+from voicenlu.evaluate import compute_metrics
+from voicenlu.runtime import Parser, result_to_utterance
+
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
+
+
+def test_tiny_model_beats_chance_on_held_out(tiny_bundle, snips, tiny_data):
+    held_out = stratified_slice(snips.dev, 30, seed=7)  # dev beyond the 10/intent used for choice
+    seen = {u.text for u in tiny_data.dev}
+    held_out = [u for u in held_out if u.text not in seen]
+    parser = Parser.load(tiny_bundle)
+    pred = [result_to_utterance(r) for r in parser.parse_batch([u.text for u in held_out])]
+    metrics = compute_metrics(held_out, pred)
+    assert metrics["intent_accuracy"] > 0.6, metrics["intent_accuracy"]  # chance is 1/7
+    assert metrics["slot_f1"] > 0.2, metrics["slot_f1"]
+
+
+def test_bundle_holds_everything_to_serve(tiny_bundle):
+    manifest = read_manifest(tiny_bundle)
+    for name in (
+        "model.safetensors",
+        "model.onnx",
+        "tokenizer.json",
+        "metrics.json",
+        "MODEL_CARD.md",
+    ):
+        assert name in manifest["files"] and (tiny_bundle / name).is_file()
+    assert (tiny_bundle / "report" / "report.md").is_file()
+    assert (tiny_bundle / "report" / "confusion_matrix.svg").is_file()
+    assert (tiny_bundle / "report" / "loss_by_epoch.png").is_file()
+    assert manifest["training"]["seed"] == 3
+    assert manifest["onnx_parity"]["intent_mismatches"] == 0
+    assert manifest["onnx_parity"]["max_abs_logit_diff"] < 1e-3
+    assert len(manifest["history"]) >= 2 and "eval_slot_f1" in manifest["history"][-1]
+    assert 0.05 < manifest["calibration"]["temperature"] < 20
+    assert list((tiny_bundle.parent / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def _tiny_albert_backbone(path: Path, texts: list[str]) -> Path:
+    """A randomly initialised ALBERT with a SentencePiece-style (Metaspace) tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from tokenizers.processors import TemplateProcessing
+    from transformers import AlbertConfig, AlbertModel, PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.Unigram())
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    specials = ["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"]
+    tok.train_from_iterator(
+        texts, trainers.UnigramTrainer(vocab_size=400, special_tokens=specials, unk_token="<unk>")
+    )
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    config = AlbertConfig(
+        vocab_size=tok.get_vocab_size(),
+        embedding_size=16,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        pad_token_id=0,
+    )
+    AlbertModel(config).save_pretrained(path)
+    fast.save_pretrained(path)
+    return path
+
+
+def test_albert_backbone_trains_exports_and_parses(tmp_path, tiny_data):
+    from voicenlu.train import TrainConfig, TrainData, train
+
+    backbone = _tiny_albert_backbone(tmp_path / "albert", [u.text for u in tiny_data.train])
+    data = TrainData(tiny_data.train, tiny_data.dev)
+    config = TrainConfig(backbone=str(backbone), epochs=2, batch_size=32, head_lr=3e-3)
+    bundle = train(data, config, tmp_path / "run")
+    manifest = read_manifest(bundle)
+    assert manifest["encoder_config"]["model_type"] == "albert"
+    text = "play the song “Tobymac's Diamonds” 🎵 please"
+    result = Parser.load(bundle).parse(text)
+    assert result["intent"]["name"] in manifest["intents"]
+    for slot in result["slots"]:
+        assert text[slot["start"] : slot["end"]] == slot["value"]
+
+
+def _train_cmd(out: Path, epochs: int, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "voicenlu",
+        "train",
+        "--per-intent",
+        "12",
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        "16",
+        "--seed",
+        "5",
+        "--output-dir",
+        str(out),
+        *extra,
+    ]
+
+
+def test_killed_run_resumes_to_the_same_end(tmp_path):
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    subprocess.run(_train_cmd(straight, 3), env=ENV, check=True, capture_output=True)
+
+    proc = subprocess.Popen(
+        _train_cmd(killed, 3), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    deadline = time.time() + 300
+    while not list((killed / "checkpoints").glob("checkpoint-*/trainer_state.json")):
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint was written"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "bundle" / "voicenlu.json").exists()
+
+    resumed = subprocess.run(
+        _train_cmd(killed, 3, "--resume"), env=ENV, capture_output=True, text=True
+    )
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a = load_file(straight / "bundle" / "model.safetensors")
+    b = load_file(killed / "bundle" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert abs(a[key] - b[key]).max() < 1e-4, key
+    ma = json.loads((straight / "bundle" / "metrics.json").read_text())
+    mb = json.loads((killed / "bundle" / "metrics.json").read_text())
+    assert ma["intent_accuracy"] == mb["intent_accuracy"]
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="gloo on CPU is exercised on Linux")
+def test_torchrun_two_processes(tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    cmd = [str(torchrun), "--nproc_per_node=2", "-m", "voicenlu", *_train_cmd(tmp_path, 1)[3:]]
+    done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = read_manifest(tmp_path / "bundle")
+    assert manifest["training"]["world_size"] == 2
+    assert Parser.load(tmp_path / "bundle").parse("play some jazz")["intent"]["name"]
