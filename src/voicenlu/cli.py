@@ -48,9 +48,21 @@ def cmd_data_stats(args) -> int:
     return 0
 
 
-def cmd_train(args) -> int:
+def _snips_train_data(snips, per_intent: int = 0, seed: int = 0):
+    """The standard split as training data; with ``per_intent``, a stratified slice of it."""
     from voicenlu.data import stratified_slice
-    from voicenlu.train import TrainConfig, TrainData, train
+    from voicenlu.train import TrainData
+
+    train_set, dev_set = snips.train, snips.dev
+    if per_intent:  # a slice of both: dev is scored every epoch
+        train_set = stratified_slice(train_set, per_intent, seed)
+        dev_set = stratified_slice(dev_set, per_intent, seed)
+    source = {"name": "snips-2017-06", "split": "goo2018", "commit": snips.commit}
+    return TrainData(train=train_set, dev=dev_set, test=snips.test, source=source)
+
+
+def cmd_train(args) -> int:
+    from voicenlu.train import TrainConfig, train
 
     config = TrainConfig(
         backbone=args.backbone,
@@ -64,18 +76,8 @@ def cmd_train(args) -> int:
         freeze_backbone=args.freeze_backbone,
         patience=args.patience,
     )
-    snips = _snips(args)
     per_intent = 100 if args.quick and not args.per_intent else args.per_intent
-    train_set, dev_set = snips.train, snips.dev
-    if per_intent:  # a slice of both: dev is scored every epoch
-        train_set = stratified_slice(train_set, per_intent, args.seed)
-        dev_set = stratified_slice(dev_set, per_intent, args.seed)
-    data = TrainData(
-        train=train_set,
-        dev=dev_set,
-        test=snips.test,
-        source={"name": "snips-2017-06", "split": "goo2018", "commit": snips.commit},
-    )
+    data = _snips_train_data(_snips(args), per_intent, args.seed)
     bundle = train(data, config, Path(args.output_dir), resume=args.resume)
     _print_bundle_summary(bundle)
     return 0
@@ -135,6 +137,31 @@ def cmd_export(args) -> int:
 
     parity = export_onnx(Path(args.bundle), [u.text for u in _snips(args).dev])
     print(json.dumps(parity))
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from voicenlu.optimize import quantize
+
+    snips = _snips(args)
+    summary = quantize(Path(args.bundle), snips.dev, snips.test, per_channel=args.per_channel)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_prune(args) -> int:
+    from voicenlu.optimize import prune_layers
+
+    data = _snips_train_data(_snips(args))
+    bundle = prune_layers(
+        Path(args.bundle),
+        Path(args.output_dir),
+        args.layers,
+        data,
+        epochs=args.epochs,
+        seed=args.seed,
+    )
+    _print_bundle_summary(bundle)
     return 0
 
 
@@ -254,6 +281,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="model bundle directory")
     add_data_dir(p)
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "quantize",
+        help="write model.int8.onnx (dynamic int8) and score it against fp32 on dev and test",
+    )
+    p.add_argument("bundle", help="model bundle directory (with model.onnx)")
+    add_data_dir(p)
+    p.add_argument("--per-channel", action="store_true", help="one int8 scale per output channel")
+    p.set_defaults(func=cmd_quantize)
+
+    p = sub.add_parser(
+        "prune",
+        help="drop encoder layers (chosen on dev), recover by distillation: a new, faster bundle",
+        description="Structured pruning: remove the encoder layers whose removal costs least on "
+        "dev, then fine-tune the smaller model on the training set with the original model's "
+        "logits as soft targets. Export and quantize the result like any bundle.",
+    )
+    p.add_argument("bundle", help="model bundle directory to prune")
+    p.add_argument("--layers", type=int, required=True, help="encoder layers to keep")
+    p.add_argument("--output-dir", required=True, help="run directory of the pruned model")
+    p.add_argument(
+        "--epochs", type=float, default=2.0, help="recovery epochs (default: %(default)s)"
+    )
+    p.add_argument("--seed", type=int, default=13)
+    add_data_dir(p)
+    p.set_defaults(func=cmd_prune)
     return parser
 
 

@@ -11,6 +11,8 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 from voicenlu.errors import ConfigError
 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
+DISTILL_WEIGHT = 0.5  # share of the distillation loss when recovering a pruned model
+DISTILL_TEMPERATURE = 2.0
 
 
 def resolve_backbone(name_or_path: str) -> str:
@@ -47,12 +49,13 @@ def load_backbone(name_or_path: str):
 
 
 class JointModel(nn.Module):
-    """Encoder + intent head on the mean-pooled tokens + slot head on every token.
+    """Encoder + intent head on the pooled first token + slot head on every token.
 
-    Mean pooling works for every encoder (some have no trained [CLS] pooler, and
-    all-MiniLM-L6-v2 was trained with mean pooling). The slot head sees each token
-    together with the pooled utterance vector, so a token's tag can depend on the
-    intent (a name after "play" is a track, after "book" a restaurant).
+    The pooler (dense + tanh on the first token) and intent head have the shape of
+    BERT's sequence-classification head, so the intent half of a model can be saved as a
+    plain transformers classifier, the baseline a user would otherwise run. The slot head
+    sees each token together with the pooled utterance vector, so a token's tag can depend
+    on the intent (a name after "play" is a track, after "book" a restaurant).
     """
 
     def __init__(
@@ -67,6 +70,8 @@ class JointModel(nn.Module):
         self.encoder = encoder
         hidden = encoder.config.hidden_size
         self.dropout = nn.Dropout(dropout)
+        self.pooler = nn.Linear(hidden, hidden)
+        self._adopt_encoder_pooler()
         self.intent_head = nn.Linear(hidden, n_intents)
         self.slot_head = nn.Linear(2 * hidden, n_tags)
         self.label_smoothing = label_smoothing
@@ -75,6 +80,19 @@ class JointModel(nn.Module):
             "distilbert",
             "xlm-roberta",
         }
+
+    def _adopt_encoder_pooler(self) -> None:
+        """Start from the encoder's pretrained [CLS] pooler, if it has one, and detach it.
+
+        The encoder would otherwise compute an unused output whose weights get no
+        gradient, which DDP refuses.
+        """
+        pooler = getattr(self.encoder, "pooler", None)
+        dense = getattr(pooler, "dense", pooler)
+        if isinstance(dense, nn.Linear) and dense.weight.shape == self.pooler.weight.shape:
+            self.pooler.load_state_dict(dense.state_dict())
+        if pooler is not None:
+            self.encoder.pooler = None
 
     @classmethod
     def from_config(cls, encoder_config: PretrainedConfig, n_intents: int, n_tags: int):
@@ -94,20 +112,47 @@ class JointModel(nn.Module):
         intent_labels: torch.Tensor | None = None,
         slot_labels: torch.Tensor | None = None,
         example_ids: torch.Tensor | None = None,  # carried through for metrics; unused here
+        teacher_intent_logits: torch.Tensor | None = None,
+        teacher_slot_logits: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if self.uses_token_types and token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**kwargs).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        pooled = torch.tanh(self.pooler(hidden[:, 0]))
         intent_logits = self.intent_head(self.dropout(pooled))
         token_features = torch.cat([hidden, pooled.unsqueeze(1).expand_as(hidden)], dim=-1)
         slot_logits = self.slot_head(self.dropout(token_features))
         out = {"intent_logits": intent_logits, "slot_logits": slot_logits}
         if intent_labels is not None and slot_labels is not None:
             out["loss"] = self._loss(intent_logits, slot_logits, intent_labels, slot_labels)
+            if teacher_intent_logits is not None:
+                distill = self._distillation(
+                    intent_logits,
+                    slot_logits,
+                    teacher_intent_logits,
+                    teacher_slot_logits,
+                    slot_labels,
+                )
+                out["loss"] = (1 - DISTILL_WEIGHT) * out["loss"] + DISTILL_WEIGHT * distill
         return out
+
+    @staticmethod
+    def _distillation(intent, slots, teacher_intent, teacher_slots, slot_labels) -> torch.Tensor:
+        """KL divergence to a teacher's softened predictions (Hinton et al. 2015), both heads."""
+        t = DISTILL_TEMPERATURE
+
+        def kl(student, teacher):
+            return nn.functional.kl_div(
+                nn.functional.log_softmax(student / t, -1),
+                nn.functional.log_softmax(teacher / t, -1),
+                log_target=True,
+                reduction="none",
+            ).sum(-1)
+
+        tagged = slot_labels != -100
+        slot_kl = kl(slots, teacher_slots[:, : slots.shape[1]])[tagged].mean()
+        return t * t * (kl(intent, teacher_intent).mean() + slot_kl)
 
     def _loss(self, intent_logits, slot_logits, intent_labels, slot_labels) -> torch.Tensor:
         """Summed cross-entropy of both heads; an intent-only batch (no tags) adds no slot loss."""

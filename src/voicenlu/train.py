@@ -117,7 +117,7 @@ class _Collator:
         def pad(key, value):
             return torch.tensor([r[key] + [value] * (width - len(r[key])) for r in rows])
 
-        return {
+        batch = {
             "input_ids": pad("input_ids", self.pad_id),
             "token_type_ids": pad("token_type_ids", 0),
             "attention_mask": torch.tensor(
@@ -127,6 +127,26 @@ class _Collator:
             "intent_labels": torch.tensor([r["intent_labels"] for r in rows]),
             "example_ids": torch.tensor([r["example_ids"] for r in rows]),
         }
+        if "teacher_slot_logits" in rows[0]:  # distillation targets: training rows only
+            batch["teacher_intent_logits"] = torch.stack([r["teacher_intent_logits"] for r in rows])
+            batch["teacher_slot_logits"] = torch.nn.utils.rnn.pad_sequence(
+                [r["teacher_slot_logits"] for r in rows], batch_first=True
+            )
+        return batch
+
+
+def _attach_teacher_logits(dataset: _Features, teacher: JointModel, collate: _Collator) -> None:
+    """Store a teacher's logits on each training row, computed once, for distillation."""
+    teacher.eval()
+    rows = dataset.rows
+    with torch.no_grad():
+        for i in range(0, len(rows), 128):
+            chunk = rows[i : i + 128]
+            batch = collate(chunk)
+            out = teacher(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])
+            for k, row in enumerate(chunk):
+                row["teacher_intent_logits"] = out["intent_logits"][k]
+                row["teacher_slot_logits"] = out["slot_logits"][k, : len(row["input_ids"])]
 
 
 def predict_utterances(examples, intent_logits, slot_logits, intents, tags) -> list[Utterance]:
@@ -194,18 +214,34 @@ def _history(log_history: list[dict]) -> list[dict]:
     return [by_epoch[k] for k in sorted(by_epoch)]
 
 
-def train(data: TrainData, config: TrainConfig, output_dir: Path, resume: bool = False) -> Path:
-    """Train, write ``output_dir/bundle`` and return its path (rank 0 only writes)."""
+def train(
+    data: TrainData,
+    config: TrainConfig,
+    output_dir: Path,
+    resume: bool = False,
+    start: tuple | None = None,
+    teacher: JointModel | None = None,
+    record: dict | None = None,
+) -> Path:
+    """Train, write ``output_dir/bundle`` and return its path (rank 0 only writes).
+
+    ``start`` is a (model, tokenizer, intents, tags) to continue from instead of the
+    pretrained backbone (a pruned model); ``teacher`` adds distillation from its logits;
+    ``record`` adds fields to the bundle manifest.
+    """
     output_dir = Path(output_dir)
     set_seed(config.seed)
-    intents, tags = _labels(data)
-    model, hf_tokenizer = build_model(
-        config.backbone,
-        len(intents),
-        len(tags),
-        freeze_backbone=config.freeze_backbone,
-        label_smoothing=config.label_smoothing,
-    )
+    if start is None:
+        intents, tags = _labels(data)
+        model, hf_tokenizer = build_model(
+            config.backbone,
+            len(intents),
+            len(tags),
+            freeze_backbone=config.freeze_backbone,
+            label_smoothing=config.label_smoothing,
+        )
+    else:
+        model, hf_tokenizer, intents, tags = start
     tokenizer = prepare_tokenizer(hf_tokenizer.backend_tokenizer, config.max_length)
     intent_index = {name: i for i, name in enumerate(intents)}
     tag_index = {tag: i for i, tag in enumerate(tags)}
@@ -220,6 +256,11 @@ def train(data: TrainData, config: TrainConfig, output_dir: Path, resume: bool =
     for first_id, utts, encs in ((len(data.train), data.dev, dev_enc), (first, sample, sample_enc)):
         pairs = zip(utts, encs, strict=True)
         lookup.update({first_id + k: pair for k, pair in enumerate(pairs)})
+
+    pad_id = tokenizer.token_to_id(hf_tokenizer.pad_token) or 0
+    collate = _Collator(pad_id)
+    if teacher is not None:
+        _attach_teacher_logits(train_set, teacher, collate)
 
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     args = TrainingArguments(
@@ -261,7 +302,7 @@ def train(data: TrainData, config: TrainConfig, output_dir: Path, resume: bool =
         args=args,
         train_dataset=train_set,
         eval_dataset={"dev": dev_set, "train": sample_set},
-        data_collator=_Collator(tokenizer.token_to_id(hf_tokenizer.pad_token) or 0),
+        data_collator=collate,
         compute_metrics=_Metrics(lookup, intents, tags),
         optimizers=(optimizer, None),
         callbacks=[
@@ -298,7 +339,7 @@ def train(data: TrainData, config: TrainConfig, output_dir: Path, resume: bool =
             "intents": intents,
             "slot_tags": tags,
             "max_length": config.max_length,
-            "pad_token_id": tokenizer.token_to_id(hf_tokenizer.pad_token) or 0,
+            "pad_token_id": pad_id,
             "calibration": {"temperature": temperature, "threshold": 0.0},
             "training": dataclasses.asdict(config)
             | {
@@ -313,7 +354,8 @@ def train(data: TrainData, config: TrainConfig, output_dir: Path, resume: bool =
                 if k.removeprefix("dev_") in ("intent_accuracy", "slot_f1", "exact_match")
             },
             "history": _history(trainer.state.log_history),
-        },
+        }
+        | (record or {}),
     )
     record_files(bundle, "model.safetensors", "tokenizer.json")
     from voicenlu.export import export_onnx

@@ -41,3 +41,34 @@ __all__ = [
     "stratified_slice",
     "verify",
 ]
+
+# User data formats and the validator. `validate` itself stays in voicenlu.data.validate: exporting
+# it here would shadow that submodule's name.
+from voicenlu.data.formats import (  # noqa: E402
+    FORMATS,
+    Conversion,
+    Dataset,
+    FormatError,
+    Problem,
+    convert,
+    detect_format,
+    format_for_path,
+    load_dataset,
+    write_dataset,
+)
+from voicenlu.data.validate import format_problems, validate_path  # noqa: E402
+
+__all__ += [
+    "FORMATS",
+    "Conversion",
+    "Dataset",
+    "FormatError",
+    "Problem",
+    "convert",
+    "detect_format",
+    "format_for_path",
+    "format_problems",
+    "load_dataset",
+    "validate_path",
+    "write_dataset",
+]

@@ -1,0 +1,135 @@
+// The demo page: send the typed request to /parse and draw the answer.
+// All text from the request and the model goes in through textContent, never as HTML.
+"use strict";
+
+const EXAMPLES = [
+  "add Diamonds to my roadtrip playlist",
+  "will it rain in Paris tomorrow",
+  "book a table for two at a sushi place tonight",
+  "play something by Miles Davis",
+];
+
+const $ = (id) => document.getElementById(id);
+let apiKey = "";
+
+async function call(path, body) {
+  const headers = { "Content-Type": "application/json" };
+  if (apiKey) headers.Authorization = `Bearer ${apiKey}`;
+  const init = body === undefined
+    ? { headers }
+    : { method: "POST", headers, body: JSON.stringify(body) };
+  const response = await fetch(path, init);
+  const data = await response.json().catch(() => ({}));
+  if (response.status === 401) {
+    $("key-row").hidden = false;
+    $("key").focus();
+  }
+  if (!response.ok) throw new Error(data.error || `The server answered ${response.status}.`);
+  return data;
+}
+
+function percent(confidence) {
+  return `${(confidence * 100).toFixed(1)}%`;
+}
+
+// One hue per slot name, so the same slot keeps its colour across requests.
+function hue(name) {
+  let h = 0;
+  for (const c of name) h = (h * 31 + c.charCodeAt(0)) % 360;
+  return h;
+}
+
+function el(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function highlight(text, slots) {
+  const out = $("highlighted");
+  out.replaceChildren();
+  let at = 0;
+  for (const slot of [...slots].sort((a, b) => a.start - b.start)) {
+    out.append(text.slice(at, slot.start));
+    const mark = el("mark", "slot");
+    mark.dataset.slot = slot.slot;
+    mark.style.setProperty("--hue", hue(slot.slot));
+    mark.append(el("span", "value", text.slice(slot.start, slot.end)));
+    mark.append(el("span", "label", slot.slot));
+    out.append(mark);
+    at = slot.end;
+  }
+  out.append(text.slice(at));
+}
+
+function show(result) {
+  const intent = $("intent");
+  intent.textContent = result.in_scope ? result.intent.name : "out of scope";
+  intent.classList.toggle("out-of-scope", !result.in_scope);
+  $("confidence").textContent = percent(result.intent.confidence);
+  highlight(result.text, result.slots);
+
+  const slots = $("slots");
+  slots.replaceChildren();
+  if (result.slots.length === 0) slots.append(el("li", "muted", "none"));
+  for (const slot of result.slots) {
+    const item = el("li");
+    const name = el("span", "slot-name", slot.slot);
+    name.style.setProperty("--hue", hue(slot.slot));
+    item.append(name, el("span", "slot-value", slot.value), el("span", "muted", percent(slot.confidence)));
+    slots.append(item);
+  }
+
+  const ranking = $("ranking");
+  ranking.replaceChildren();
+  for (const entry of result.intent_ranking) {
+    const item = el("li");
+    const bar = el("span", "bar");
+    bar.style.setProperty("--width", percent(entry.confidence));
+    item.append(el("span", "rank-name", entry.name), bar, el("span", "muted", percent(entry.confidence)));
+    ranking.append(item);
+  }
+  $("result").hidden = false;
+}
+
+async function parse(event) {
+  event.preventDefault();
+  apiKey = $("key").value.trim();
+  $("error").hidden = true;
+  $("submit").disabled = true;
+  try {
+    show(await call("/parse", { text: $("text").value }));
+  } catch (error) {
+    $("error").textContent = error.message;
+    $("error").hidden = false;
+  } finally {
+    $("submit").disabled = false;
+  }
+}
+
+async function describeModel() {
+  try {
+    const meta = await call("/metadata");
+    $("model").textContent = `${meta.backbone} · ${meta.intents.length} intents · ${meta.slots.length} slot types · v${meta.version}`;
+    $("text").maxLength = meta.limits.max_chars;
+  } catch {
+    // Without the key the page still works once the user types it in.
+  }
+}
+
+function init() {
+  for (const example of EXAMPLES) {
+    const chip = el("button", "chip", example);
+    chip.type = "button";
+    chip.addEventListener("click", () => {
+      $("text").value = example;
+      $("ask").requestSubmit();
+    });
+    $("examples").append(chip);
+  }
+  $("ask").addEventListener("submit", parse);
+  describeModel();
+}
+
+init();
