@@ -61,6 +61,43 @@ def _snips_train_data(snips, per_intent: int = 0, seed: int = 0):
     return TrainData(train=train_set, dev=dev_set, test=snips.test, source=source)
 
 
+def _user_train_data(path: str, seed: int):
+    """A user's dataset, validated first (refused with the full report), 10% held out as dev."""
+    from voicenlu.data import holdout, load_dataset
+    from voicenlu.data.validate import format_problems, validate
+    from voicenlu.errors import DataError
+    from voicenlu.train import TrainData
+
+    dataset = load_dataset(path)
+    problems = validate(dataset)
+    if problems:
+        raise DataError(f"{path} is not ready for training.\n{format_problems(problems)}")
+    train_set, dev_set = holdout(dataset.utterances, 0.1, seed)
+    source = {"name": Path(path).name, "format": dataset.format, "has_slots": dataset.has_slots}
+    return TrainData(train=train_set, dev=dev_set, source=source)
+
+
+def cmd_data_validate(args) -> int:
+    from voicenlu.data import format_problems, validate_path
+
+    problems = validate_path(args.path)
+    print(format_problems(problems))
+    return 1 if problems else 0
+
+
+def cmd_data_convert(args) -> int:
+    from voicenlu.data import convert
+
+    result = convert(args.source, args.target, args.format)
+    print(
+        f"{len(result.source.utterances)} utterances: {result.source.format} -> {result.format}"
+        f" ({args.target})"
+    )
+    for note in result.notes:
+        print(f"note: {note}")
+    return 0
+
+
 def cmd_train(args) -> int:
     from voicenlu.train import TrainConfig, train
 
@@ -76,8 +113,11 @@ def cmd_train(args) -> int:
         freeze_backbone=args.freeze_backbone,
         patience=args.patience,
     )
-    per_intent = 100 if args.quick and not args.per_intent else args.per_intent
-    data = _snips_train_data(_snips(args), per_intent, args.seed)
+    if args.data:
+        data = _user_train_data(args.data, args.seed)
+    else:
+        per_intent = 100 if args.quick and not args.per_intent else args.per_intent
+        data = _snips_train_data(_snips(args), per_intent, args.seed)
     bundle = train(data, config, Path(args.output_dir), resume=args.resume)
     _print_bundle_summary(bundle)
     return 0
@@ -165,6 +205,17 @@ def cmd_prune(args) -> int:
     return 0
 
 
+def cmd_bench(args) -> int:
+    from voicenlu.bench import render_table, run_bench
+
+    _snips(args)  # the workers read the test set: make sure it is there
+    result = run_bench(
+        Path(args.bundle), [Path(p) for p in args.pruned], Path(args.out), args.runs, args.requests
+    )
+    print(render_table(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voicenlu",
@@ -209,6 +260,24 @@ def build_parser() -> argparse.ArgumentParser:
     p = data_sub.add_parser("stats", help="utterances per intent and per slot, train/dev/test")
     add_data_dir(p)
     p.set_defaults(func=cmd_data_stats)
+    p = data_sub.add_parser(
+        "validate",
+        help="check a training file and report every problem with file, line and fix",
+        description="Reads a SNIPS benchmark folder, a Snips NLU dataset (.json), Rasa NLU "
+        "YAML (.yml), or CSV/JSONL with text,intent; exits non-zero when it finds problems.",
+    )
+    p.add_argument("path", help="dataset file or folder")
+    p.set_defaults(func=cmd_data_validate)
+    p = data_sub.add_parser(
+        "convert",
+        help="convert between Snips NLU JSON, Rasa YAML, CSV and JSONL",
+        description="Converts through voicenlu's utterance records; the output format "
+        "follows OUT's extension unless --format is given. Losses (slots into CSV) are noted.",
+    )
+    p.add_argument("source", metavar="IN")
+    p.add_argument("target", metavar="OUT")
+    p.add_argument("--format", help="output format: snips-nlu, rasa, csv or jsonl")
+    p.set_defaults(func=cmd_data_convert)
 
     p = sub.add_parser(
         "train",
@@ -218,6 +287,12 @@ def build_parser() -> argparse.ArgumentParser:
         "Several processes: torchrun --nproc_per_node=2 -m voicenlu train ...",
     )
     add_data_dir(p)
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="train on your own data instead of SNIPS: Snips NLU JSON, Rasa YAML, CSV or JSONL "
+        "(validated first; 10%% per intent held out as dev)",
+    )
     p.add_argument(
         "--output-dir", default="runs/snips", help="run directory (default: %(default)s)"
     )
@@ -307,6 +382,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=13)
     add_data_dir(p)
     p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser(
+        "bench",
+        help="accuracy/size/latency/throughput/memory table against the usual baselines",
+        description="Measures, side by side in one run: a Hugging Face text-classification "
+        "pipeline, voicenlu on PyTorch, ONNX Runtime fp32 and int8, pruned bundles (--pruned) "
+        "and TF-IDF + logistic regression. Each variant runs in fresh processes.",
+    )
+    p.add_argument("bundle", help="bundle with model.onnx and model.int8.onnx")
+    p.add_argument("--pruned", nargs="*", default=[], help="pruned bundles (quantized)")
+    p.add_argument("--out", default="benchmarks/deploy", help="output stem (default: %(default)s)")
+    p.add_argument("--runs", type=int, default=5, help="runs per measurement (median reported)")
+    p.add_argument("--requests", type=int, default=1000, help="single requests per run")
+    add_data_dir(p)
+    p.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -202,9 +202,16 @@ def write_report(
 
 
 def evaluate_bundle(
-    bundle: Path, gold: Sequence[Utterance], out_dir: Path | None = None, precision: str = "auto"
+    bundle: Path,
+    gold: Sequence[Utterance],
+    out_dir: Path | None = None,
+    precision: str = "auto",
+    split: str = "test",
 ) -> dict:
     """Score a bundle on ``gold`` with the runtime that serves it and write the report.
+
+    Scoring is closed-set (no out-of-scope threshold): benchmark data is all in scope, and
+    rejection is measured separately, by the leave-one-intent-out protocol.
 
     Without ``out_dir`` the report goes to ``bundle/report`` and the bundle's own
     ``metrics.json`` and ``MODEL_CARD.md`` are (re)written.
@@ -213,12 +220,11 @@ def evaluate_bundle(
     from voicenlu.runtime import Parser, result_to_utterance
 
     parser = Parser.load(bundle, precision=precision)
-    pred = [result_to_utterance(r) for r in parser.parse_batch([u.text for u in gold])]
+    results = parser.parse_batch([u.text for u in gold], threshold=0.0)
+    pred = [result_to_utterance(r) for r in results]
     metrics = compute_metrics(gold, pred)
     manifest = read_manifest(bundle, verify=False)
-    title = (
-        f"{Path(bundle).name}: {manifest['backbone']} ({parser.precision}), {len(gold)} utterances"
-    )
+    title = f"{manifest['backbone']} ({parser.precision}), {len(gold)} {split} utterances"
     write_report(
         Path(out_dir or Path(bundle) / "report"),
         metrics,
@@ -229,12 +235,12 @@ def evaluate_bundle(
     )
     if out_dir is None:
         (Path(bundle) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        write_model_card(Path(bundle), manifest, metrics)
+        write_model_card(Path(bundle), manifest, metrics, split)
         record_files(Path(bundle), "metrics.json", "MODEL_CARD.md")
     return metrics
 
 
-def write_model_card(bundle: Path, manifest: dict, metrics: dict) -> None:
+def write_model_card(bundle: Path, manifest: dict, metrics: dict, split: str) -> None:
     """MODEL_CARD.md: what the model was trained on, how well it does, and its limits."""
     training = manifest.get("training", {})
     data = manifest.get("data", {})
@@ -251,7 +257,7 @@ def write_model_card(bundle: Path, manifest: dict, metrics: dict) -> None:
         f"- Training: seed {training.get('seed')}, {training.get('epochs_run')} epochs, "
         f"{training.get('train_seconds')} s.",
         "",
-        "## Test figures",
+        f"## Figures on the {split} set",
         "",
         "| intent accuracy | slot F1 | exact match | utterances |",
         "|---|---|---|---|",

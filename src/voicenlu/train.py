@@ -47,6 +47,9 @@ from voicenlu.model import DEFAULT_BACKBONE, JointModel, build_model, encoder_co
 log = logging.getLogger(__name__)
 
 
+DEV_ACCEPT = 0.99  # share of in-scope dev requests the out-of-scope threshold lets through
+
+
 @dataclass
 class TrainConfig:
     """Everything that decides a training run; stored in the bundle."""
@@ -186,6 +189,20 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     return best_t
 
 
+def calibrate(logits: np.ndarray, labels: np.ndarray, accept: float = DEV_ACCEPT) -> dict:
+    """Temperature on dev, and the out-of-scope threshold that accepts ``accept`` of dev.
+
+    With no out-of-scope examples to fit on, the threshold is set from in-scope requests
+    alone: the calibrated confidence below which only 1% of dev requests fall.
+    """
+    temperature = fit_temperature(logits, labels)
+    z = logits / temperature
+    probs = np.exp(z - z.max(axis=1, keepdims=True))
+    confidence = (probs / probs.sum(axis=1, keepdims=True)).max(axis=1)
+    threshold = float(np.quantile(confidence, 1 - accept))
+    return {"temperature": temperature, "threshold": round(threshold, 4), "dev_accept": accept}
+
+
 def _labels(data: TrainData) -> tuple[list[str], list[str]]:
     intents = sorted({u.intent for u in data.train})
     unknown = sorted({u.intent for u in data.dev if u.intent not in intents})
@@ -322,7 +339,7 @@ def train(
         return output_dir / "bundle"
 
     dev_out = trainer.predict(dev_set, metric_key_prefix="dev")
-    temperature = fit_temperature(dev_out.predictions[0], dev_out.label_ids[0])
+    calibration = calibrate(dev_out.predictions[0], dev_out.label_ids[0])
     bundle = output_dir / "bundle"
     bundle.mkdir(parents=True, exist_ok=True)
     save_file(
@@ -340,7 +357,7 @@ def train(
             "slot_tags": tags,
             "max_length": config.max_length,
             "pad_token_id": pad_id,
-            "calibration": {"temperature": temperature, "threshold": 0.0},
+            "calibration": calibration,
             "training": dataclasses.asdict(config)
             | {
                 "train_seconds": round(seconds, 1),
@@ -363,6 +380,8 @@ def train(
     export_onnx(bundle, [u.text for u in data.dev])
     if data.test:
         evaluate_bundle(bundle, data.test)
+    else:  # user data: the held-out dev set is all there is to report on
+        evaluate_bundle(bundle, data.dev, split="dev")
     return bundle
 
 

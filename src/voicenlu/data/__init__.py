@@ -13,6 +13,7 @@ from voicenlu.data.snips import (
     StatsRow,
     decode_json_bytes,
     format_stats,
+    holdout,
     load_small_train,
     load_snips,
     read_benchmark_file,
@@ -38,6 +39,7 @@ __all__ = [
     "load_snips",
     "read_benchmark_file",
     "stats",
+    "holdout",
     "stratified_slice",
     "verify",
 ]

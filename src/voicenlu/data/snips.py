@@ -243,6 +243,22 @@ def stratified_slice(
     return [utt for i, utt in enumerate(utterances) if i in keep]
 
 
+def holdout(
+    utterances: Sequence[Utterance], fraction: float, seed: int
+) -> tuple[list[Utterance], list[Utterance]]:
+    """(train, dev): ``fraction`` of each intent (at least one, if it has 5+) held out for dev.
+
+    For user data, which has no dev set of its own: dev chooses the checkpoint and calibrates.
+    """
+    counts = Counter(u.intent for u in utterances)
+    dev: list[Utterance] = []
+    for intent, n in counts.items():
+        k = max(1, round(fraction * n)) if n >= 5 else 0
+        dev += stratified_slice([u for u in utterances if u.intent == intent], k, seed)
+    chosen = {id(u) for u in dev}
+    return [u for u in utterances if id(u) not in chosen], dev
+
+
 @dataclass(frozen=True)
 class StatsRow:
     """One line of ``voicenlu data stats``: a count per split for a total, an intent or a slot."""

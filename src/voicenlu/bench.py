@@ -1,0 +1,315 @@
+"""The deployment trade-off table: accuracy, size, latency, throughput and memory per variant.
+
+Every variant is measured in fresh processes of its own (one for latency, accuracy and peak
+RSS at 1 thread; one for batch throughput at 2 threads), side by side in one run, against
+what a user would otherwise run: a Hugging Face ``pipeline`` and a TF-IDF classifier.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from voicenlu.data.records import Utterance
+
+WARMUP = 50
+BATCH = 64
+HEADLINE = ("intent_accuracy", "slot_f1", "exact_match")
+
+
+# --- the worker side: one variant, one mode, in its own process --------------------------
+
+
+class _TorchSession:
+    """PyTorch behind the onnxruntime session interface, so the Parser runs it unchanged."""
+
+    def __init__(self, model):
+        import torch
+
+        self.model, self.torch = model, torch
+
+    def get_inputs(self):
+        from types import SimpleNamespace
+
+        return [SimpleNamespace(name=n) for n in ("input_ids", "attention_mask", "token_type_ids")]
+
+    def run(self, names, feed):
+        with self.torch.no_grad():
+            out = self.model(**{k: self.torch.from_numpy(v) for k, v in feed.items()})
+        return [out[n].numpy() for n in names]
+
+
+def _predictor(spec: dict, threads: int):
+    """(predict_batch(texts) -> list[Utterance], predict_one(text), size in bytes)."""
+    kind, path = spec["kind"], spec.get("path")
+    if kind in ("ort", "torch"):
+        from voicenlu.runtime import PRECISIONS, Parser, result_to_utterance
+
+        if kind == "ort":
+            parser = Parser.load(path, precision=spec["precision"], threads=threads)
+            size = (Path(path) / PRECISIONS[spec["precision"]]).stat().st_size
+        else:
+            import torch
+
+            from voicenlu.bundle import read_manifest
+            from voicenlu.train import load_torch_model
+
+            torch.set_num_threads(threads)
+            model, _, manifest = load_torch_model(Path(path))
+            parser = Parser(Path(path), read_manifest(path), _TorchSession(model), "torch-fp32")
+            size = (Path(path) / "model.safetensors").stat().st_size
+
+        def batch(texts):
+            results = parser.parse_batch(texts, threshold=0.0, batch_size=BATCH)
+            return [result_to_utterance(r) for r in results]
+
+        return batch, lambda text: parser.parse(text, threshold=0.0), size
+    if kind == "pipeline":
+        import torch
+        from transformers import pipeline
+
+        torch.set_num_threads(threads)
+        pipe = pipeline("text-classification", model=path, device=-1)
+        size = (Path(path) / "model.safetensors").stat().st_size
+
+        def batch(texts):
+            return [
+                Utterance(t, r["label"])
+                for t, r in zip(texts, pipe(texts, batch_size=BATCH), strict=True)
+            ]
+
+        return batch, pipe, size
+    if kind == "tfidf":
+        from voicenlu.baselines import TfidfLogReg
+        from voicenlu.data import ensure_data, load_snips
+
+        model = TfidfLogReg().fit(load_snips(ensure_data()).train)
+
+        def batch(texts):
+            return [Utterance(t, i) for t, i in zip(texts, model.predict(texts), strict=True)]
+
+        return batch, lambda text: model.predict([text]), len(pickle.dumps(model))
+    raise ValueError(kind)
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _worker(spec: dict, mode: str, runs: int, requests: int) -> dict:
+    from voicenlu.data import ensure_data, load_snips
+    from voicenlu.evaluate import compute_metrics
+
+    test = load_snips(ensure_data()).test
+    texts = [u.text for u in test]
+    threads = 1 if mode == "latency" else 2
+    predict_batch, predict_one, size = _predictor(spec, threads)
+    if mode == "throughput":
+        predict_batch(texts[:BATCH])
+        rates = []
+        for _ in range(runs):
+            started = time.perf_counter()
+            predict_batch(texts)
+            rates.append(len(texts) / (time.perf_counter() - started))
+        return {"throughput_utt_s": statistics.median(rates)}
+    pred = predict_batch(texts)
+    metrics = compute_metrics(test, pred)
+    row = {k: metrics[k] for k in HEADLINE}
+    if not any(u.slots for u in pred):  # intent-only variants have no slot figures
+        row["slot_f1"] = row["exact_match"] = None
+    for text in texts[:WARMUP]:
+        predict_one(text)
+    p50s, p99s = [], []
+    for _ in range(runs):
+        times = []
+        for i in range(requests):
+            started = time.perf_counter()
+            predict_one(texts[i % len(texts)])
+            times.append((time.perf_counter() - started) * 1000)
+        p50s.append(_percentile(times, 0.5))
+        p99s.append(_percentile(times, 0.99))
+    row |= {
+        "size_mb": size / 2**20,
+        "p50_ms": statistics.median(p50s),
+        "p99_ms": statistics.median(p99s),
+        "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    return row
+
+
+# --- the driver side ---------------------------------------------------------------------
+
+
+def export_hf_classifier(bundle: Path, out_dir: Path) -> Path | None:
+    """The bundle's encoder + pooler + intent head as a transformers sequence classifier.
+
+    This is what a user would serve by default with ``pipeline("text-classification")``.
+    Only BERT-family encoders have that head layout; others return None.
+    """
+    from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+    from voicenlu.train import load_torch_model
+
+    model, _, manifest = load_torch_model(bundle)
+    if manifest["encoder_config"]["model_type"] != "bert":
+        return None
+    config = AutoConfig.for_model(
+        "bert",
+        **{k: v for k, v in manifest["encoder_config"].items() if k != "model_type"},
+        id2label=dict(enumerate(manifest["intents"])),
+        label2id={n: i for i, n in enumerate(manifest["intents"])},
+    )
+    classifier = AutoModelForSequenceClassification.from_config(config)
+    state = {f"bert.{k}": v for k, v in model.encoder.state_dict().items()}
+    state |= {f"bert.pooler.dense.{k}": v for k, v in model.pooler.state_dict().items()}
+    state |= {f"classifier.{k}": v for k, v in model.intent_head.state_dict().items()}
+    missing, unexpected = classifier.load_state_dict(state, strict=False)
+    assert not unexpected and all("position_ids" in m for m in missing), (missing, unexpected)
+    classifier.save_pretrained(out_dir)
+    AutoTokenizer.from_pretrained(bundle).save_pretrained(out_dir)
+    return out_dir
+
+
+def _measure(spec: dict, runs: int, requests: int) -> dict:
+    row = {"name": spec["name"]}
+    for mode in ("latency", "throughput"):
+        cmd = [
+            sys.executable,
+            "-m",
+            "voicenlu.bench",
+            json.dumps(spec),
+            mode,
+            str(runs),
+            str(requests),
+        ]
+        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+        if done.returncode:
+            raise RuntimeError(f"{spec['name']} ({mode}) failed:\n{done.stderr[-3000:]}")
+        row |= json.loads(done.stdout.strip().splitlines()[-1])
+    return row
+
+
+def _machine() -> str:
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return f"{model}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def recommend(rows: list[dict], reference: str = "voicenlu_ort_fp32") -> str:
+    """Fastest slot-filling variant within 0.5 pt intent accuracy and 1 pt slot F1 of fp32."""
+    ref = next(r for r in rows if r["name"] == reference)
+    ok = [
+        r
+        for r in rows
+        if r["slot_f1"] is not None
+        and r["intent_accuracy"] >= ref["intent_accuracy"] - 0.005
+        and r["slot_f1"] >= ref["slot_f1"] - 0.01
+    ]
+    return min(ok, key=lambda r: r["p50_ms"])["name"]
+
+
+def run_bench(bundle: Path, pruned: list[Path], out: Path, runs: int, requests: int) -> dict:
+    """Measure every variant, flag the recommended one, write ``out``.json and ``out``.md."""
+    from voicenlu.bundle import read_manifest
+
+    specs = []
+    with tempfile.TemporaryDirectory() as tmp:
+        hf_dir = export_hf_classifier(bundle, Path(tmp) / "hf")
+        if hf_dir is not None:
+            specs.append({"name": "hf_pipeline_fp32", "kind": "pipeline", "path": str(hf_dir)})
+        specs.append({"name": "voicenlu_torch_fp32", "kind": "torch", "path": str(bundle)})
+        specs.append(
+            {"name": "voicenlu_ort_fp32", "kind": "ort", "path": str(bundle), "precision": "fp32"}
+        )
+        specs.append(
+            {"name": "voicenlu_ort_int8", "kind": "ort", "path": str(bundle), "precision": "int8"}
+        )
+        for p in pruned:
+            layers = read_manifest(p)["encoder_config"]["num_hidden_layers"]
+            specs.append(
+                {
+                    "name": f"pruned_{layers}layers_int8",
+                    "kind": "ort",
+                    "path": str(p),
+                    "precision": "int8",
+                }
+            )
+        specs.append({"name": "tfidf_logreg", "kind": "tfidf"})
+        rows = []
+        for spec in specs:
+            print(f"measuring {spec['name']}...", file=sys.stderr, flush=True)
+            rows.append(_measure(spec, runs, requests))
+    best = recommend(rows)
+    for row in rows:
+        row["recommended"] = row["name"] == best
+    result = {
+        "machine": _machine(),
+        "command": " ".join(["voicenlu", *sys.argv[1:]]),
+        "settings": {
+            "runs": runs,
+            "requests_per_run": requests,
+            "batch": BATCH,
+            "latency_threads": 1,
+            "throughput_threads": 2,
+        },
+        "rows": rows,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    out.with_suffix(".md").write_text(render_table(result))
+    return result
+
+
+def render_table(result: dict) -> str:
+    pipeline = next((r for r in result["rows"] if r["name"] == "hf_pipeline_fp32"), None)
+
+    def pct(x):
+        return "n/a" if x is None else f"{100 * x:.2f}"
+
+    lines = [
+        "# Deployment trade-offs on the 700 SNIPS test utterances",
+        "",
+        f"Machine: {result['machine']}. Command: `{result['command']}`.",
+        f"Latency: single requests, tokenisation included, 1 thread, median over "
+        f"{result['settings']['runs']} runs of {result['settings']['requests_per_run']} requests. "
+        f"Throughput: batches of {BATCH}, padded to their longest, 2 threads. "
+        "RSS: peak of a process that loads the variant and serves.",
+        "",
+        "| variant | intent acc. | slot F1 | exact match | size MB | p50 ms | p99 ms "
+        "| utt/s | RSS MB | speed-up p50 | speed-up batch |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["rows"]:
+        up = up_batch = "n/a"
+        if pipeline:
+            up = f"{pipeline['p50_ms'] / r['p50_ms']:.1f}x"
+            up_batch = f"{r['throughput_utt_s'] / pipeline['throughput_utt_s']:.1f}x"
+        name = f"**{r['name']}** (recommended)" if r.get("recommended") else r["name"]
+        lines.append(
+            f"| {name} | {pct(r['intent_accuracy'])} | {pct(r['slot_f1'])} | "
+            f"{pct(r['exact_match'])} | {r['size_mb']:.1f} | {r['p50_ms']:.2f} | "
+            f"{r['p99_ms']:.2f} | {r['throughput_utt_s']:.0f} | {r['rss_mb']:.0f} | {up} "
+            f"| {up_batch} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    spec_arg, mode_arg, runs_arg, requests_arg = sys.argv[1:5]
+    print(json.dumps(_worker(json.loads(spec_arg), mode_arg, int(runs_arg), int(requests_arg))))
