@@ -216,6 +216,22 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    from voicenlu.server import serve
+
+    serve(
+        args.bundle,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        cors_origins=args.cors_origin,
+        max_chars=args.max_chars,
+        max_batch=args.max_batch,
+        microbatch_ms=args.microbatch_ms,
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="voicenlu",
@@ -397,6 +413,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=int, default=1000, help="single requests per run")
     add_data_dir(p)
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "serve",
+        help="HTTP service: /parse, /parse/batch, Rasa-compatible /model/parse, demo page at /",
+        description="Serves a bundle's ONNX model (int8 when present) with FastAPI/uvicorn. "
+        "Set VOICENLU_API_KEY to require `Authorization: Bearer <key>` on every endpoint but "
+        "/health. OpenAPI docs at /docs, Prometheus metrics at /metrics.",
+    )
+    p.add_argument("bundle", help="model bundle directory")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
+    p.add_argument("--port", type=int, default=8000, help="default: %(default)s")
+    p.add_argument("--workers", type=int, default=1, help="processes, each loads the model once")
+    p.add_argument(
+        "--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)"
+    )
+    p.add_argument("--max-chars", type=int, default=1000, help="longest text accepted")
+    p.add_argument("--max-batch", type=int, default=256, help="most texts in one batch request")
+    p.add_argument(
+        "--microbatch-ms",
+        type=float,
+        default=0.0,
+        help="group concurrent /parse requests arriving within this window (0: off)",
+    )
+    p.set_defaults(func=cmd_serve)
     return parser
 
 

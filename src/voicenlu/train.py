@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 
 DEV_ACCEPT = 0.99  # share of in-scope dev requests the out-of-scope threshold lets through
+MIN_DEV_FOR_TEMPERATURE = 100
 
 
 @dataclass
@@ -180,7 +181,7 @@ class _Metrics:
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
     """The softmax temperature that minimises dev negative log-likelihood (grid search)."""
     best_t, best_nll = 1.0, np.inf
-    for t in np.exp(np.linspace(np.log(0.2), np.log(10.0), 200)):
+    for t in np.exp(np.linspace(np.log(0.5), np.log(10.0), 200)):
         z = logits / t
         z = z - z.max(axis=1, keepdims=True)
         nll = -(z[np.arange(len(labels)), labels] - np.log(np.exp(z).sum(axis=1))).mean()
@@ -193,14 +194,22 @@ def calibrate(logits: np.ndarray, labels: np.ndarray, accept: float = DEV_ACCEPT
     """Temperature on dev, and the out-of-scope threshold that accepts ``accept`` of dev.
 
     With no out-of-scope examples to fit on, the threshold is set from in-scope requests
-    alone: the calibrated confidence below which only 1% of dev requests fall.
+    alone: the calibrated confidence below which only 1% of dev requests fall. A small dev
+    set that the model gets all right says nothing about temperature (the likelihood only
+    grows as it sharpens), so the temperature is fitted only on enough dev data.
     """
-    temperature = fit_temperature(logits, labels)
+    enough = len(labels) >= MIN_DEV_FOR_TEMPERATURE
+    temperature = fit_temperature(logits, labels) if enough else 1.0
     z = logits / temperature
     probs = np.exp(z - z.max(axis=1, keepdims=True))
     confidence = (probs / probs.sum(axis=1, keepdims=True)).max(axis=1)
     threshold = float(np.quantile(confidence, 1 - accept))
-    return {"temperature": temperature, "threshold": round(threshold, 4), "dev_accept": accept}
+    return {
+        "temperature": temperature,
+        "temperature_fitted": enough,
+        "threshold": round(threshold, 4),
+        "dev_accept": accept,
+    }
 
 
 def _labels(data: TrainData) -> tuple[list[str], list[str]]:

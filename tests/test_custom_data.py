@@ -1,0 +1,110 @@
+"""A user's own assistant: validate, convert, train on Rasa YAML or CSV, reject out of scope."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from voicenlu.data import load_dataset
+from voicenlu.runtime import Parser
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def run(*args: str):
+    done = subprocess.run([sys.executable, "-m", "voicenlu", *args], capture_output=True, text=True)
+    assert "Traceback" not in done.stderr, done.stderr
+    return done
+
+
+@pytest.fixture(scope="module")
+def rasa_bundle(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("rasa")
+    done = run(
+        "train",
+        "--data",
+        str(EXAMPLES / "assistant.rasa.yml"),
+        "--epochs",
+        "12",
+        "--batch-size",
+        "8",
+        "--head-lr",
+        "3e-3",
+        "--output-dir",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / "bundle"
+
+
+def test_validate_accepts_the_examples_and_reports_bad_lines(tmp_path):
+    done = run("data", "validate", str(EXAMPLES / "assistant.rasa.yml"))
+    assert done.returncode == 0, done.stdout
+    bad = tmp_path / "bad.yml"
+    bad.write_text('version: "3.1"\nnlu:\n- intent: greet\n  examples: |\n    - hi [there(name)\n')
+    done = run("data", "validate", str(bad))
+    assert done.returncode == 1 and "bad.yml" in done.stdout and "line 5" in done.stdout
+
+
+def test_training_refuses_invalid_data_with_the_report(tmp_path):
+    bad = tmp_path / "tiny.csv"
+    bad.write_text("text,intent\nhello,greet\nbye,goodbye\n")
+    done = run("train", "--data", str(bad), "--output-dir", str(tmp_path / "run"))
+    assert done.returncode == 1 and "not ready for training" in done.stderr
+    assert "greet" in done.stderr
+
+
+def test_convert_rasa_to_snips_nlu_and_back_loses_nothing(tmp_path):
+    done = run("data", "convert", str(EXAMPLES / "assistant.rasa.yml"), str(tmp_path / "a.json"))
+    assert done.returncode == 0, done.stderr
+    run("data", "convert", str(tmp_path / "a.json"), str(tmp_path / "b.yml"))
+    original = load_dataset(EXAMPLES / "assistant.rasa.yml").utterances
+    assert load_dataset(tmp_path / "b.yml").utterances == original
+
+
+def test_rasa_assistant_parses_its_own_examples(rasa_bundle):
+    data = load_dataset(EXAMPLES / "assistant.rasa.yml").utterances
+    parser = Parser.load(rasa_bundle)
+    results = parser.parse_batch([u.text for u in data], threshold=0.0)
+    right = sum(r["intent"]["name"] == u.intent for r, u in zip(results, data, strict=True))
+    assert right / len(data) >= 0.9
+    assert json.loads((rasa_bundle / "voicenlu.json").read_text())["data"]["format"] == "rasa"
+    timer = parser.parse("set a timer for 10 minutes", threshold=0.0)
+    assert timer["intent"]["name"] == "SetTimer"
+
+
+def test_stored_threshold_rejects_out_of_scope_text(rasa_bundle):
+    parser = Parser.load(rasa_bundle)
+    assert 0 < parser.threshold < 1
+    in_scope = parser.parse("turn on the lights in the kitchen")
+    assert in_scope["in_scope"] and in_scope["intent"]["name"] == "SwitchLights"
+    # Requests this assistant cannot serve; the one it is least sure of must be rejected.
+    unrelated = ["play some jazz", "how old is the president", "book a flight to Rome"]
+    results = parser.parse_batch(unrelated)
+    least_sure = min(results, key=lambda r: r["intent"]["confidence"])
+    assert least_sure["in_scope"] is False and least_sure["intent"]["name"] is None
+
+
+def test_intent_only_csv_trains_without_slots(tmp_path):
+    done = run(
+        "train",
+        "--data",
+        str(EXAMPLES / "assistant.csv"),
+        "--epochs",
+        "6",
+        "--batch-size",
+        "8",
+        "--head-lr",
+        "3e-3",
+        "--output-dir",
+        str(tmp_path),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    manifest = json.loads((tmp_path / "bundle" / "voicenlu.json").read_text())
+    assert manifest["slot_tags"] == ["O"]
+    result = Parser.load(tmp_path / "bundle").parse("turn the lights off")
+    assert result["slots"] == []
