@@ -39,9 +39,25 @@ def no_data_env(tmp_path) -> dict:
     }
 
 
-@pytest.mark.parametrize(
-    "command", [[], ["data"], ["train"], ["evaluate"], ["predict"], ["export"]]
-)
+COMMANDS = [
+    [],
+    ["data"],
+    ["data", "download"],
+    ["data", "stats"],
+    ["data", "validate"],
+    ["data", "convert"],
+    ["train"],
+    ["evaluate"],
+    ["predict"],
+    ["export"],
+    ["quantize"],
+    ["prune"],
+    ["bench"],
+    ["serve"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
 def test_help_teaches(command):
     done = run(*command, "--help")
     assert done.returncode == 0 and "usage: voicenlu" in done.stdout
@@ -96,6 +112,11 @@ def test_predict_errors(tiny_bundle, tmp_path):
     assert done.returncode == 1 and "No model bundle" in done.stderr
     done = run("predict", str(tiny_bundle), "  ")
     assert done.returncode == 1 and "empty" in done.stderr
+
+
+def test_serve_missing_bundle_is_a_clear_error(tmp_path):
+    done = run("serve", str(tmp_path / "missing"), "--port", "0")
+    assert done.returncode == 1 and "No model bundle" in done.stderr
 
 
 def test_evaluate_and_export(tiny_bundle, tmp_path):
