@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from voicenlu import __version__
-from voicenlu.errors import VoiceNLUError
+from voicenlu.errors import ConfigError, VoiceNLUError
 
 EXAMPLES = [
     "add Diamonds to my roadtrip playlist",
@@ -140,10 +140,28 @@ def _print_bundle_summary(bundle: Path) -> None:
 def cmd_evaluate(args) -> int:
     from voicenlu.evaluate import evaluate_bundle
 
+    if args.oos:
+        return _evaluate_oos(args)
+    if not args.bundle:
+        raise ConfigError("evaluate needs a BUNDLE (or --oos, which trains its own models).")
+
     metrics = evaluate_bundle(
         Path(args.bundle), _snips(args).test, Path(args.out) if args.out else None, args.precision
     )
     print(json.dumps({k: metrics[k] for k in ("n", "intent_accuracy", "slot_f1", "exact_match")}))
+    return 0
+
+
+def _evaluate_oos(args) -> int:
+    from voicenlu.oos import leave_one_intent_out, render_oos
+    from voicenlu.train import TrainConfig
+
+    config = TrainConfig(epochs=args.oos_epochs, seed=args.seed)
+    out = Path(args.out or "runs/oos")
+    result = leave_one_intent_out(_snips(args), config, out, per_intent=args.oos_per_intent)
+    table = render_oos(result)
+    (out / "oos.md").write_text(table)
+    print(table)
     return 0
 
 
@@ -352,10 +370,19 @@ def build_parser() -> argparse.ArgumentParser:
         description="Intent accuracy, slot F1 (entity level, on character spans), exact match, "
         "per-intent and per-slot figures, confusion matrix and training curves.",
     )
-    p.add_argument("bundle", help="model bundle directory")
+    p.add_argument("bundle", nargs="?", help="model bundle directory")
     add_data_dir(p)
     p.add_argument("--out", help="report directory (default: BUNDLE/report, updating the bundle)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
+    p.add_argument(
+        "--oos",
+        action="store_true",
+        help="out-of-scope protocol: 7 models, each trained without one intent, whose test "
+        "utterances must be rejected (AUROC, FPR@95%%TPR, in-scope accuracy, ECE)",
+    )
+    p.add_argument("--oos-per-intent", type=int, default=300, help="training budget per fold")
+    p.add_argument("--oos-epochs", type=float, default=3.0, help="epochs per fold")
+    p.add_argument("--seed", type=int, default=13)
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="parse requests: intent, slots, confidence")
