@@ -15,14 +15,6 @@ from pathlib import Path
 from voicenlu import __version__
 from voicenlu.errors import ConfigError, VoiceNLUError
 
-EXAMPLES = [
-    "add Diamonds to my roadtrip playlist",
-    "will it rain in Boston tomorrow?",
-    "book a table for 4 at a pizzeria in Paris tonight",
-    "play the latest album by Daft Punk on Spotify",
-    "rate this novel five out of 6 stars",
-]
-
 
 def _snips(args):
     from voicenlu.data import ensure_data, load_snips

@@ -344,10 +344,10 @@ def train(
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - started
+    dev_out = trainer.predict(dev_set, metric_key_prefix="dev")  # every rank takes part
     if not trainer.is_world_process_zero():
         return output_dir / "bundle"
 
-    dev_out = trainer.predict(dev_set, metric_key_prefix="dev")
     calibration = calibrate(dev_out.predictions[0], dev_out.label_ids[0])
     bundle = output_dir / "bundle"
     bundle.mkdir(parents=True, exist_ok=True)
