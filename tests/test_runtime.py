@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,31 @@ def test_missing_bundle_and_wrong_version(tmp_path, tiny_bundle):
     (bundle / "voicenlu.json").write_text(json.dumps(manifest))
     with pytest.raises(BundleError, match="format version 99"):
         Parser.load(bundle)
+
+
+def test_runtime_only_install_parses(tiny_bundle, tmp_path):
+    """`pip install voicenlu` (no extras) in a fresh venv: no torch, and parsing works."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    project = Path(__file__).resolve().parent.parent
+    pip = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "-q", str(project)], capture_output=True, text=True
+    )
+    assert pip.returncode == 0, pip.stderr[-2000:]
+    code = (
+        "import importlib.util, json, voicenlu\n"
+        "assert importlib.util.find_spec('torch') is None\n"
+        f"r = voicenlu.Parser.load({str(tiny_bundle)!r}).parse('play some jazz')\n"
+        "print(json.dumps(r))\n"
+    )
+    done = subprocess.run(
+        [str(venv / "bin" / "python"), "-c", code], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout)["text"] == "play some jazz"
+    cli = subprocess.run(
+        [str(venv / "bin" / "voicenlu"), "predict", str(tiny_bundle), "play jazz"],
+        capture_output=True,
+        text=True,
+    )
+    assert cli.returncode == 0 and "->" in cli.stdout, cli.stderr[-2000:]
