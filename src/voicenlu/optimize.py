@@ -92,7 +92,8 @@ def _score(bundle: Path, splits: dict[str, list[Utterance] | None]) -> dict:
         for split, gold in splits.items():
             if not gold:
                 continue
-            pred = [result_to_utterance(r) for r in parser.parse_batch([u.text for u in gold])]
+            results = parser.parse_batch([u.text for u in gold], threshold=0.0)  # closed set
+            pred = [result_to_utterance(r) for r in results]
             m = compute_metrics(gold, pred)
             scores[f"{split}_{precision}"] = {
                 k: round(m[k], 4) for k in ("intent_accuracy", "slot_f1", "exact_match")
