@@ -242,14 +242,15 @@ def run_bench(bundle: Path, pruned: list[Path], out: Path, runs: int, requests: 
         )
         for p in pruned:
             layers = read_manifest(p)["encoder_config"]["num_hidden_layers"]
-            specs.append(
-                {
-                    "name": f"pruned_{layers}layers_int8",
-                    "kind": "ort",
-                    "path": str(p),
-                    "precision": "int8",
-                }
-            )
+            for precision in ("fp32", "int8"):
+                specs.append(
+                    {
+                        "name": f"pruned_{layers}layers_{precision}",
+                        "kind": "ort",
+                        "path": str(p),
+                        "precision": precision,
+                    }
+                )
         specs.append({"name": "tfidf_logreg", "kind": "tfidf"})
         rows = []
         for spec in specs:
