@@ -14,7 +14,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from voicenlu.data.records import Utterance
-from voicenlu.plots import plot_confusion, plot_history
 
 OUT_OF_SCOPE = "<out of scope>"
 
@@ -143,6 +142,8 @@ def write_report(
     title: str,
 ) -> Path:
     """Write metrics.json, report.md and the plots (PNG + SVG) into out_dir; return report.md."""
+    from voicenlu.plots import plot_confusion, plot_history  # matplotlib: only for reports
+
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
