@@ -50,7 +50,7 @@ def export_onnx(bundle: Path, check_texts: list[str], opset: int = 18) -> dict:
     dynamic = {0: "batch", 1: "sequence"}
     path = bundle / "model.onnx"
     torch.onnx.export(
-        _Exportable(model),
+        _Exportable(model).eval(),
         args,
         str(path),
         input_names=INPUTS,
