@@ -300,7 +300,9 @@ def render_table(result: dict) -> str:
         f"Latency: single requests, tokenisation included, 1 thread, median over "
         f"{result['settings']['runs']} runs of {result['settings']['requests_per_run']} requests. "
         f"Throughput: batches of {BATCH}, padded to their longest, 2 threads. "
-        "RSS: peak of a process that loads the variant and serves.",
+        "RSS: peak of a process that loads the variant and serves single requests"
+        + (f" ({result['settings']['rss']})" if "rss" in result["settings"] else "")
+        + ".",
         "",
         "| variant | intent acc. | slot F1 | exact match | size MB | p50 ms | p99 ms "
         "| utt/s | RSS MB | speed-up p50 | speed-up batch |",
