@@ -9,7 +9,7 @@ import pytest
 from voicenlu.bundle import read_manifest
 from voicenlu.errors import ConfigError
 from voicenlu.evaluate import compute_metrics
-from voicenlu.optimize import prune_layers, quantize
+from voicenlu.optimize import prune, quantize
 from voicenlu.runtime import Parser, result_to_utterance
 
 
@@ -39,11 +39,50 @@ def test_int8_is_smaller_and_keeps_accuracy(int8_bundle, tiny_data):
     assert m8["intent_accuracy"] == pytest.approx(q["test_int8"]["intent_accuracy"], abs=1e-3)
 
 
+def test_removed_heads_compute_what_gated_heads_compute(tiny_bundle):
+    """Slicing heads out of Q/K/V and the output projection == zeroing their gate."""
+    import copy
+
+    import torch
+
+    from voicenlu.features import encode, pad_batch
+    from voicenlu.optimize import remove_heads
+    from voicenlu.train import load_torch_model
+
+    model, tokenizer, manifest = load_torch_model(tiny_bundle)
+    drop = {0: [1, 5, 7], 3: [0], 5: list(range(11))}
+    feed = pad_batch(encode(tokenizer, ["play jazz", "add Diamonds to my roadtrip playlist"]), 0)
+    inputs = {k: torch.from_numpy(v) for k, v in feed.items()}
+    layers = model.encoder.encoder.layer
+    size = layers[0].attention.self.attention_head_size
+    hooks = []
+    for index, heads in drop.items():
+        gate = torch.ones(12)
+        gate[heads] = 0.0
+        hooks.append(
+            layers[index].attention.output.dense.register_forward_pre_hook(
+                lambda _m, args, g=gate: (args[0] * g.repeat_interleave(size),)
+            )
+        )
+    with torch.no_grad():
+        gated = model(**inputs)
+    for hook in hooks:
+        hook.remove()
+    pruned = copy.deepcopy(model)
+    remove_heads(pruned, drop)
+    assert pruned.encoder.encoder.layer[5].attention.output.dense.in_features == size
+    with torch.no_grad():
+        sliced = pruned(**inputs)
+    for name in ("intent_logits", "slot_logits"):
+        assert torch.allclose(gated[name], sliced[name], atol=1e-5)
+
+
 def test_pruned_bundle_is_smaller_loads_and_parses(tiny_bundle, tiny_data, tmp_path):
-    bundle = prune_layers(tiny_bundle, tmp_path / "pruned", keep=3, data=tiny_data, epochs=1)
+    bundle = prune(tiny_bundle, tmp_path / "pruned", tiny_data, layers=3, heads=0.25, epochs=1)
     manifest = read_manifest(bundle)
     assert manifest["encoder_config"]["num_hidden_layers"] == 3
     assert len(manifest["pruning"]["layers_kept"]) == 3
+    assert manifest["pruning"]["heads_removed"] == 9  # a quarter of the 36 heads left
     assert (bundle / "model.onnx").stat().st_size < 0.8 * (
         tiny_bundle / "model.onnx"
     ).stat().st_size
@@ -52,8 +91,12 @@ def test_pruned_bundle_is_smaller_loads_and_parses(tiny_bundle, tiny_data, tmp_p
     assert after["intent_accuracy"] >= before["intent_accuracy"] - 0.15
     result = Parser.load(bundle).parse("add Diamonds to my roadtrip playlist")
     assert result["intent"]["name"] in manifest["intents"]
+    quantize(bundle, tiny_data.dev)
+    assert Parser.load(bundle).parse("play jazz")["intent"]["name"] in manifest["intents"]
 
 
-def test_prune_refuses_impossible_layer_counts(tiny_bundle, tiny_data, tmp_path):
+def test_prune_refuses_impossible_settings(tiny_bundle, tiny_data, tmp_path):
     with pytest.raises(ConfigError, match="--layers"):
-        prune_layers(tiny_bundle, tmp_path / "p", keep=6, data=tiny_data)
+        prune(tiny_bundle, tmp_path / "p", tiny_data, layers=6)
+    with pytest.raises(ConfigError, match="--heads"):
+        prune(tiny_bundle, tmp_path / "p", tiny_data)

@@ -200,14 +200,15 @@ def cmd_quantize(args) -> int:
 
 
 def cmd_prune(args) -> int:
-    from voicenlu.optimize import prune_layers
+    from voicenlu.optimize import prune
 
     data = _snips_train_data(_snips(args))
-    bundle = prune_layers(
+    bundle = prune(
         Path(args.bundle),
         Path(args.output_dir),
-        args.layers,
         data,
+        layers=args.layers,
+        heads=args.heads,
         epochs=args.epochs,
         seed=args.seed,
     )
@@ -403,13 +404,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "prune",
-        help="drop encoder layers (chosen on dev), recover by distillation: a new, faster bundle",
+        help="drop encoder layers and attention heads, recover by distillation: a faster bundle",
         description="Structured pruning: remove the encoder layers whose removal costs least on "
-        "dev, then fine-tune the smaller model on the training set with the original model's "
-        "logits as soft targets. Export and quantize the result like any bundle.",
+        "dev and/or the attention heads that matter least on dev (gradient of the loss with "
+        "respect to a gate on each head), slicing the weight matrices, then fine-tune the "
+        "smaller model on the training set with the original model's logits as soft targets. "
+        "Quantize the result like any bundle.",
     )
     p.add_argument("bundle", help="model bundle directory to prune")
-    p.add_argument("--layers", type=int, required=True, help="encoder layers to keep")
+    p.add_argument("--layers", type=int, help="encoder layers to keep")
+    p.add_argument(
+        "--heads",
+        type=float,
+        default=0.0,
+        help="share of attention heads to remove, least important on dev first (0 to 1)",
+    )
     p.add_argument("--output-dir", required=True, help="run directory of the pruned model")
     p.add_argument(
         "--epochs", type=float, default=2.0, help="recovery epochs (default: %(default)s)"

@@ -27,6 +27,9 @@ def fuse_transformer_graph(src: Path, dst: Path, manifest: dict) -> bool:
     from onnxruntime.transformers.optimizer import optimize_model
 
     config = manifest["encoder_config"]
+    if manifest.get("pruned_heads"):  # layers of unequal width: ORT's attention fusion assumes one
+        shutil.copyfile(src, dst)
+        return False
     try:
         model = optimize_model(
             str(src),
@@ -144,26 +147,89 @@ def choose_layers(model, dev_batches, keep: int) -> list[int]:
     return kept
 
 
-def prune_layers(
-    bundle: Path, output_dir: Path, keep: int, data, epochs: float = 2.0, seed: int = 13
-) -> Path:
-    """A bundle with ``keep`` encoder layers, chosen on dev and recovered by distillation.
+def head_importance(model, batches) -> list[np.ndarray]:
+    """Per layer, how much each attention head matters on dev (Michel et al. 2019).
 
-    The student starts as the bundle's model minus the least useful layers (the weight
-    matrices are gone for real: a smaller file and fewer FLOPs), then is fine-tuned for
-    ``epochs`` on the training data with the unpruned model's logits as soft targets.
+    A gate of 1 multiplies each head's output; the importance of a head is the absolute
+    gradient of the dev loss with respect to its gate, normalised within its layer.
     """
-    from transformers import AutoTokenizer
+    import torch
 
-    from voicenlu.train import TrainConfig, _Collator, _featurize, load_torch_model, train
-
-    teacher, tokenizer, manifest = load_torch_model(bundle)
-    n_layers = len(_layers(teacher))
-    if not 0 < keep < n_layers:
-        raise ConfigError(
-            f"--layers must be between 1 and {n_layers - 1} for this {n_layers}-layer model."
+    layers = _layers(model)
+    size = layers[0].attention.self.attention_head_size
+    gates = [
+        torch.ones(lyr.attention.output.dense.in_features // size, requires_grad=True)
+        for lyr in layers
+    ]
+    hooks = [
+        layer.attention.output.dense.register_forward_pre_hook(
+            lambda _module, args, gate=gate: (args[0] * gate.repeat_interleave(size),)
         )
-    student = copy.deepcopy(teacher)
+        for layer, gate in zip(layers, gates, strict=True)
+    ]
+    model.eval()
+    try:
+        for batch in batches:
+            model(**batch)["loss"].backward()
+    finally:
+        for hook in hooks:
+            hook.remove()
+        model.zero_grad()
+    scores = [gate.grad.abs() for gate in gates]
+    return [(s / s.norm().clamp(min=1e-12)).numpy() for s in scores]
+
+
+def choose_heads(importance: list[np.ndarray], fraction: float) -> dict[int, list[int]]:
+    """The least important ``fraction`` of all heads, keeping at least one head per layer."""
+    ranked = sorted(
+        (float(s), layer, head)
+        for layer, scores in enumerate(importance)
+        for head, s in enumerate(scores)
+    )
+    left = [len(scores) for scores in importance]
+    drop: dict[int, list[int]] = {}
+    for _, layer, head in ranked[: round(fraction * len(ranked))]:
+        if left[layer] > 1:
+            drop.setdefault(layer, []).append(head)
+            left[layer] -= 1
+    return {layer: sorted(heads) for layer, heads in drop.items()}
+
+
+def _slice_linear(linear, index, dim: int):
+    """A smaller nn.Linear keeping rows (dim 0: outputs) or columns (dim 1: inputs) ``index``."""
+    import torch
+
+    weight = linear.weight.detach().index_select(dim, index)
+    bias = linear.bias.detach() if dim == 1 else linear.bias.detach()[index]
+    smaller = torch.nn.Linear(weight.shape[1], weight.shape[0])
+    smaller.weight.data.copy_(weight)
+    smaller.bias.data.copy_(bias)
+    return smaller
+
+
+def remove_heads(model, heads: dict[int, list[int]]) -> None:
+    """Cut the given heads out of their layers: fewer rows in Q, K, V and fewer columns in the
+    output projection. The result computes what gating those heads to zero computes."""
+    import torch
+
+    layers = _layers(model)
+    for layer_index, drop in heads.items():
+        layer = layers[int(layer_index)]
+        attention, output = layer.attention.self, layer.attention.output
+        size = attention.attention_head_size
+        n_heads = output.dense.in_features // size
+        keep = [h for h in range(n_heads) if h not in set(drop)]
+        index = torch.cat([torch.arange(h * size, (h + 1) * size) for h in keep])
+        for name in ("query", "key", "value"):
+            setattr(attention, name, _slice_linear(getattr(attention, name), index, dim=0))
+        output.dense = _slice_linear(output.dense, index, dim=1)
+        attention.num_attention_heads = len(keep)
+        attention.all_head_size = len(index)
+
+
+def _dev_batches(data, tokenizer, manifest) -> list[dict]:
+    from voicenlu.train import _Collator, _featurize
+
     intents, tags = manifest["intents"], manifest["slot_tags"]
     dev_set, _ = _featurize(
         data.dev,
@@ -178,8 +244,46 @@ def prune_layers(
         batch = collate(dev_set.rows[i : i + 128])
         batch.pop("example_ids")
         batches.append(batch)
+    return batches
+
+
+def prune(
+    bundle: Path,
+    output_dir: Path,
+    data,
+    layers: int | None = None,
+    heads: float = 0.0,
+    epochs: float = 2.0,
+    seed: int = 13,
+) -> Path:
+    """A smaller bundle: ``layers`` encoder layers and/or ``heads`` of the heads removed, chosen
+    on dev, then recovered by distillation.
+
+    Layers go first (greedily, the one whose removal raises the dev loss least), then the
+    least important heads of what is left. The weight matrices shrink for real: a smaller
+    file and fewer FLOPs. The student is then fine-tuned for ``epochs`` on the training data
+    with the unpruned model's logits as soft targets.
+    """
+    from transformers import AutoTokenizer
+
+    from voicenlu.train import TrainConfig, load_torch_model, train
+
+    teacher, tokenizer, manifest = load_torch_model(bundle)
+    if manifest.get("pruned_heads") or manifest.get("pruning"):
+        raise ConfigError(f"{bundle} is already pruned: prune the original bundle instead.")
+    n_layers = len(_layers(teacher))
+    if layers is not None and not 0 < layers < n_layers:
+        raise ConfigError(
+            f"--layers must be between 1 and {n_layers - 1} for this {n_layers}-layer model."
+        )
+    if not 0.0 <= heads < 1.0 or (layers is None and heads == 0.0):
+        raise ConfigError("Give --layers N and/or --heads FRACTION (0 < FRACTION < 1).")
+    student = copy.deepcopy(teacher)
+    batches = _dev_batches(data, tokenizer, manifest)
     before = _dev_loss(teacher, batches)
-    kept = choose_layers(student, batches, keep)
+    kept = choose_layers(student, batches, layers) if layers else list(range(n_layers))
+    dropped_heads = choose_heads(head_importance(student, batches), heads) if heads else {}
+    remove_heads(student, dropped_heads)
     pruned_loss = _dev_loss(student, batches)
     config = TrainConfig(
         backbone=manifest["backbone"],
@@ -187,17 +291,24 @@ def prune_layers(
         max_length=manifest["max_length"],
         seed=seed,
         encoder_lr=manifest["training"]["encoder_lr"],
-        head_lr=manifest["training"]["encoder_lr"],  # the heads are trained already
+        head_lr=manifest["training"]["encoder_lr"],  # the task heads are trained already
         warmup_ratio=0.0,
     )
     record = {
+        "pruned_heads": {str(k): v for k, v in dropped_heads.items()},
         "pruning": {
             "from": str(bundle),
             "layers_kept": kept,
             "layers_before": n_layers,
+            "heads_removed": sum(len(v) for v in dropped_heads.values()),
             "dev_loss": {"unpruned": before, "pruned": pruned_loss},
             "recovery": f"{epochs} epochs, distilled from the unpruned model",
-        }
+        },
     }
-    start = (student, AutoTokenizer.from_pretrained(bundle), intents, tags)
+    start = (
+        student,
+        AutoTokenizer.from_pretrained(bundle),
+        manifest["intents"],
+        manifest["slot_tags"],
+    )
     return train(data, config, output_dir, start=start, teacher=teacher, record=record)

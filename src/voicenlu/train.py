@@ -400,6 +400,10 @@ def load_torch_model(bundle: Path):
     manifest = read_manifest(bundle, need=("model.safetensors", "tokenizer.json"))
     config = encoder_config_from_dict(manifest["encoder_config"])
     model = JointModel.from_config(config, len(manifest["intents"]), len(manifest["slot_tags"]))
+    if manifest.get("pruned_heads"):
+        from voicenlu.optimize import remove_heads
+
+        remove_heads(model, manifest["pruned_heads"])
     model.load_state_dict(load_file(bundle / "model.safetensors"))
     model.eval()
     tokenizer = AutoTokenizer.from_pretrained(bundle).backend_tokenizer
