@@ -3,6 +3,7 @@ TF-IDF + logistic regression intent baseline, on the 700 test utterances of the 
 
     python benchmarks/snips.py            # trains what is missing under runs/bench, then writes
                                           # benchmarks/snips.json, snips.md and snips_plots/
+    python benchmarks/snips.py --existing # only summarise the runs already there
 
 Each training run is an ordinary ``voicenlu train`` whose bundle is kept under runs/bench, so an
 interrupted benchmark picks up where it stopped.
@@ -37,10 +38,12 @@ def summary(values: list[float]) -> dict:
     }
 
 
-def trained_run(variant: str, seed: int) -> dict:
+def trained_run(variant: str, seed: int, existing_only: bool) -> dict | None:
     run_dir = RUNS / f"{variant}-{seed}"
     metrics_file = run_dir / "bundle" / "metrics.json"
     if not metrics_file.is_file():
+        if existing_only:
+            return None
         cmd = [
             sys.executable,
             "-m",
@@ -74,6 +77,7 @@ def tfidf_run(snips, seed: int) -> dict:
 
 
 def main() -> None:
+    existing_only = "--existing" in sys.argv[1:]
     snips = load_snips(ensure_data())
     result = {
         "split": "goo2018",
@@ -82,8 +86,10 @@ def main() -> None:
         "variants": {},
     }
     for variant in VARIANTS:
-        runs = [trained_run(variant, seed) for seed in SEEDS]
-        result["variants"][variant] = {
+        runs = [trained_run(variant, seed, existing_only) for seed in SEEDS]
+        seeds = [seed for seed, run in zip(SEEDS, runs, strict=True) if run]
+        runs = [run for run in runs if run]
+        result["variants"][variant] = {"seeds": seeds} | {
             k: summary([r[k] for r in runs]) for k in (*METRICS, "train_seconds")
         }
     runs = [tfidf_run(snips, seed) for seed in SEEDS]
@@ -93,17 +99,17 @@ def main() -> None:
     (ROOT / "snips.json").write_text(json.dumps(result, indent=2) + "\n")
 
     lines = [
-        "| variant | intent accuracy | slot F1 | exact match | train time |",
-        "|---|---|---|---|---|",
+        "| variant | seeds | intent accuracy | slot F1 | exact match | train time |",
+        "|---|---|---|---|---|---|",
     ]
     for name, v in result["variants"].items():
         cells = [
             f"{100 * v[k]['mean']:.2f} ± {100 * v[k]['std']:.2f}" if k in v else "n/a"
             for k in METRICS
         ]
-        lines.append(
-            f"| {name} | {' | '.join(cells)} | {v['train_seconds']['mean'] / 60:.1f} min |"
-        )
+        seeds = ", ".join(str(s) for s in v.get("seeds", SEEDS))
+        minutes = v["train_seconds"]["mean"] / 60
+        lines.append(f"| {name} | {seeds} | {' | '.join(cells)} | {minutes:.1f} min |")
     table = "\n".join(lines)
     (ROOT / "snips.md").write_text(
         "# SNIPS, standard split (Goo et al. 2018), 700 test utterances\n\n"
