@@ -82,6 +82,13 @@ def test_train_without_data_is_a_clear_error(tmp_path):
     assert done.returncode == 1 and "VOICENLU_SNIPS_MIRROR" in done.stderr
 
 
+def test_learning_curve_errors():
+    done = run("evaluate", "--learning-curve", "--sizes", "10,many")
+    assert done.returncode == 1 and "'many'" in done.stderr
+    done = run("evaluate", "--learning-curve", "--oos")
+    assert done.returncode == 1 and "Choose one" in done.stderr
+
+
 def test_train_with_unknown_backbone(tmp_path):
     done = run(
         "train",

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -22,7 +24,7 @@ from schemathesis import GenerationMode
 
 from voicenlu.errors import ConfigError
 from voicenlu.runtime import Parser
-from voicenlu.server import app_from_env, create_app, to_rasa
+from voicenlu.server import app_from_env, create_app, serve, to_rasa
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "demo.png"
@@ -332,6 +334,41 @@ def test_bad_settings_are_config_errors(monkeypatch, parser):
         create_app(parser, max_batch=0)
     with pytest.raises(ConfigError, match="microbatch_ms"):
         create_app(parser, microbatch_ms=-1)
+    with pytest.raises(ConfigError, match="--threads"):
+        serve("/some/bundle", threads=0)
+
+
+def test_two_worker_processes_answer_concurrent_requests(tiny_bundle):
+    """`voicenlu serve --workers 2`: each worker loads the model from the settings it is given."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    cli = [sys.executable, "-m", "voicenlu", "serve", str(tiny_bundle), "--port", str(port)]
+    server = subprocess.Popen([*cli, "--workers", "2", "--threads", "1"], stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert server.poll() is None, server.stderr.read().decode()
+            assert time.monotonic() < deadline, "the workers did not get ready"
+            try:
+                if httpx.get(url + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+
+        async def many() -> list[httpx.Response]:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+                return await asyncio.gather(
+                    *(client.post("/parse", json={"text": t}) for t in TEXTS * 4)
+                )
+
+        answers = asyncio.run(many())
+        assert [a.status_code for a in answers] == [200] * len(TEXTS) * 4
+        assert [a.json()["text"] for a in answers] == TEXTS * 4
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 # --- Fuzzing from the OpenAPI schema -----------------------------------------------------------

@@ -132,10 +132,16 @@ def _print_bundle_summary(bundle: Path) -> None:
 def cmd_evaluate(args) -> int:
     from voicenlu.evaluate import evaluate_bundle
 
+    if args.oos and args.learning_curve:
+        raise ConfigError("Choose one of --oos and --learning-curve: each trains its own models.")
     if args.oos:
         return _evaluate_oos(args)
+    if args.learning_curve:
+        return _evaluate_learning_curve(args)
     if not args.bundle:
-        raise ConfigError("evaluate needs a BUNDLE (or --oos, which trains its own models).")
+        raise ConfigError(
+            "evaluate needs a BUNDLE (or --oos or --learning-curve, which train their own models)."
+        )
 
     metrics = evaluate_bundle(
         Path(args.bundle), _snips(args).test, Path(args.out) if args.out else None, args.precision
@@ -154,6 +160,25 @@ def _evaluate_oos(args) -> int:
     table = render_oos(result)
     (out / "oos.md").write_text(table)
     print(table)
+    return 0
+
+
+def _evaluate_learning_curve(args) -> int:
+    from voicenlu.learning_curve import learning_curve, parse_sizes, render_learning_curve
+    from voicenlu.plots import plot_learning_curve
+    from voicenlu.train import TrainConfig
+
+    sizes = parse_sizes(args.sizes)
+    if args.draws < 1:
+        raise ConfigError(f"--draws must be at least 1, got {args.draws}.")
+    out = Path(args.out or "runs/learning-curve")
+    out.mkdir(parents=True, exist_ok=True)
+    result = learning_curve(_snips(args), TrainConfig(seed=args.seed), out, sizes, args.draws)
+    table = render_learning_curve(result)
+    (out / "learning_curve.md").write_text(table)
+    plot_learning_curve(result["rows"], out / "learning_curve")
+    print(table)
+    print(f"plot: {out / 'learning_curve.png'}")
     return 0
 
 
@@ -239,6 +264,8 @@ def cmd_serve(args) -> int:
         max_chars=args.max_chars,
         max_batch=args.max_batch,
         microbatch_ms=args.microbatch_ms,
+        threads=args.threads,
+        access_log=args.access_log,
     )
     return 0
 
@@ -375,6 +402,20 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--oos-per-intent", type=int, default=300, help="training budget per fold")
     p.add_argument("--oos-epochs", type=float, default=3.0, help="epochs per fold")
+    p.add_argument(
+        "--learning-curve",
+        action="store_true",
+        help="train on a few examples per intent up to the full set, score each on test beside "
+        "the TF-IDF baseline, and plot the curve",
+    )
+    p.add_argument(
+        "--sizes",
+        default="10,20,50,70,300,full",
+        help="examples per intent for --learning-curve, comma-separated ('full': all)",
+    )
+    p.add_argument(
+        "--draws", type=int, default=3, help="random draws per size below 300 (--learning-curve)"
+    )
     p.add_argument("--seed", type=int, default=13)
     p.set_defaults(func=cmd_evaluate)
 
@@ -462,8 +503,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--microbatch-ms",
         type=float,
         default=0.0,
-        help="group concurrent /parse requests arriving within this window (0: off)",
+        help="group concurrent /parse requests into one model run: those waiting when the "
+        "model frees up plus those arriving within this window (0: off)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="model threads per worker (default: the cores divided among the workers)",
+    )
+    p.add_argument("--access-log", action="store_true", help="log a line per request")
     p.set_defaults(func=cmd_serve)
     return parser
 

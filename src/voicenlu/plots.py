@@ -115,3 +115,43 @@ def plot_history(history: Sequence[dict], path_stem_prefix: Path) -> list[Path]:
     )
     paths += _plot_curves(history, _LOSS_CURVES, "loss", "Loss by epoch", stem("loss_by_epoch"))
     return paths
+
+
+def plot_learning_curve(rows: Sequence[dict], path_stem: Path) -> list[Path]:
+    """Intent accuracy and slot F1 against examples per intent (log scale), with ±1 std bars.
+
+    ``rows`` are learning-curve rows: ``model``, ``per_intent`` (a label), ``mean_per_intent``
+    (where to draw it), and ``intent_accuracy``/``slot_f1`` with their ``_std``; a metric that
+    is None (the baseline's slots) is not drawn.
+    """
+    fig = Figure(figsize=(7.0, 4.5))
+    ax = fig.add_subplot()
+    curves = (
+        ("voicenlu", "intent_accuracy", "voicenlu intent accuracy", "C0", "-"),
+        ("voicenlu", "slot_f1", "voicenlu slot F1", "C1", "-"),
+        ("tfidf_logreg", "intent_accuracy", "TF-IDF + logreg intent accuracy", "C2", "--"),
+    )
+    for model, key, label, color, style in curves:
+        points = [r for r in rows if r["model"] == model and r[key] is not None]
+        if points:
+            ax.errorbar(
+                [r["mean_per_intent"] for r in points],
+                [r[key] for r in points],
+                yerr=[r[f"{key}_std"] or 0.0 for r in points],
+                color=color,
+                linestyle=style,
+                marker="o",
+                markersize=4,
+                capsize=3,
+                label=label,
+            )
+    ticks = {r["mean_per_intent"]: r["per_intent"] for r in rows}
+    ax.set_xscale("log")
+    ax.set_xticks(list(ticks), list(ticks.values()))
+    ax.minorticks_off()
+    ax.set_xlabel("training examples per intent")
+    ax.set_ylabel("test score")
+    ax.set_title("Learning curve (SNIPS test)")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="lower right")
+    return _save(fig, Path(path_stem))

@@ -13,6 +13,7 @@ import logging
 import os
 import time
 from collections import Counter, defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated
@@ -169,16 +170,37 @@ def to_rasa(result: dict, threshold: float) -> dict:
 # --- Micro-batching ----------------------------------------------------------------------------
 
 
-class MicroBatcher:
-    """Groups /parse requests that arrive within ``window_s`` into one ``parse_batch`` call.
+class ModelLane:
+    """The one thread a worker runs its model on, so requests queue instead of competing.
 
-    One batch of n texts costs far less than n single runs, so under concurrent load this
-    trades up to ``window_s`` of added latency for throughput. The model runs in a thread so
-    the event loop keeps accepting requests while a batch is computed.
+    Concurrent session runs would each start the runtime's own threads on the same cores
+    and slow every request down; one run at a time keeps latency flat under load, and the
+    event loop stays free to accept and answer requests meanwhile.
     """
 
-    def __init__(self, parser: Parser, window_s: float, max_batch: int, metrics: "Metrics"):
+    def __init__(self):
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicenlu-model")
+
+    async def run(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True)
+
+
+class MicroBatcher:
+    """Groups /parse requests into one ``parse_batch`` call: those already waiting when the
+    model frees up, plus those that arrive within ``window_s``.
+
+    One batch of n texts costs less than n single runs, so under concurrent load this trades
+    up to ``window_s`` of added latency for throughput.
+    """
+
+    def __init__(
+        self, parser: Parser, lane: ModelLane, window_s: float, max_batch: int, metrics: "Metrics"
+    ):
         self.parser = parser
+        self.lane = lane
         self.window_s = window_s
         self.max_batch = max_batch
         self.metrics = metrics
@@ -206,6 +228,9 @@ class MicroBatcher:
             batch = [await self.queue.get()]
             deadline = loop.time() + self.window_s
             while len(batch) < self.max_batch:
+                if not self.queue.empty():  # queued while the model was busy: no waiting
+                    batch.append(self.queue.get_nowait())
+                    continue
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     break
@@ -224,7 +249,7 @@ class MicroBatcher:
         self.metrics.observe_batch(len(items))
         texts = [text for text, _, _ in items]
         try:
-            results = await asyncio.to_thread(self.parser.parse_batch, texts, threshold)
+            results = await self.lane.run(self.parser.parse_batch, texts, threshold)
         except Exception as exc:  # hand the error to every waiting request, keep serving
             for _, _, future in items:
                 if not future.done():
@@ -476,6 +501,7 @@ def create_app(
     max_batch: int = 256,
     max_body_bytes: int | None = None,
     microbatch_ms: float = 0.0,
+    threads: int | None = None,
 ) -> FastAPI:
     """The HTTP API for one parser (or a bundle path, loaded now so a bad bundle fails early).
 
@@ -483,6 +509,7 @@ def create_app(
     request but /health and the demo page must send ``Authorization: Bearer <key>``.
     ``cors_origins`` lists the web origins allowed to call the API from a browser (none by default).
     ``microbatch_ms`` > 0 groups concurrent /parse requests into one model run.
+    ``threads`` is the model's thread count (default: the runtime's, one per core).
     """
     for name, value in (("max_chars", max_chars), ("max_batch", max_batch)):
         if value < 1:
@@ -491,7 +518,7 @@ def create_app(
         raise ConfigError(f"microbatch_ms must be 0 (off) or more, not {microbatch_ms}.")
     parser = parser_or_bundle
     if not isinstance(parser, Parser):
-        parser = Parser.load(parser_or_bundle)
+        parser = Parser.load(parser_or_bundle, threads=threads)
     if api_key is None:
         api_key = os.environ.get(API_KEY_ENV)
     max_body_bytes = max_body_bytes or default_max_body_bytes(max_chars, max_batch)
@@ -500,16 +527,18 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        lane = app.state.lane = ModelLane()
         # The first run allocates the model's buffers: do it before /ready says yes.
-        await asyncio.to_thread(parser.parse, "warm up")
+        await lane.run(parser.parse, "warm up")
         if microbatch_ms > 0:
-            app.state.batcher = MicroBatcher(parser, microbatch_ms / 1000, max_batch, metrics)
+            app.state.batcher = MicroBatcher(parser, lane, microbatch_ms / 1000, max_batch, metrics)
             app.state.batcher.start()
         app.state.ready = True
         yield
         app.state.ready = False
         if app.state.batcher:
             await app.state.batcher.stop()
+        lane.close()
 
     app = FastAPI(
         title="voicenlu",
@@ -523,7 +552,7 @@ def create_app(
     async def parse_one(text: str, threshold: float | None) -> dict:
         if app.state.batcher:
             return await app.state.batcher.parse(text, threshold)
-        return await asyncio.to_thread(parser.parse, text, threshold)
+        return await app.state.lane.run(parser.parse, text, threshold)
 
     @app.post("/parse", response_model=ParseResult, summary="Parse one request")
     async def parse(body: ParseRequest) -> dict:
@@ -531,7 +560,7 @@ def create_app(
 
     @app.post("/parse/batch", response_model=list[ParseResult], summary="Parse many, in order")
     async def parse_batch(body: BatchRequest) -> list[dict]:
-        return await asyncio.to_thread(parser.parse_batch, body.texts, body.threshold)
+        return await app.state.lane.run(parser.parse_batch, body.texts, body.threshold)
 
     @app.post("/model/parse", response_model=RasaParseResult, summary="Parse, in Rasa's shape")
     async def rasa_parse(body: RasaParseRequest) -> dict:
@@ -606,6 +635,7 @@ SETTINGS_ENV = {
     "max_chars": "VOICENLU_MAX_CHARS",
     "max_batch": "VOICENLU_MAX_BATCH",
     "microbatch_ms": "VOICENLU_MICROBATCH_MS",
+    "threads": "VOICENLU_THREADS",
 }
 
 
@@ -634,6 +664,7 @@ def app_from_env() -> FastAPI:
         max_chars=_env_number(SETTINGS_ENV["max_chars"], int, 1000),
         max_batch=_env_number(SETTINGS_ENV["max_batch"], int, 256),
         microbatch_ms=_env_number(SETTINGS_ENV["microbatch_ms"], float, 0.0),
+        threads=_env_number(SETTINGS_ENV["threads"], int, None),
     )
 
 
@@ -655,16 +686,23 @@ def serve(
     max_chars: int = 1000,
     max_batch: int = 256,
     microbatch_ms: float = 0.0,
+    threads: int | None = None,
+    access_log: bool = False,
 ) -> None:
     """Serve a bundle over HTTP until interrupted (``voicenlu serve``).
 
     Binds to loopback unless told otherwise. The API key is read from VOICENLU_API_KEY, never
-    from the command line, where other users could read it in the process list.
+    from the command line, where other users could read it in the process list. Each worker
+    runs its model on ``threads`` threads, by default its share of the cores. The access log
+    is off by default: a line per request costs more than a parse does.
     """
     import uvicorn
 
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {workers}.")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"--threads must be at least 1, not {threads}.")
+    threads = threads or max(1, (os.cpu_count() or 1) // workers)
     if not _is_loopback(host) and not os.environ.get(API_KEY_ENV):
         log.warning(
             "Serving on %s without an API key: anyone who can reach this address can use it. "
@@ -679,8 +717,9 @@ def serve(
             max_chars=max_chars,
             max_batch=max_batch,
             microbatch_ms=microbatch_ms,
+            threads=threads,
         )
-        uvicorn.run(app, host=host, port=port)
+        uvicorn.run(app, host=host, port=port, access_log=access_log)
         return
     # A bad bundle fails once, here, rather than in every worker.
     read_manifest(Path(bundle), verify=False, need=("tokenizer.json",))
@@ -691,6 +730,14 @@ def serve(
             SETTINGS_ENV["max_chars"]: str(max_chars),
             SETTINGS_ENV["max_batch"]: str(max_batch),
             SETTINGS_ENV["microbatch_ms"]: str(microbatch_ms),
+            SETTINGS_ENV["threads"]: str(threads),
         }
     )
-    uvicorn.run("voicenlu.server:app_from_env", factory=True, host=host, port=port, workers=workers)
+    uvicorn.run(
+        "voicenlu.server:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+    )

@@ -1,0 +1,58 @@
+"""Learning curve: size parsing, the step budget, and a real two-draw curve on a tiny slice."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from voicenlu.data import stratified_slice
+from voicenlu.errors import ConfigError
+from voicenlu.learning_curve import (
+    config_for,
+    learning_curve,
+    parse_sizes,
+    render_learning_curve,
+)
+from voicenlu.plots import plot_learning_curve
+from voicenlu.train import TrainConfig
+
+
+def test_parse_sizes():
+    assert parse_sizes("10, 70,full") == [10, 70, None]
+    for bad in ("", "ten", "0", "-5", "10,,20"):
+        with pytest.raises(ConfigError, match="--sizes"):
+            parse_sizes(bad)
+
+
+def test_small_draws_get_enough_steps():
+    base = TrainConfig(epochs=6, batch_size=32, patience=3)
+    tiny = config_for(base, n_train=70, min_steps=150)  # 3 batches an epoch
+    assert tiny.epochs == 50 and tiny.patience == 16
+    assert config_for(base, n_train=13084, min_steps=150) == base
+
+
+def test_a_real_curve_with_two_draws(snips, tmp_path):
+    small = dataclasses.replace(snips, test=stratified_slice(snips.test, 10, seed=1))
+    base = TrainConfig(epochs=1, batch_size=16, max_length=48, seed=5)
+    result = learning_curve(small, base, tmp_path, sizes=[3], draws=2, min_steps=1)
+
+    assert [r["draw"] for r in result["runs"]] == [0, 1]
+    assert [r["train_utterances"] for r in result["runs"]] == [21, 21]
+    ours, baseline = result["rows"]
+    assert (ours["model"], baseline["model"]) == ("voicenlu", "tfidf_logreg")
+    assert ours["per_intent"] == "3" and ours["draws"] == 2
+    assert 0.0 <= ours["intent_accuracy"] <= 1.0 and 0.0 <= ours["slot_f1"] <= 1.0
+    assert 0.0 <= baseline["intent_accuracy"] <= 1.0 and baseline["slot_f1"] is None
+    # Two different draws train two different models.
+    first, second = (tmp_path / f"3-draw{d}" / "bundle" / "voicenlu.json" for d in (0, 1))
+    assert json.loads(first.read_text())["training"]["seed"] == 5
+    assert json.loads(second.read_text())["training"]["seed"] == 6
+    assert not (tmp_path / "3-draw0" / "checkpoints").exists()
+    assert json.loads((tmp_path / "learning_curve.json").read_text()) == result
+
+    table = render_learning_curve(result)
+    assert "| 3 | 2 |" in table and "n/a" not in table.split("\n")[-2].split("|")[3]
+    paths = plot_learning_curve(result["rows"], tmp_path / "learning_curve")
+    assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size for p in paths)
