@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 import numpy as np
 import pytest
 
+from voicenlu.data import stratified_slice
 from voicenlu.oos import (
     auroc,
-    energy,
     expected_calibration_error,
     fpr_at_tpr,
+    leave_one_intent_out,
     render_oos,
     score_fold,
     summarise,
 )
 from voicenlu.runtime import Parser
+from voicenlu.train import TrainConfig
 
 
 def test_auroc_known_values():
@@ -36,14 +41,6 @@ def test_ece_perfect_and_overconfident():
     assert ece == pytest.approx(0.45)
 
 
-def test_energy_is_a_temperature_scaled_logsumexp():
-    logits = np.array([[2.0, 0.0, -1.0], [10.0, 10.0, 10.0]])
-    np.testing.assert_allclose(energy(logits), np.log(np.exp(logits).sum(axis=1)))
-    np.testing.assert_allclose(energy(logits, 2.0), 2.0 * np.log(np.exp(logits / 2).sum(axis=1)))
-    # Large logits must not overflow.
-    assert np.isfinite(energy(np.array([[1000.0, 999.0]]))).all()
-
-
 def test_fold_scores_on_a_real_model(tiny_bundle, snips, tmp_path):
     parser = Parser.load(tiny_bundle)
     in_scope = [u for u in snips.test if u.intent != "RateBook"][:120]
@@ -53,10 +50,10 @@ def test_fold_scores_on_a_real_model(tiny_bundle, snips, tmp_path):
     for key in ("auroc", "fpr_at_95_tpr", "in_scope_accuracy", "ece_before", "ece_after"):
         assert 0.0 <= scores[key] <= 1.0
     assert set(scores["scores"]) == {"max_softmax", "energy"}
-    assert scores["threshold"] == parser.threshold
-    energy_threshold = scores["scores"]["energy"]["threshold"]
-    assert 0.0 <= scores["scores"]["energy"]["out_of_scope_rejected"] <= 1.0
-    assert energy_threshold != parser.threshold
+    assert scores["auroc"] == scores["scores"]["energy"]["auroc"]  # the default score
+    for by_score in scores["scores"].values():
+        assert 0.0 <= by_score["out_of_scope_rejected"] <= 1.0
+        assert 0.0 < by_score["threshold"] < 1.0
 
     result = summarise([{"held_out": "RateBook", **scores}], "test", tmp_path)
     assert (tmp_path / "oos.json").is_file()
@@ -64,3 +61,19 @@ def test_fold_scores_on_a_real_model(tiny_bundle, snips, tmp_path):
     assert result["mean_by_score"]["energy"]["auroc"] == scores["scores"]["energy"]["auroc"]
     table = render_oos(result)
     assert "RateBook" in table and "**mean**" in table and "| energy |" in table
+
+
+def test_existing_fold_bundles_are_scored_without_training(tiny_bundle, snips, tmp_path):
+    small = dataclasses.replace(
+        snips,
+        dev=stratified_slice(snips.dev, 15, seed=1),
+        test=stratified_slice(snips.test, 10, seed=1),
+    )
+    for intent in sorted({u.intent for u in snips.train}):
+        (tmp_path / f"without-{intent}").mkdir()
+        (tmp_path / f"without-{intent}" / "bundle").symlink_to(tiny_bundle)
+    # Training would fail on this backbone: every fold must come from the bundles above.
+    config = TrainConfig(backbone=str(tmp_path / "no-such-backbone"), epochs=1)
+    result = leave_one_intent_out(small, config, tmp_path, per_intent=5)
+    assert len(result["folds"]) == 7
+    assert json.loads((tmp_path / "oos.json").read_text())["mean"] == result["mean"]

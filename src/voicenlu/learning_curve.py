@@ -51,7 +51,11 @@ def config_for(base, n_train: int, min_steps: int = MIN_STEPS):
 def learning_curve(
     snips, base, output_dir: Path, sizes, draws: int = 3, min_steps: int = MIN_STEPS
 ) -> dict:
-    """Train and score every (size, draw); write the rows, means over draws, as they come."""
+    """Train and score every (size, draw); write the rows, means over draws, as they come.
+
+    A run whose bundle is already in ``output_dir`` is scored without training again, so an
+    interrupted curve picks up where it stopped.
+    """
     from voicenlu.train import TrainData, train
 
     dev = stratified_slice(snips.dev, DEV_PER_INTENT, base.seed)
@@ -69,8 +73,10 @@ def learning_curve(
                 test=snips.test,
                 source={"name": "snips-2017-06", "per_intent": label, "draw": draw},
             )
-            bundle = train(data, config, run_dir)
-            shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # bundles are enough
+            bundle = run_dir / "bundle"
+            if not (bundle / "metrics.json").is_file():  # else an interrupted run made it
+                train(data, config, run_dir)
+                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # bundles suffice
             metrics = json.loads((bundle / "metrics.json").read_text())
             baseline = TfidfLogReg(seed=seed).fit(chosen)
             predicted = baseline.predict([u.text for u in snips.test])

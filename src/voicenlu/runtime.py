@@ -13,6 +13,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from voicenlu.bundle import read_manifest
+from voicenlu.calibration import in_scope_scores, softmax
 from voicenlu.data.records import SlotSpan, Utterance
 from voicenlu.errors import BundleError, InputError
 from voicenlu.features import (
@@ -26,13 +27,6 @@ from voicenlu.features import (
 log = logging.getLogger(__name__)
 
 PRECISIONS = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
-
-
-def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
-    z = logits.astype(np.float64) / temperature
-    z -= z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 def check_text(text: object) -> str:
@@ -60,9 +54,9 @@ class Parser:
         self.intents: list[str] = manifest["intents"]
         self.tags: list[str] = manifest["slot_tags"]
         self.slots = sorted({t[2:] for t in self.tags if t != "O"})
-        calibration = manifest.get("calibration", {})
-        self.temperature = float(calibration.get("temperature", 1.0))
-        self.threshold = float(calibration.get("threshold", 0.0))
+        self.calibration = manifest.get("calibration", {})
+        self.temperature = float(self.calibration.get("temperature", 1.0))
+        self.threshold = float(self.calibration.get("threshold", 0.0))
         self.tokenizer = prepare_tokenizer(
             Tokenizer.from_file(str(bundle / "tokenizer.json")), manifest["max_length"]
         )
@@ -124,16 +118,17 @@ class Parser:
             chunk = texts[i : i + batch_size]
             encodings, intent_logits, slot_logits = self.logits(chunk)
             probs = softmax(intent_logits, self.temperature)
-            for text, enc, p, s in zip(chunk, encodings, probs, slot_logits, strict=True):
-                results.append(self._result(text, enc, p, s, threshold))
+            in_scope = in_scope_scores(intent_logits, self.calibration) >= threshold
+            for row in zip(chunk, encodings, probs, in_scope, slot_logits, strict=True):
+                results.append(self._result(*row))
         return results
 
-    def _result(self, text, encoding, probs, slot_logits, threshold) -> dict:
+    def _result(self, text, encoding, probs, accepted, slot_logits) -> dict:
         order = np.argsort(-probs)
         ranking = [
             {"name": self.intents[j], "confidence": round(float(probs[j]), 4)} for j in order
         ]
-        in_scope = float(probs[order[0]]) >= threshold
+        in_scope = bool(accepted)
         slots = []
         if in_scope:
             for span, score in decode_slots(encoding, slot_logits, self.tags, self._constraints):

@@ -15,7 +15,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import (
@@ -30,6 +29,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from voicenlu import __version__
 from voicenlu.bundle import read_manifest, record_files, write_manifest
+from voicenlu.calibration import calibrate
 from voicenlu.data.records import Utterance
 from voicenlu.errors import ConfigError
 from voicenlu.evaluate import compute_metrics, evaluate_bundle
@@ -45,10 +45,6 @@ from voicenlu.features import (
 from voicenlu.model import DEFAULT_BACKBONE, JointModel, build_model, encoder_config_from_dict
 
 log = logging.getLogger(__name__)
-
-
-DEV_ACCEPT = 0.99  # share of in-scope dev requests the out-of-scope threshold lets through
-MIN_DEV_FOR_TEMPERATURE = 100
 
 
 @dataclass
@@ -176,40 +172,6 @@ class _Metrics:
         pred = predict_utterances(examples, intent_logits, slot_logits, self.intents, self.tags)
         m = compute_metrics([u for u, _ in examples], pred)
         return {k: m[k] for k in ("intent_accuracy", "slot_f1", "exact_match")}
-
-
-def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
-    """The softmax temperature that minimises dev negative log-likelihood (grid search)."""
-    best_t, best_nll = 1.0, np.inf
-    for t in np.exp(np.linspace(np.log(0.5), np.log(10.0), 200)):
-        z = logits / t
-        z = z - z.max(axis=1, keepdims=True)
-        nll = -(z[np.arange(len(labels)), labels] - np.log(np.exp(z).sum(axis=1))).mean()
-        if nll < best_nll:
-            best_t, best_nll = float(t), nll
-    return best_t
-
-
-def calibrate(logits: np.ndarray, labels: np.ndarray, accept: float = DEV_ACCEPT) -> dict:
-    """Temperature on dev, and the out-of-scope threshold that accepts ``accept`` of dev.
-
-    With no out-of-scope examples to fit on, the threshold is set from in-scope requests
-    alone: the calibrated confidence below which only 1% of dev requests fall. A small dev
-    set that the model gets all right says nothing about temperature (the likelihood only
-    grows as it sharpens), so the temperature is fitted only on enough dev data.
-    """
-    enough = len(labels) >= MIN_DEV_FOR_TEMPERATURE
-    temperature = fit_temperature(logits, labels) if enough else 1.0
-    z = logits / temperature
-    probs = np.exp(z - z.max(axis=1, keepdims=True))
-    confidence = (probs / probs.sum(axis=1, keepdims=True)).max(axis=1)
-    threshold = float(np.quantile(confidence, 1 - accept))
-    return {
-        "temperature": temperature,
-        "temperature_fitted": enough,
-        "threshold": round(threshold, 4),
-        "dev_accept": accept,
-    }
 
 
 def _labels(data: TrainData) -> tuple[list[str], list[str]]:

@@ -1,0 +1,76 @@
+"""Calibration: the energy score, the temperature, and thresholds that let 99% of dev through."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from voicenlu.calibration import (
+    MIN_DEV_FOR_TEMPERATURE,
+    calibrate,
+    energy,
+    in_scope_scores,
+    softmax,
+)
+
+
+def dev_logits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Logits of a 4-intent model that is right about 90% of the time."""
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 4, n)
+    logits = rng.normal(0, 1, (n, 4))
+    logits[np.arange(n), labels] += rng.normal(4, 1.5, n)
+    return logits, labels
+
+
+def test_energy_is_a_temperature_scaled_logsumexp():
+    logits = np.array([[2.0, 0.0, -1.0], [10.0, 10.0, 10.0]])
+    np.testing.assert_allclose(energy(logits), np.log(np.exp(logits).sum(axis=1)))
+    np.testing.assert_allclose(energy(logits, 2.0), 2.0 * np.log(np.exp(logits / 2).sum(axis=1)))
+    assert np.isfinite(energy(np.array([[1000.0, 999.0]]))).all()  # no overflow
+
+
+@pytest.mark.parametrize("score", ["energy", "max_softmax"])
+def test_threshold_lets_99_percent_of_dev_through(score):
+    logits, labels = dev_logits(700)
+    calibration = calibrate(logits, labels, score=score)
+    assert calibration["score"] == score and calibration["temperature_fitted"]
+    accepted = in_scope_scores(logits, calibration) >= calibration["threshold"]
+    assert 0.985 <= accepted.mean() <= 0.995
+    # A request far from every intent (all logits low) is rejected.
+    flat = np.full((1, 4), -3.0)
+    assert in_scope_scores(flat, calibration)[0] < calibration["threshold"]
+
+
+def test_energy_scores_are_shares_of_dev_and_rise_with_the_logits():
+    logits, labels = dev_logits(300)
+    calibration = calibrate(logits, labels, score="energy")
+    assert calibration["reference"] == sorted(calibration["reference"])
+    scores = in_scope_scores(logits, calibration)
+    assert ((scores >= 0) & (scores <= 1)).all()
+    scaled = np.stack([logits[0] * k for k in (0.2, 1.0, 5.0)])
+    low, mid, high = in_scope_scores(scaled, calibration)
+    assert low <= mid <= high and high == 1.0
+
+
+def test_temperature_needs_enough_dev_data():
+    logits, labels = dev_logits(MIN_DEV_FOR_TEMPERATURE - 1)
+    assert calibrate(logits, labels)["temperature"] == 1.0
+    logits, labels = dev_logits(700)
+    sharp = calibrate(logits * 5, labels)["temperature"]
+    assert sharp > 2.0  # over-confident logits get softened
+    probs = softmax(logits * 5, sharp)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0)
+
+
+def test_bundles_without_a_score_use_the_top_probability():
+    logits = np.array([[3.0, 0.0], [0.1, 0.0]])
+    np.testing.assert_allclose(
+        in_scope_scores(logits, {"temperature": 1.0}), softmax(logits).max(axis=1)
+    )
+
+
+def test_unknown_score_is_refused():
+    logits, labels = dev_logits(10)
+    with pytest.raises(ValueError, match="Unknown in-scope score"):
+        calibrate(logits, labels, score="mahalanobis")
