@@ -179,6 +179,7 @@ def test_health_ready_metadata(client, parser):
     assert meta["intents"] == parser.intents
     assert meta["slots"] == parser.slots
     assert meta["backbone"] == parser.manifest["backbone"]
+    assert meta["in_scope_score"] == "energy" and meta["threshold"] == parser.threshold
     assert meta["limits"] == {
         "max_chars": MAX_CHARS,
         "max_batch": MAX_BATCH,

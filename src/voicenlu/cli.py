@@ -423,7 +423,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="model bundle directory")
     p.add_argument("texts", nargs="+", metavar="TEXT", help="requests to parse, or - for stdin")
     p.add_argument("--json", action="store_true", help="print the full JSON result per request")
-    p.add_argument("--threshold", type=float, help="override the out-of-scope threshold")
+    p.add_argument(
+        "--threshold",
+        type=float,
+        help="override the out-of-scope threshold: reject below this in-scope score (0 to 1)",
+    )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
     p.set_defaults(func=cmd_predict)
 

@@ -71,7 +71,8 @@ def _request_models(max_chars: int, max_batch: int):
         ge=0.0,
         le=1.0,
         allow_inf_nan=False,
-        description="Reject as out of scope below this confidence (default: the bundle's).",
+        description="Reject as out of scope below this in-scope score, 0 to 1 (default: the "
+        "bundle's threshold, which lets 99% of its dev requests through).",
     )
 
     class ParseRequest(BaseModel):
@@ -585,6 +586,7 @@ def create_app(
             "slots": parser.slots,
             "precision": parser.precision,
             "threshold": parser.threshold,
+            "in_scope_score": parser.calibration.get("score", "max_softmax"),
             "metrics": parser.manifest.get("dev_metrics", {}),
             "limits": {
                 "max_chars": max_chars,
