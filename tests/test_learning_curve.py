@@ -52,7 +52,7 @@ def test_a_real_curve_with_two_draws(snips, tmp_path):
     assert not (tmp_path / "3-draw0" / "checkpoints").exists()
     assert json.loads((tmp_path / "learning_curve.json").read_text()) == result
 
-    table = render_learning_curve(result)
+    table = render_learning_curve(result, "voicenlu evaluate --learning-curve")
     assert "| 3 | 2 |" in table and "n/a" not in table.split("\n")[-2].split("|")[3]
     paths = plot_learning_curve(result["rows"], tmp_path / "learning_curve")
     assert [p.suffix for p in paths] == [".png", ".svg"] and all(p.stat().st_size for p in paths)

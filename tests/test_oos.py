@@ -59,7 +59,7 @@ def test_fold_scores_on_a_real_model(tiny_bundle, snips, tmp_path):
     assert (tmp_path / "oos.json").is_file()
     assert result["mean"]["auroc"] == scores["auroc"]
     assert result["mean_by_score"]["energy"]["auroc"] == scores["scores"]["energy"]["auroc"]
-    table = render_oos(result)
+    table = render_oos(result, "voicenlu evaluate --oos")
     assert "RateBook" in table and "**mean**" in table and "| energy |" in table
 
 

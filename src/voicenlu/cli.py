@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shlex
 import sys
 from pathlib import Path
 
@@ -157,7 +158,7 @@ def _evaluate_oos(args) -> int:
     config = TrainConfig(epochs=args.oos_epochs, seed=args.seed)
     out = Path(args.out or "runs/oos")
     result = leave_one_intent_out(_snips(args), config, out, per_intent=args.oos_per_intent)
-    table = render_oos(result)
+    table = render_oos(result, args.command_line)
     (out / "oos.md").write_text(table)
     print(table)
     return 0
@@ -174,7 +175,7 @@ def _evaluate_learning_curve(args) -> int:
     out = Path(args.out or "runs/learning-curve")
     out.mkdir(parents=True, exist_ok=True)
     result = learning_curve(_snips(args), TrainConfig(seed=args.seed), out, sizes, args.draws)
-    table = render_learning_curve(result)
+    table = render_learning_curve(result, args.command_line)
     (out / "learning_curve.md").write_text(table)
     plot_learning_curve(result["rows"], out / "learning_curve")
     print(table)
@@ -521,7 +522,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
+    args.command_line = "voicenlu " + shlex.join(argv)  # recorded with benchmark tables
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

@@ -126,13 +126,14 @@ def _pct(value: float | None, std: float | None) -> str:
     return f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std else "")
 
 
-def render_learning_curve(result: dict) -> str:
+def render_learning_curve(result: dict, command: str) -> str:
     lines = [
         "# Learning curve on SNIPS",
         "",
         "Test scores (700 utterances) against training examples per intent: mean ± standard "
         f"deviation over draws. Checkpoints are chosen on {DEV_PER_INTENT} dev utterances per "
-        "intent. The baseline is TF-IDF + logistic regression on the same draw (intents only).",
+        "intent. The baseline is TF-IDF + logistic regression on the same draw (intents only). "
+        f"Made by `{command}`.",
         "",
         "| per intent | draws | voicenlu intent acc. | voicenlu slot F1 | TF-IDF intent acc. |",
         "|---|---|---|---|---|",

@@ -156,11 +156,11 @@ def _means(rows: list[dict], keys) -> dict:
     return {k: statistics.mean(r[k] for r in rows) for k in keys}
 
 
-def render_oos(result: dict) -> str:
+def render_oos(result: dict, command: str) -> str:
     lines = [
         "# Out-of-scope rejection on SNIPS (leave one intent out)",
         "",
-        f"Protocol: {result['protocol']}.",
+        f"Protocol: {result['protocol']}. Made by `{command}`.",
         "",
         "| held-out intent | AUROC | FPR@95%TPR | in-scope acc. | OOS rejected | ECE before "
         "| ECE after |",
