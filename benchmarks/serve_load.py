@@ -217,7 +217,7 @@ def write_report(rows: list[dict], setup: dict, out: Path) -> None:
         "# Serving load test: POST /parse",
         "",
         f"Bundle `{setup['bundle']}`, {setup['cpus']} CPUs ({setup['machine']}), Python "
-        f"{setup['python']}. Each worker runs its model on its share of the cores; the load "
+        f"{setup['python']}. Each worker runs its model on one thread; the load "
         f"generator (one process, keep-alive connections) ran on the same machine: "
         f"`{setup['command']}`. Micro-batch 0 means off. RSS is the server's, all its "
         "processes together.",

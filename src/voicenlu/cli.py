@@ -498,7 +498,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="model bundle directory")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
     p.add_argument("--port", type=int, default=8000, help="default: %(default)s")
-    p.add_argument("--workers", type=int, default=1, help="processes, each loads the model once")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes, each loading the model once; one per core serves the most requests",
+    )
     p.add_argument(
         "--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)"
     )
@@ -514,7 +519,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--threads",
         type=int,
-        help="model threads per worker (default: the cores divided among the workers)",
+        help="model threads per worker (default: 1; to use more cores, add workers)",
     )
     p.add_argument("--access-log", action="store_true", help="log a line per request")
     p.set_defaults(func=cmd_serve)

@@ -65,8 +65,19 @@ class Parser:
         self._input_names = [i.name for i in session.get_inputs()]
 
     @classmethod
-    def load(cls, path: str | Path, precision: str = "auto", threads: int | None = None) -> Parser:
-        """Load a bundle; ``precision`` is ``auto`` (int8 when present), ``fp32`` or ``int8``."""
+    def load(
+        cls,
+        path: str | Path,
+        precision: str = "auto",
+        threads: int | None = None,
+        spin_wait: bool = True,
+    ) -> Parser:
+        """Load a bundle; ``precision`` is ``auto`` (int8 when present), ``fp32`` or ``int8``.
+
+        ``threads`` caps the model's threads (default: one per core). ``spin_wait=False``
+        stops them busy-waiting for the next run, which a server wants: its event loop needs
+        those cores between runs.
+        """
         bundle = Path(path)
         manifest = read_manifest(bundle, need=("tokenizer.json",))
         if precision == "auto":
@@ -81,6 +92,8 @@ class Parser:
                 + "."
             )
         options = ort.SessionOptions()
+        if not spin_wait:
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:
             options.intra_op_num_threads = threads
             options.inter_op_num_threads = 1

@@ -519,7 +519,7 @@ def create_app(
         raise ConfigError(f"microbatch_ms must be 0 (off) or more, not {microbatch_ms}.")
     parser = parser_or_bundle
     if not isinstance(parser, Parser):
-        parser = Parser.load(parser_or_bundle, threads=threads)
+        parser = Parser.load(parser_or_bundle, threads=threads, spin_wait=False)
     if api_key is None:
         api_key = os.environ.get(API_KEY_ENV)
     max_body_bytes = max_body_bytes or default_max_body_bytes(max_chars, max_batch)
@@ -695,8 +695,10 @@ def serve(
 
     Binds to loopback unless told otherwise. The API key is read from VOICENLU_API_KEY, never
     from the command line, where other users could read it in the process list. Each worker
-    runs its model on ``threads`` threads, by default its share of the cores. The access log
-    is off by default: a line per request costs more than a parse does.
+    runs its model on ``threads`` threads, one by default: under load a second thread costs
+    more CPU per request than it saves (benchmarks/serve.md), so use more cores with more
+    workers. The access log is off by default: a line per request adds about a fifth of a
+    parse's CPU time.
     """
     import uvicorn
 
@@ -704,7 +706,7 @@ def serve(
         raise ConfigError(f"--workers must be at least 1, not {workers}.")
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads must be at least 1, not {threads}.")
-    threads = threads or max(1, (os.cpu_count() or 1) // workers)
+    threads = threads or 1
     if not _is_loopback(host) and not os.environ.get(API_KEY_ENV):
         log.warning(
             "Serving on %s without an API key: anyone who can reach this address can use it. "
