@@ -42,7 +42,7 @@ def test_a_real_curve_with_two_draws(snips, tmp_path):
     assert [r["train_utterances"] for r in result["runs"]] == [21, 21]
     ours, baseline = result["rows"]
     assert (ours["model"], baseline["model"]) == ("voicenlu", "tfidf_logreg")
-    assert ours["per_intent"] == "3" and ours["draws"] == 2
+    assert ours["per_intent"] == 3 and ours["draws"] == 2
     assert 0.0 <= ours["intent_accuracy"] <= 1.0 and 0.0 <= ours["slot_f1"] <= 1.0
     assert 0.0 <= baseline["intent_accuracy"] <= 1.0 and baseline["slot_f1"] is None
     # Two different draws train two different models.

@@ -309,6 +309,31 @@ def test_microbatching_gives_the_same_results(api, batched_api):
     assert _counter(metrics, "voicenlu_microbatches_total") < len(texts), "nothing was grouped"
 
 
+def test_model_runs_one_at_a_time(tiny_bundle):
+    """Concurrent requests queue for the model instead of running it side by side."""
+    parser = Parser.load(tiny_bundle)
+    lock, running, peak = threading.Lock(), 0, 0
+    unwatched = parser.parse_batch
+
+    def watched(*args, **kwargs):
+        nonlocal running, peak
+        with lock:
+            running += 1
+            peak = max(peak, running)
+        try:
+            time.sleep(0.005)  # long enough for the other requests to arrive meanwhile
+            return unwatched(*args, **kwargs)
+        finally:
+            with lock:
+                running -= 1
+
+    parser.parse_batch = watched  # parse() goes through it too
+    with live_server(create_app(parser, api_key="")) as url:
+        results = asyncio.run(_parse_concurrently(url, TEXTS * 2))
+    assert [r["text"] for r in results] == TEXTS * 2
+    assert peak == 1
+
+
 # --- Settings ----------------------------------------------------------------------------------
 
 

@@ -64,7 +64,7 @@ def learning_curve(
         for draw in range(draws if size is not None and size < SMALL else 1):
             seed = base.seed + draw
             chosen = snips.train if size is None else stratified_slice(snips.train, size, seed)
-            label = "full" if size is None else str(size)
+            label = "full" if size is None else size
             config = dataclasses.replace(config_for(base, len(chosen), min_steps), seed=seed)
             run_dir = output_dir / f"{label}-draw{draw}"
             data = TrainData(

@@ -145,7 +145,7 @@ def plot_learning_curve(rows: Sequence[dict], path_stem: Path) -> list[Path]:
                 capsize=3,
                 label=label,
             )
-    ticks = {r["mean_per_intent"]: r["per_intent"] for r in rows}
+    ticks = {r["mean_per_intent"]: str(r["per_intent"]) for r in rows}
     ax.set_xscale("log")
     ax.set_xticks(list(ticks), list(ticks.values()))
     ax.minorticks_off()
