@@ -1,11 +1,11 @@
-"""Load test of POST /parse: throughput, latency percentiles and worker memory.
+"""Load test of POST /parse: throughput, latency percentiles and server memory.
 
-Starts `voicenlu.server.serve` as a subprocess on a free loopback port, sends a fixed number of
-requests at each concurrency, with micro-batching off and on, and stops by itself. Writes
-benchmarks/serve.md and benchmarks/serve.json. The load generator shares the machine with the
-server, so run it when nothing else is busy, and read the figures as one machine's.
+Starts `voicenlu.server.serve` as a subprocess on a free loopback port for each worker count,
+with micro-batching off and on, sends a fixed number of requests at each concurrency, and
+stops by itself. Writes serve.md and serve.json. The load generator shares the machine with
+the server, so run it when nothing else is busy, and read the figures as one machine's.
 
-    python benchmarks/serve_load.py runs/snips/bundle --requests 2000
+    python benchmarks/serve_load.py runs/snips/bundle --requests 7000 --workers 1,2
 """
 
 from __future__ import annotations
