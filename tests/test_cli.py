@@ -104,6 +104,9 @@ def test_train_with_unknown_backbone(tmp_path):
 def test_predict_readable_json_and_stdin(tiny_bundle):
     done = run("predict", str(tiny_bundle), "add Diamonds to my roadtrip playlist", "play jazz")
     assert done.returncode == 0 and done.stdout.count("->") == 2
+    # Rejected: the line names the nearest intent instead of an intent.
+    done = run("predict", str(tiny_bundle), "--threshold", "1.0", "zzz qqq")
+    assert done.returncode == 0 and "-> out of scope (nearest: " in done.stdout
     done = run("predict", str(tiny_bundle), "--json", "play jazz")
     result = json.loads(done.stdout)
     assert result["text"] == "play jazz" and result["intent"]["name"]

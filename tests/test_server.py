@@ -470,6 +470,8 @@ def test_demo_page_shows_intent_and_slots(api, parser, slot_example):
             page.fill("#text", rejected["text"])
             page.click("#submit")
             expect(page.locator("#intent")).to_have_text("out of scope")
+            nearest = parser.intents[0]
+            expect(page.locator("#confidence")).to_have_text(f"nearest: {nearest} 10.0%")
             expect(page.locator("#highlighted mark")).to_have_count(0)
         finally:
             browser.close()

@@ -191,9 +191,17 @@ def _read_texts(args) -> list[str]:
 
 
 def format_result(result: dict) -> str:
-    """One readable line: intent (confidence) then slot="value" pairs."""
+    """One readable line: intent (confidence) then slot="value" pairs.
+
+    A rejected request names the nearest intent: its probability can be high even so, since
+    rejection looks at how unlike the training data the request is, not at that probability.
+    """
     intent = result["intent"]
-    head = f"{intent['name'] or 'out of scope'} ({intent['confidence']:.2f})"
+    if intent["name"] is None:
+        nearest = result["intent_ranking"][0]
+        head = f"out of scope (nearest: {nearest['name']} {nearest['confidence']:.2f})"
+    else:
+        head = f"{intent['name']} ({intent['confidence']:.2f})"
     slots = "  ".join(f'{s["slot"]}="{s["value"]}"' for s in result["slots"])
     return f"{result['text']}\n  -> {head}  {slots}".rstrip()
 

@@ -67,7 +67,11 @@ function show(result) {
   const intent = $("intent");
   intent.textContent = result.in_scope ? result.intent.name : "out of scope";
   intent.classList.toggle("out-of-scope", !result.in_scope);
-  $("confidence").textContent = percent(result.intent.confidence);
+  // A rejected request names its nearest intent: its probability alone does not decide.
+  const nearest = result.intent_ranking[0];
+  $("confidence").textContent = result.in_scope
+    ? percent(result.intent.confidence)
+    : `nearest: ${nearest.name} ${percent(nearest.confidence)}`;
   highlight(result.text, result.slots);
 
   const slots = $("slots");
