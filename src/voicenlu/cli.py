@@ -15,6 +15,7 @@ from pathlib import Path
 
 from voicenlu import __version__
 from voicenlu.errors import ConfigError, VoiceNLUError
+from voicenlu.learning_curve import MIN_STEPS
 
 
 def _snips(args):
@@ -174,7 +175,11 @@ def _evaluate_learning_curve(args) -> int:
         raise ConfigError(f"--draws must be at least 1, got {args.draws}.")
     out = Path(args.out or "runs/learning-curve")
     out.mkdir(parents=True, exist_ok=True)
-    result = learning_curve(_snips(args), TrainConfig(seed=args.seed), out, sizes, args.draws)
+    if args.min_steps < 1:
+        raise ConfigError(f"--min-steps must be at least 1, got {args.min_steps}.")
+    result = learning_curve(
+        _snips(args), TrainConfig(seed=args.seed), out, sizes, args.draws, args.min_steps
+    )
     table = render_learning_curve(result, args.command_line)
     (out / "learning_curve.md").write_text(table)
     plot_learning_curve(result["rows"], out / "learning_curve")
@@ -424,6 +429,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--draws", type=int, default=3, help="random draws per size below 300 (--learning-curve)"
+    )
+    p.add_argument(
+        "--min-steps",
+        type=int,
+        default=MIN_STEPS,
+        help="small draws train for more epochs, up to this many optimizer steps "
+        "(--learning-curve; default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=13)
     p.set_defaults(func=cmd_evaluate)

@@ -697,8 +697,8 @@ def serve(
     from the command line, where other users could read it in the process list. Each worker
     runs its model on ``threads`` threads, one by default: under load a second thread cost
     more CPU than it saved (on 2 cores, 4.5-5.5 ms of server CPU per request against 2.6-2.9
-    ms with one), so use more cores with more workers. The access log is off by default: a line per request adds about a fifth of a
-    parse's CPU time.
+    ms with one), so use more cores with more workers. The access log is off by default: a
+    line per request adds about a fifth of a parse's CPU time.
     """
     import uvicorn
 
