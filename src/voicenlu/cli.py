@@ -173,10 +173,10 @@ def _evaluate_learning_curve(args) -> int:
     sizes = parse_sizes(args.sizes)
     if args.draws < 1:
         raise ConfigError(f"--draws must be at least 1, got {args.draws}.")
-    out = Path(args.out or "runs/learning-curve")
-    out.mkdir(parents=True, exist_ok=True)
     if args.min_steps < 1:
         raise ConfigError(f"--min-steps must be at least 1, got {args.min_steps}.")
+    out = Path(args.out or "runs/learning-curve")
+    out.mkdir(parents=True, exist_ok=True)
     result = learning_curve(
         _snips(args), TrainConfig(seed=args.seed), out, sizes, args.draws, args.min_steps
     )
