@@ -54,7 +54,9 @@ class Parser:
         self.intents: list[str] = manifest["intents"]
         self.tags: list[str] = manifest["slot_tags"]
         self.slots = sorted({t[2:] for t in self.tags if t != "O"})
-        self.calibration = manifest.get("calibration", {})
+        self.calibration = dict(manifest.get("calibration", {}))
+        if "reference" in self.calibration:  # made an array once, not on every request
+            self.calibration["reference"] = np.asarray(self.calibration["reference"])
         self.temperature = float(self.calibration.get("temperature", 1.0))
         self.threshold = float(self.calibration.get("threshold", 0.0))
         self.tokenizer = prepare_tokenizer(
