@@ -97,9 +97,9 @@ def learning_curve(
                     },
                 }
             )
-            result = summarise(runs)
+            result = summarise(runs)  # written after every run: a partial curve survives
             (output_dir / "learning_curve.json").write_text(json.dumps(result, indent=2) + "\n")
-    return result
+    return summarise(runs)
 
 
 def summarise(runs: list[dict]) -> dict:

@@ -72,11 +72,13 @@ def score_fold(parser: Parser, dev, in_scope, out_of_scope) -> dict:
     _, logits_out, _ = parser.logits([u.text for u in out_of_scope])
     labels_dev = np.array([parser.intents.index(u.intent) for u in dev])
     labels = np.array([parser.intents.index(u.intent) for u in in_scope])
+    calibrations = {name: calibrate(logits_dev, labels_dev, score=name) for name in SCORES}
+    t = calibrations[DEFAULT_SCORE]["temperature"]  # the same fit whatever the score
+    raw, calibrated = softmax(logits_in), softmax(logits_in, t)
+    correct = calibrated.argmax(axis=1) == labels
     by_score = {}
-    for name in SCORES:
-        calibration = calibrate(logits_dev, labels_dev, score=name)
-        t, threshold = calibration["temperature"], calibration["threshold"]
-        correct = softmax(logits_in, t).argmax(axis=1) == labels
+    for name, calibration in calibrations.items():
+        threshold = calibration["threshold"]
         s_in, s_out = raw_scores(logits_in, name, t), raw_scores(logits_out, name, t)
         by_score[name] = {
             "auroc": auroc(s_in, s_out),
@@ -89,15 +91,11 @@ def score_fold(parser: Parser, dev, in_scope, out_of_scope) -> dict:
             ),
             "threshold": threshold,
         }
-    raw = softmax(logits_in)
-    calibrated = softmax(logits_in, calibration["temperature"])
     return {
         **by_score[DEFAULT_SCORE],
         "ece_before": expected_calibration_error(raw.max(axis=1), raw.argmax(axis=1) == labels),
-        "ece_after": expected_calibration_error(
-            calibrated.max(axis=1), calibrated.argmax(axis=1) == labels
-        ),
-        "temperature": calibration["temperature"],
+        "ece_after": expected_calibration_error(calibrated.max(axis=1), correct),
+        "temperature": t,
         "scores": by_score,
     }
 
