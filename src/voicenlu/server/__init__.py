@@ -6,12 +6,14 @@ Every bad request gets a 4xx JSON answer ``{"error": "...", "detail": [...]}`` t
 wrong, so clients never have to read a 500 to find their own mistake.
 
 One module per concern: ``schemas`` (request and response bodies), ``batching`` (the model
-thread and the micro-batcher), ``metrics`` (Prometheus), ``guard`` (API key and body checks
-before FastAPI), ``demo`` (the page at /), ``app`` (the FastAPI app) and ``run`` (settings and
-uvicorn).
+thread and the micro-batcher), ``metrics`` (Prometheus), ``limits`` (every limit, and the
+HTTP protocol that enforces those uvicorn lacks), ``guard`` (API key, admission and body
+checks before FastAPI), ``demo`` (the page at /), ``app`` (the FastAPI app) and ``run``
+(settings and uvicorn).
 """
 
-from voicenlu.server.app import create_app, default_max_body_bytes
+from voicenlu.server.app import create_app
+from voicenlu.server.limits import Limits
 from voicenlu.server.run import SETTINGS_ENV, app_from_env, serve
 from voicenlu.server.schemas import to_rasa
 
@@ -19,7 +21,7 @@ __all__ = [
     "SETTINGS_ENV",
     "app_from_env",
     "create_app",
-    "default_max_body_bytes",
+    "Limits",
     "serve",
     "to_rasa",
 ]

@@ -1,14 +1,17 @@
 """The FastAPI app: endpoints, error answers, and the middleware around them."""
 
+import asyncio
+import dataclasses
 import logging
 import os
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from voicenlu import __version__
@@ -17,12 +20,26 @@ from voicenlu.runtime import Parser
 from voicenlu.server.batching import MicroBatcher, ModelLane
 from voicenlu.server.demo import add_demo_page
 from voicenlu.server.guard import GuardMiddleware
-from voicenlu.server.metrics import Metrics, MetricsMiddleware
+from voicenlu.server.limits import Limits
+from voicenlu.server.metrics import CLIENT_GONE, Metrics, MetricsMiddleware
 from voicenlu.server.schemas import ParseResult, RasaParseResult, request_models, to_rasa
 
 log = logging.getLogger(__name__)
 
 API_KEY_ENV = "VOICENLU_API_KEY"
+# Texts of a /parse/batch request go to the model this many at a time, so a /parse that
+# arrives meanwhile waits for one chunk, not the whole batch, and a batch whose client has
+# gone stops at the next chunk.
+BATCH_CHUNK = 16
+
+
+class FastJSON(Response):
+    """orjson, and no second validation of what the parser already shaped (DESIGN section 4)."""
+
+    media_type = "application/json"
+
+    def render(self, content) -> bytes:
+        return orjson.dumps(content)
 
 
 # --- Error answers -----------------------------------------------------------------------------
@@ -53,7 +70,8 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     if exc.status_code == 404:
-        error = f"There is no endpoint at {request.url.path}; the API is described at /docs."
+        path = request.url.path
+        error = f"There is no endpoint at {path}; the API is described at /openapi.json."
     elif exc.status_code == 405:
         error = f"{request.method} is not allowed on {request.url.path}."
     else:
@@ -76,9 +94,27 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
 # --- The app -----------------------------------------------------------------------------------
 
 
-def default_max_body_bytes(max_chars: int, max_batch: int) -> int:
-    """Room for a full batch of maximal texts at 4 UTF-8 bytes a character, plus JSON framing."""
-    return max_batch * (4 * max_chars + 16) + 1024
+async def unless_gone(request: Request, work):
+    """Await ``work`` unless the client disconnects first; then cancel it (its model run too,
+    if it has not started) and answer 499 to nobody, which the metrics count as such."""
+    work = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(request.receive())
+    try:
+        await asyncio.wait((work, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if work.done():
+        return FastJSON(work.result())
+    work.cancel()
+    return Response(status_code=CLIENT_GONE)
+
+
+def limits_with(limits: Limits | None, overrides: dict) -> Limits:
+    """``limits`` (default: the documented defaults) with some fields set by name."""
+    try:
+        return dataclasses.replace(limits or Limits(), **overrides)
+    except TypeError as exc:
+        raise ConfigError(f"Unknown limit: {exc}") from None
 
 
 def create_app(
@@ -86,23 +122,21 @@ def create_app(
     *,
     api_key: str | None = None,
     cors_origins: tuple[str, ...] | list[str] = (),
-    max_chars: int = 1000,
-    max_batch: int = 256,
-    max_body_bytes: int | None = None,
+    limits: Limits | None = None,
     microbatch_ms: float = 0.0,
     threads: int | None = None,
+    **limit_fields,
 ) -> FastAPI:
     """The HTTP API for one parser (or a bundle path, loaded now so a bad bundle fails early).
 
     ``api_key`` (None: the environment variable VOICENLU_API_KEY; "": none): when set, every
     request but /health and the demo page must send ``Authorization: Bearer <key>``.
     ``cors_origins`` lists the web origins allowed to call the API from a browser (none by default).
+    ``limits`` (and any of its fields by name, e.g. ``max_chars=200``) bound each request.
     ``microbatch_ms`` > 0 groups concurrent /parse requests into one model run.
     ``threads`` is the model's thread count (default: the runtime's, one per core).
     """
-    for name, value in (("max_chars", max_chars), ("max_batch", max_batch)):
-        if value < 1:
-            raise ConfigError(f"{name} must be at least 1, not {value}.")
+    limits = limits_with(limits, limit_fields)
     if microbatch_ms < 0:
         raise ConfigError(f"microbatch_ms must be 0 (off) or more, not {microbatch_ms}.")
     parser = parser_or_bundle
@@ -110,9 +144,10 @@ def create_app(
         parser = Parser.load(parser_or_bundle, threads=threads, spin_wait=False)
     if api_key is None:
         api_key = os.environ.get(API_KEY_ENV)
-    max_body_bytes = max_body_bytes or default_max_body_bytes(max_chars, max_batch)
     metrics = Metrics()
-    ParseRequest, BatchRequest, RasaParseRequest = request_models(max_chars, max_batch)
+    ParseRequest, BatchRequest, RasaParseRequest = request_models(
+        limits.max_chars, limits.max_batch, limits.max_batch_chars
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
@@ -120,7 +155,9 @@ def create_app(
         # The first run allocates the model's buffers: do it before /ready says yes.
         await lane.run(parser.parse, "warm up")
         if microbatch_ms > 0:
-            app.state.batcher = MicroBatcher(parser, lane, microbatch_ms / 1000, max_batch, metrics)
+            app.state.batcher = MicroBatcher(
+                parser, lane, microbatch_ms / 1000, limits.max_batch, metrics
+            )
             app.state.batcher.start()
         app.state.ready = True
         yield
@@ -128,12 +165,17 @@ def create_app(
         if app.state.batcher:
             await app.state.batcher.stop()
         lane.close()
+        metrics.close()
 
+    # No /docs or /redoc: FastAPI's pages load their scripts from a CDN, blank offline.
+    # /openapi.json describes the API for any viewer.
     app = FastAPI(
         title="voicenlu",
         version=__version__,
         description="Intent detection and slot filling for voice assistants.",
         lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.ready = False
     app.state.batcher = None
@@ -141,19 +183,32 @@ def create_app(
     async def parse_one(text: str, threshold: float | None) -> dict:
         if app.state.batcher:
             return await app.state.batcher.parse(text, threshold)
-        return await app.state.lane.run(parser.parse, text, threshold)
+        result = await app.state.lane.run(parser.parse, text, threshold)
+        metrics.parsed.inc()
+        return result
+
+    async def parse_many(texts: list[str], threshold: float | None) -> list[dict]:
+        results = []
+        for i in range(0, len(texts), BATCH_CHUNK):
+            chunk = texts[i : i + BATCH_CHUNK]
+            results += await app.state.lane.run(parser.parse_batch, chunk, threshold)
+            metrics.parsed.inc(len(chunk))
+        return results
+
+    async def parse_rasa(text: str) -> dict:
+        return to_rasa(await parse_one(text, None), parser.threshold)
 
     @app.post("/parse", response_model=ParseResult, summary="Parse one request")
-    async def parse(body: ParseRequest) -> dict:
-        return await parse_one(body.text, body.threshold)
+    async def parse(body: ParseRequest, request: Request) -> Response:
+        return await unless_gone(request, parse_one(body.text, body.threshold))
 
     @app.post("/parse/batch", response_model=list[ParseResult], summary="Parse many, in order")
-    async def parse_batch(body: BatchRequest) -> list[dict]:
-        return await app.state.lane.run(parser.parse_batch, body.texts, body.threshold)
+    async def parse_batch(body: BatchRequest, request: Request) -> Response:
+        return await unless_gone(request, parse_many(body.texts, body.threshold))
 
     @app.post("/model/parse", response_model=RasaParseResult, summary="Parse, in Rasa's shape")
-    async def rasa_parse(body: RasaParseRequest) -> dict:
-        return to_rasa(await parse_one(body.text, None), parser.threshold)
+    async def rasa_parse(body: RasaParseRequest, request: Request) -> Response:
+        return await unless_gone(request, parse_rasa(body.text))
 
     @app.get("/health", summary="The process is alive")
     async def health() -> dict:
@@ -175,20 +230,15 @@ def create_app(
             "precision": parser.precision,
             "threshold": parser.threshold,
             "in_scope_score": parser.calibration.get("score", "max_softmax"),
+            "max_length": parser.max_length,
             "metrics": parser.manifest.get("dev_metrics", {}),
-            "limits": {
-                "max_chars": max_chars,
-                "max_batch": max_batch,
-                "max_body_bytes": max_body_bytes,
-            },
+            "limits": limits.asdict(),
             "microbatch_ms": microbatch_ms,
         }
 
-    @app.get("/metrics", response_class=PlainTextResponse, summary="Prometheus metrics")
-    async def prometheus() -> PlainTextResponse:
-        return PlainTextResponse(
-            metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8"
-        )
+    @app.get("/metrics", summary="Prometheus metrics, all workers together")
+    async def prometheus() -> Response:
+        return Response(metrics.render(), media_type=metrics.content_type)
 
     add_demo_page(app)
 
@@ -199,7 +249,7 @@ def create_app(
 
     # Added innermost first: metrics sees everything; CORS answers preflights before the key
     # check (browsers send no Authorization header on them).
-    app.add_middleware(GuardMiddleware, api_key=api_key, max_body_bytes=max_body_bytes)
+    app.add_middleware(GuardMiddleware, api_key=api_key, limits=limits)
     if cors_origins:
         app.add_middleware(
             CORSMiddleware,

@@ -84,7 +84,12 @@ class MicroBatcher:
                 await self._parse_group(threshold, items)
 
     async def _parse_group(self, threshold: float | None, items: list) -> None:
+        # A request whose client went away cancelled its future: its text is not parsed.
+        items = [item for item in items if not item[2].cancelled()]
+        if not items:
+            return
         self.metrics.observe_batch(len(items))
+        self.metrics.parsed.inc(len(items))
         texts = [text for text, _, _ in items]
         try:
             results = await self.lane.run(self.parser.parse_batch, texts, threshold)

@@ -1,23 +1,26 @@
-"""Running the app: settings from the environment for each worker, and uvicorn."""
+"""Running the app: settings from the environment for each worker, and uvicorn with limits."""
 
+import functools
 import ipaddress
 import logging
 import os
+import tempfile
 from pathlib import Path
 
 from fastapi import FastAPI
 
 from voicenlu.bundle import read_manifest
 from voicenlu.errors import ConfigError
-from voicenlu.server.app import API_KEY_ENV, create_app
+from voicenlu.server.app import API_KEY_ENV, create_app, limits_with
+from voicenlu.server.limits import LimitedHttpProtocol, Limits
+from voicenlu.server.metrics import MULTIPROC_ENV
 
 log = logging.getLogger(__name__)
 
+# Settings besides the limits (which are VOICENLU_<LIMIT NAME>, see Limits.from_env).
 SETTINGS_ENV = {
     "bundle": "VOICENLU_BUNDLE",
     "cors_origins": "VOICENLU_CORS_ORIGINS",
-    "max_chars": "VOICENLU_MAX_CHARS",
-    "max_batch": "VOICENLU_MAX_BATCH",
     "microbatch_ms": "VOICENLU_MICROBATCH_MS",
     "threads": "VOICENLU_THREADS",
 }
@@ -45,8 +48,7 @@ def app_from_env() -> FastAPI:
     return create_app(
         bundle,
         cors_origins=tuple(o.strip() for o in origins.split(",") if o.strip()),
-        max_chars=_env_number(SETTINGS_ENV["max_chars"], int, 1000),
-        max_batch=_env_number(SETTINGS_ENV["max_batch"], int, 256),
+        limits=Limits.from_env(),
         microbatch_ms=_env_number(SETTINGS_ENV["microbatch_ms"], float, 0.0),
         threads=_env_number(SETTINGS_ENV["threads"], int, None),
     )
@@ -61,17 +63,26 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def uvicorn_settings(limits: Limits) -> dict:
+    """The uvicorn options that enforce ``limits`` at the connection level."""
+    return {
+        "http": functools.partial(LimitedHttpProtocol, limits=limits),
+        "timeout_keep_alive": limits.keepalive_timeout,
+        "timeout_graceful_shutdown": limits.shutdown_timeout,
+    }
+
+
 def serve(
     bundle: str | Path,
     host: str = "127.0.0.1",
     port: int = 8000,
     workers: int = 1,
     cors_origins: tuple[str, ...] | list[str] = (),
-    max_chars: int = 1000,
-    max_batch: int = 256,
     microbatch_ms: float = 0.0,
     threads: int | None = None,
     access_log: bool = False,
+    limits: Limits | None = None,
+    **limit_fields,
 ) -> None:
     """Serve a bundle over HTTP until interrupted (``voicenlu serve``).
 
@@ -80,7 +91,8 @@ def serve(
     runs its model on ``threads`` threads, one by default: under load a second thread cost
     more CPU than it saved (on 2 cores, 4.5-5.5 ms of server CPU per request against 2.6-2.9
     ms with one), so use more cores with more workers. The access log is off by default: a
-    line per request adds about a fifth of a parse's CPU time.
+    line per request adds about a fifth of a parse's CPU time. ``limits`` (or its fields by
+    name) apply to each worker.
     """
     import uvicorn
 
@@ -89,6 +101,7 @@ def serve(
     if threads is not None and threads < 1:
         raise ConfigError(f"--threads must be at least 1, not {threads}.")
     threads = threads or 1
+    limits = limits_with(limits, limit_fields)
     if not _is_loopback(host) and not os.environ.get(API_KEY_ENV):
         log.warning(
             "Serving on %s without an API key: anyone who can reach this address can use it. "
@@ -96,16 +109,16 @@ def serve(
             host,
             API_KEY_ENV,
         )
+    options = {"host": host, "port": port, "access_log": access_log, **uvicorn_settings(limits)}
     if workers == 1:
         app = create_app(
             bundle,
             cors_origins=cors_origins,
-            max_chars=max_chars,
-            max_batch=max_batch,
+            limits=limits,
             microbatch_ms=microbatch_ms,
             threads=threads,
         )
-        uvicorn.run(app, host=host, port=port, access_log=access_log)
+        uvicorn.run(app, **options)
         return
     # A bad bundle fails once, here, rather than in every worker.
     read_manifest(Path(bundle), verify=False, need=("tokenizer.json",))
@@ -113,17 +126,12 @@ def serve(
         {
             SETTINGS_ENV["bundle"]: str(Path(bundle).resolve()),
             SETTINGS_ENV["cors_origins"]: ",".join(cors_origins),
-            SETTINGS_ENV["max_chars"]: str(max_chars),
-            SETTINGS_ENV["max_batch"]: str(max_batch),
             SETTINGS_ENV["microbatch_ms"]: str(microbatch_ms),
             SETTINGS_ENV["threads"]: str(threads),
+            **limits.to_env(),
         }
     )
-    uvicorn.run(
-        "voicenlu.server:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=access_log,
-    )
+    with tempfile.TemporaryDirectory(prefix="voicenlu-metrics-") as shared:
+        # The workers write their metrics here, so one scrape adds up all of them.
+        os.environ.setdefault(MULTIPROC_ENV, shared)
+        uvicorn.run("voicenlu.server:app_from_env", factory=True, workers=workers, **options)

@@ -20,8 +20,20 @@ def _valid_text(text: str) -> str:
         raise PydanticCustomError("blank_text", str(exc)) from None
 
 
-def request_models(max_chars: int, max_batch: int):
+def request_models(max_chars: int, max_batch: int, max_batch_chars: int):
     """Request bodies whose limits come from the app's settings, so /openapi.json states them."""
+
+    def bounded_cost(texts: list[str]) -> list[str]:
+        total = sum(len(t) for t in texts)
+        if total > max_batch_chars:
+            raise PydanticCustomError(
+                "batch_too_long",
+                "the texts have {total} characters together, more than this server's limit of "
+                "{limit} for one batch: send them in smaller batches",
+                {"total": total, "limit": max_batch_chars},
+            )
+        return texts
+
     strict = ConfigDict(extra="forbid", strict=True)
     Text = Annotated[
         str,
@@ -44,7 +56,15 @@ def request_models(max_chars: int, max_batch: int):
 
     class BatchRequest(BaseModel):
         model_config = strict
-        texts: list[Text] = Field(min_length=1, max_length=max_batch)
+        texts: Annotated[
+            list[Text],
+            Field(
+                min_length=1,
+                max_length=max_batch,
+                description=f"At most {max_batch_chars} characters in all.",
+            ),
+            AfterValidator(bounded_cost),
+        ]
         threshold: float | None = Threshold
 
     class RasaParseRequest(BaseModel):
@@ -81,6 +101,11 @@ class ParseResult(BaseModel):
     in_scope: bool
     intent_ranking: list[RankedIntent]
     slots: list[Slot]
+    truncated: bool = Field(
+        False,
+        description="Present, and true, only when the text was longer than the model reads: "
+        "the model saw its beginning (the bundle's max_length sub-tokens) and no slot lies after.",
+    )
 
 
 class RasaEntity(BaseModel):
