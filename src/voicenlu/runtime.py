@@ -41,6 +41,18 @@ def check_text(text: object) -> str:
     return text
 
 
+def check_outputs(model_file: Path, session: ort.InferenceSession, manifest: dict) -> None:
+    """The model must score exactly the labels the manifest lists, or every name is wrong."""
+    sizes = {o.name: o.shape[-1] for o in session.get_outputs()}
+    for output, labels in (("intent_logits", "intents"), ("slot_logits", "slot_tags")):
+        size = sizes.get(output)
+        if isinstance(size, int) and size != len(manifest[labels]):
+            raise BundleError(
+                f"{model_file} scores {size} {labels.replace('_', ' ')} but the manifest lists "
+                f"{len(manifest[labels])}: the labels and the model are from different bundles."
+            )
+
+
 class Parser:
     """Turns text into an intent and slots (the result of DESIGN section 4).
 
@@ -80,15 +92,21 @@ class Parser:
         precision: str = "auto",
         threads: int | None = None,
         spin_wait: bool = True,
+        digest: str | None = None,
     ) -> Parser:
         """Load a bundle; ``precision`` is ``auto`` (int8 when present), ``fp32`` or ``int8``.
 
         ``threads`` caps the model's threads (default: one per core). ``spin_wait=False``
         stops them busy-waiting for the next run, which a server wants: its event loop needs
-        those cores between runs.
+        those cores between runs. ``digest``: refuse the bundle unless its manifest digest is
+        this one (the one whose signature was checked).
         """
         bundle = Path(path)
         manifest = read_manifest(bundle, need=("tokenizer.json",))
+        if digest is not None and manifest.get("digest") != digest:
+            raise BundleError(
+                f"{bundle}: the manifest changed after its signature was checked; start again."
+            )
         if precision == "auto":
             precision = "int8" if PRECISIONS["int8"] in manifest["files"] else "fp32"
         if precision not in PRECISIONS:
@@ -112,6 +130,7 @@ class Parser:
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise BundleError(f"{bundle / model_file} could not be loaded: {exc}") from exc
+        check_outputs(bundle / model_file, session, manifest)
         return cls(bundle, manifest, session, precision)
 
     def logits(self, texts: list[str]):

@@ -125,6 +125,7 @@ def create_app(
     limits: Limits | None = None,
     microbatch_ms: float = 0.0,
     threads: int | None = None,
+    digest: str | None = None,
     **limit_fields,
 ) -> FastAPI:
     """The HTTP API for one parser (or a bundle path, loaded now so a bad bundle fails early).
@@ -135,13 +136,14 @@ def create_app(
     ``limits`` (and any of its fields by name, e.g. ``max_chars=200``) bound each request.
     ``microbatch_ms`` > 0 groups concurrent /parse requests into one model run.
     ``threads`` is the model's thread count (default: the runtime's, one per core).
+    ``digest``: load the bundle only if its manifest digest is this one (a checked signature's).
     """
     limits = limits_with(limits, limit_fields)
     if microbatch_ms < 0:
         raise ConfigError(f"microbatch_ms must be 0 (off) or more, not {microbatch_ms}.")
     parser = parser_or_bundle
     if not isinstance(parser, Parser):
-        parser = Parser.load(parser_or_bundle, threads=threads, spin_wait=False)
+        parser = Parser.load(parser_or_bundle, threads=threads, spin_wait=False, digest=digest)
     if api_key is None:
         api_key = os.environ.get(API_KEY_ENV)
     metrics = Metrics()
