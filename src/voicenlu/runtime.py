@@ -12,7 +12,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from voicenlu.bundle import read_manifest
+from voicenlu.bundle import read_manifest, verify_files
 from voicenlu.calibration import in_scope_scores, softmax
 from voicenlu.data.records import SlotSpan, Utterance, is_blank
 from voicenlu.errors import BundleError, InputError
@@ -93,16 +93,20 @@ class Parser:
         threads: int | None = None,
         spin_wait: bool = True,
         digest: str | None = None,
+        partial: bool = False,
     ) -> Parser:
         """Load a bundle; ``precision`` is ``auto`` (int8 when present), ``fp32`` or ``int8``.
 
         ``threads`` caps the model's threads (default: one per core). ``spin_wait=False``
         stops them busy-waiting for the next run, which a server wants: its event loop needs
         those cores between runs. ``digest``: refuse the bundle unless its manifest digest is
-        this one (the one whose signature was checked).
+        this one (the one whose signature was checked). ``partial`` accepts a bundle that is
+        still being written (the pipeline scores it before marking it complete).
         """
         bundle = Path(path)
-        manifest = read_manifest(bundle, need=("tokenizer.json",))
+        manifest = read_manifest(
+            bundle, verify=False, need=("tokenizer.json",), require_complete=not partial
+        )
         if digest is not None and manifest.get("digest") != digest:
             raise BundleError(
                 f"{bundle}: the manifest changed after its signature was checked; start again."
@@ -118,6 +122,8 @@ class Parser:
                 + (f" then `voicenlu quantize {bundle}`" if precision == "int8" else "")
                 + "."
             )
+        # Only the files the runtime reads: the training weights may not even be readable here.
+        verify_files(bundle, manifest, ["tokenizer.json", model_file])
         options = ort.SessionOptions()
         if not spin_wait:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")

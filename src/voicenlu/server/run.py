@@ -118,7 +118,7 @@ def serve(
     if require_signature:
         from voicenlu.signing import verify_bundle
 
-        digest = verify_bundle(bundle, require_signature)
+        digest = verify_bundle(bundle, require_signature, check_files=False)
     options = {"host": host, "port": port, "access_log": access_log, **uvicorn_settings(limits)}
     if workers == 1:
         app = create_app(
