@@ -23,6 +23,7 @@ from voicenlu.config import (
     PRUNE_EPOCHS,
     QUICK_EPOCHS,
     QUICK_PER_INTENT,
+    Limits,
     TrainConfig,
     field_type,
     flag,
@@ -267,9 +268,9 @@ def cmd_serve(args) -> int:
     from voicenlu.extras import require_extra
 
     require_extra("serve", "serve")
-    from voicenlu.server import Limits, serve
+    from voicenlu.server import serve
 
-    chosen = {f: getattr(args, f, None) for f in Limits.__dataclass_fields__}
+    chosen = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(Limits)}
     limits = {name: value for name, value in chosen.items() if value is not None}
     serve(
         args.bundle,
@@ -311,15 +312,11 @@ def cmd_bundle_verify(args) -> int:
 
 def add_limit_flags(p: argparse.ArgumentParser) -> None:
     """One flag per server limit, named, typed and explained by the Limits dataclass."""
-    import dataclasses
-
-    from voicenlu.server.limits import Limits
-
     group = p.add_argument_group("limits (per worker; also VOICENLU_<NAME> in the environment)")
     for f in dataclasses.fields(Limits):
         group.add_argument(
-            "--" + f.name.replace("_", "-"),
-            type=int if f.type == "int" else float,
+            flag(f.name),
+            type=field_type(f),
             help=f"{f.metadata['help']} (default: {f.default})",
         )
 

@@ -15,12 +15,12 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from voicenlu import __version__
+from voicenlu.config import Limits
 from voicenlu.errors import ConfigError, InputError
 from voicenlu.runtime import Parser
 from voicenlu.server.batching import MicroBatcher, ModelLane
 from voicenlu.server.demo import add_demo_page
 from voicenlu.server.guard import GuardMiddleware
-from voicenlu.server.limits import Limits
 from voicenlu.server.metrics import CLIENT_GONE, Metrics, MetricsMiddleware
 from voicenlu.server.schemas import ParseResult, RasaParseResult, request_models, to_rasa
 

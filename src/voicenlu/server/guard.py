@@ -12,8 +12,8 @@ import hmac
 from fastapi.responses import JSONResponse
 from starlette.datastructures import Headers
 
+from voicenlu.config import Limits
 from voicenlu.server.demo import STATIC_PREFIX
-from voicenlu.server.limits import Limits
 
 # Paths anyone may fetch even when an API key is set: the liveness probe, and the demo page's
 # static files (they hold no data; the page asks for the key before it calls the API).

@@ -10,9 +10,10 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from voicenlu.bundle import read_manifest
+from voicenlu.config import Limits
 from voicenlu.errors import ConfigError
 from voicenlu.server.app import API_KEY_ENV, create_app, limits_with
-from voicenlu.server.limits import LimitedHttpProtocol, Limits
+from voicenlu.server.limits import LimitedHttpProtocol
 from voicenlu.server.metrics import MULTIPROC_ENV
 
 log = logging.getLogger(__name__)
