@@ -49,8 +49,8 @@ SERVE = (
 # One worker's model loop, as the server runs it: one thread, no spinning between runs.
 CEILING = (
     "import sys, time; from voicenlu.runtime import Parser; "
-    "p = Parser.load(sys.argv[1], threads=1, spin_wait=False); texts = sys.argv[4:]; "
-    "[p.parse(t) for t in texts * 5]; time.sleep(max(0, float(sys.argv[3]) - time.time())); "
+    "p = Parser.load(sys.argv[1], threads=1, spin_wait=False); texts = sys.argv[3:]; "
+    "[p.parse(t) for t in texts * 5]; print('ready', flush=True); sys.stdin.readline(); "
     "n, end = 0, time.perf_counter() + float(sys.argv[2]); start = time.perf_counter()\n"
     "while time.perf_counter() < end:\n"
     "    p.parse(texts[n % len(texts)]); n += 1\n"
@@ -195,15 +195,23 @@ def percentile_ms(sorted_seconds: list[float], q: float) -> float | None:
 
 
 def ceiling_rps(bundle: Path, workers: int, seconds: float) -> float:
-    """Requests a second of ``workers`` processes calling the Parser in a loop, together."""
-    begin = time.time() + 20  # after every process has loaded its model
+    """Requests a second of ``workers`` processes calling the Parser in a loop, together:
+    each loads and warms its model, then all start at once."""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CEILING, str(bundle), str(seconds), str(begin), *TEXTS],
+            [sys.executable, "-c", CEILING, str(bundle), str(seconds), *TEXTS],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            text=True,
         )
         for _ in range(workers)
     ]
+    for p in procs:
+        if p.stdout.readline().strip() != "ready":
+            sys.exit("A model-only process failed to start.")
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
     return round(sum(float(p.communicate()[0]) for p in procs), 1)
 
 
@@ -333,7 +341,7 @@ def breakdown(bundle: Path, repeats: int = 2000) -> dict:
 
     encodings = [encode(parser.tokenizer, [t]) for t in TEXTS]
     feeds = [pad_batch(e, parser.pad_id) for e in encodings]
-    names = parser._input_names  # noqa: SLF001 - the feed the Parser builds
+    names = [i.name for i in parser.session.get_inputs()]
     outputs = [parser.session.run(None, {k: f[k] for k in names}) for f in feeds]
     cycle = [i % len(TEXTS) for i in range(repeats)]
     stages = {
