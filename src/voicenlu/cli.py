@@ -140,6 +140,7 @@ def cmd_evaluate(args) -> int:
 
 def default_evaluation_dir(bundle: Path) -> Path:
     """Where ``evaluate`` writes its report by default: beside the bundle, never inside it."""
+    bundle = bundle.resolve()
     return bundle.parent / f"{bundle.name}-evaluation"
 
 
