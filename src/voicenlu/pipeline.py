@@ -53,7 +53,7 @@ def train_bundle(
     ``train.fit``); ``record`` adds fields to the manifest. Under torchrun only rank 0 writes.
     """
     require_extra("train", "train")
-    from voicenlu.train import fit
+    from voicenlu.trainer import fit
 
     output_dir = Path(output_dir)
     bundle = output_dir / "bundle"
@@ -96,7 +96,7 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
 
 def _finish(bundle: Path, data: TrainData) -> None:
     """Export (checked on dev), score on the held-out split, then mark the bundle complete."""
-    from voicenlu.evaluate import evaluate_bundle
+    from voicenlu.evaluation import evaluate_bundle
     from voicenlu.export import export_onnx
 
     export_onnx(bundle, [u.text for u in data.dev], partial=True)
@@ -173,7 +173,7 @@ def evaluate(
     """
     if out is not None or write_bundle:
         require_extra("train", "evaluate")  # the report's figures need matplotlib
-    from voicenlu.evaluate import evaluate_bundle
+    from voicenlu.evaluation import evaluate_bundle
 
     manifest = bundles.read_manifest(bundle)
     if write_bundle and data is not None:
