@@ -123,7 +123,9 @@ def cmd_evaluate(args) -> int:
             "evaluate needs a BUNDLE (or --oos or --learning-curve, which train their own models)."
         )
     bundle = Path(args.bundle)
-    out = None if args.write_bundle else Path(args.out or default_evaluation_dir(bundle))
+    out = Path(args.out) if args.out else None
+    if out is None and not args.write_bundle:
+        out = default_evaluation_dir(bundle)
     metrics = evaluate(
         bundle,
         args.data,
@@ -133,8 +135,8 @@ def cmd_evaluate(args) -> int:
         data_dir=args.data_dir,
     )
     print(json.dumps({k: metrics[k] for k in ("n", "intent_accuracy", "slot_f1", "exact_match")}))
-    report = (bundle / "report" if args.write_bundle else out) / "report.md"
-    print(f"report: {report}", file=sys.stderr)
+    for folder in ([bundle / "report"] if args.write_bundle else []) + ([out] if out else []):
+        print(f"report: {folder / 'report.md'}", file=sys.stderr)
     return 0
 
 
