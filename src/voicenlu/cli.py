@@ -23,6 +23,7 @@ from voicenlu.config import (
     PRUNE_EPOCHS,
     QUICK_EPOCHS,
     QUICK_PER_INTENT,
+    Limits,
     TrainConfig,
     field_type,
     flag,
@@ -207,7 +208,10 @@ def format_result(result: dict) -> str:
     else:
         head = f"{intent['name']} ({intent['confidence']:.2f})"
     slots = "  ".join(f'{s["slot"]}="{s["value"]}"' for s in result["slots"])
-    return f"{result['text']}\n  -> {head}  {slots}".rstrip()
+    line = f"{result['text']}\n  -> {head}  {slots}".rstrip()
+    if result.get("truncated"):
+        line += "\n  (truncated: longer than the model reads; only its start was parsed)"
+    return line
 
 
 def cmd_predict(args) -> int:
@@ -269,19 +273,55 @@ def cmd_serve(args) -> int:
     require_extra("serve", "serve")
     from voicenlu.server import serve
 
+    chosen = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(Limits)}
+    limits = {name: value for name, value in chosen.items() if value is not None}
     serve(
         args.bundle,
         host=args.host,
         port=args.port,
         workers=args.workers,
         cors_origins=args.cors_origin,
-        max_chars=args.max_chars,
-        max_batch=args.max_batch,
         microbatch_ms=args.microbatch_ms,
         threads=args.threads,
         access_log=args.access_log,
+        require_signature=args.require_signature,
+        **limits,
     )
     return 0
+
+
+def cmd_bundle_keygen(args) -> int:
+    from voicenlu.signing import generate_key
+
+    public = generate_key(args.key)
+    print(f"private key: {args.key} (keep it off the bundle storage)\npublic key:  {public}")
+    return 0
+
+
+def cmd_bundle_sign(args) -> int:
+    from voicenlu.signing import sign_bundle
+
+    print(f"signed: {sign_bundle(args.bundle, args.key)}")
+    return 0
+
+
+def cmd_bundle_verify(args) -> int:
+    from voicenlu.signing import verify_bundle
+
+    digest = verify_bundle(args.bundle, args.public_key)
+    print(f"{args.bundle}: signature good (manifest digest {digest})")
+    return 0
+
+
+def add_limit_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per server limit, named, typed and explained by the Limits dataclass."""
+    group = p.add_argument_group("limits (per worker; also VOICENLU_<NAME> in the environment)")
+    for f in dataclasses.fields(Limits):
+        group.add_argument(
+            flag(f.name),
+            type=field_type(f),
+            help=f"{f.metadata['help']} (default: {f.default})",
+        )
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
@@ -531,12 +571,32 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_option(p, "measure on every utterance of this file instead")
     p.set_defaults(func=cmd_bench)
 
+    bundle = sub.add_parser(
+        "bundle",
+        help="sign a bundle and check its signature (Ed25519; needs voicenlu[sign])",
+        description="Sign the manifest digest of a bundle, which covers the manifest and "
+        "every file it lists, so a server started with --require-signature refuses a bundle "
+        "changed by anyone without the private key.",
+    )
+    bundle_sub = bundle.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
+    p = bundle_sub.add_parser("keygen", help="make a key pair: KEY (private) and KEY.pub")
+    p.add_argument("key", help="path of the private key to write")
+    p.set_defaults(func=cmd_bundle_keygen)
+    p = bundle_sub.add_parser("sign", help="write BUNDLE/voicenlu.sig")
+    p.add_argument("bundle", help="model bundle directory")
+    p.add_argument("--key", required=True, help="the private key (from `bundle keygen`)")
+    p.set_defaults(func=cmd_bundle_sign)
+    p = bundle_sub.add_parser("verify", help="check BUNDLE/voicenlu.sig with a public key")
+    p.add_argument("bundle", help="model bundle directory")
+    p.add_argument("--public-key", required=True, help="the public key (KEY.pub)")
+    p.set_defaults(func=cmd_bundle_verify)
+
     p = sub.add_parser(
         "serve",
         help="HTTP service: /parse, /parse/batch, Rasa-compatible /model/parse, demo page at /",
         description="Serves a bundle's ONNX model (int8 when present) with FastAPI/uvicorn. "
         "Set VOICENLU_API_KEY to require `Authorization: Bearer <key>` on every endpoint but "
-        "/health. OpenAPI docs at /docs, Prometheus metrics at /metrics.",
+        "/health. The OpenAPI description is at /openapi.json, Prometheus metrics at /metrics.",
     )
     p.add_argument("bundle", help="model bundle directory")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
@@ -550,8 +610,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)"
     )
-    p.add_argument("--max-chars", type=int, default=1000, help="longest text accepted")
-    p.add_argument("--max-batch", type=int, default=256, help="most texts in one batch request")
     p.add_argument(
         "--microbatch-ms",
         type=float,
@@ -565,6 +623,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="model threads per worker (default: 1; to use more cores, add workers)",
     )
     p.add_argument("--access-log", action="store_true", help="log a line per request")
+    p.add_argument(
+        "--require-signature",
+        metavar="PUBLIC_KEY",
+        help="serve only a bundle signed with this key's private half (`voicenlu bundle sign`)",
+    )
+    add_limit_flags(p)
     p.set_defaults(func=cmd_serve)
     return parser
 
