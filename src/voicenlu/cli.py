@@ -16,6 +16,7 @@ from pathlib import Path
 from voicenlu import __version__
 from voicenlu.errors import ConfigError, VoiceNLUError
 from voicenlu.learning_curve import MIN_STEPS
+from voicenlu.values import DEFAULT_TIMEZONE
 
 
 def _snips(args):
@@ -209,8 +210,26 @@ def format_result(result: dict) -> str:
         head = f"out of scope (nearest: {nearest['name']} {nearest['confidence']:.2f})"
     else:
         head = f"{intent['name']} ({intent['confidence']:.2f})"
-    slots = "  ".join(f'{s["slot"]}="{s["value"]}"' for s in result["slots"])
+    slots = "  ".join(
+        f'{s["slot"]}="{s["value"]}"'
+        + (f" ({_value_text(s['resolved'])})" if s["resolved"] else "")
+        for s in result["slots"]
+    )
     return f"{result['text']}\n  -> {head}  {slots}".rstrip()
+
+
+def _value_text(resolved: dict) -> str:
+    """A resolved slot value in a few words: ``2026-11-29T20:00:00.000+01:00``, ``4``,
+    ``90 minute = 5400 s``, ``20 $``, ``from ... to ...``."""
+    if resolved.get("type") == "interval":
+        ends = [(k, resolved[k]) for k in ("from", "to") if resolved[k] is not None]
+        return " ".join(f"{k} {_value_text(end)}" for k, end in ends)
+    text = str(resolved["value"])
+    if resolved.get("unit") is not None:
+        text += f" {resolved['unit']}"
+    if "seconds" in resolved:
+        text += f" = {resolved['seconds']} s"
+    return text
 
 
 def cmd_predict(args) -> int:
@@ -218,7 +237,13 @@ def cmd_predict(args) -> int:
 
     parser = Parser.load(args.bundle, precision=args.precision)
     texts = _read_texts(args)
-    for result in parser.parse_batch(texts, threshold=args.threshold):
+    results = parser.parse_batch(
+        texts,
+        threshold=args.threshold,
+        reference_time=args.reference_time,
+        timezone=args.timezone,
+    )
+    for result in results:
         print(json.dumps(result, ensure_ascii=False) if args.json else format_result(result))
     return 0
 
@@ -452,6 +477,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the out-of-scope threshold: reject below this in-scope score (0 to 1)",
     )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
+    p.add_argument(
+        "--reference-time",
+        metavar="ISO",
+        help="resolve relative times from this instant, e.g. 2026-11-28T12:00:00+01:00 "
+        "(default: now)",
+    )
+    p.add_argument(
+        "--timezone",
+        metavar="NAME",
+        help="IANA time zone the resolved times are given in, e.g. Europe/Zurich "
+        f"(default: {DEFAULT_TIMEZONE})",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(

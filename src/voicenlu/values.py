@@ -11,11 +11,13 @@ slot of a dimension resolves to None and one warning says how to install it. For
 dimension D at ``text[start:end]``:
 
 1. the slot's own text is parsed for D, without latent readings; the longest expression found
-   wins (the earliest among equals);
+   wins (the earliest among equals). For a time, a meal Duckling does not know (``MEAL_TIMES``:
+   breakfast, brunch, elevenses, lunch, tea, dinner, supper) is first read as the hours it
+   usually means ("breakfast tomorrow" as "from 7 am to 10 am tomorrow");
 2. when that finds nothing, the whole utterance is parsed for D and the expression overlapping
    the slot most is taken (the slot "8" of "book it at 8" resolves as "at 8");
 3. when that finds nothing either, the slot's text is parsed again with latent readings (a bare
-   "1958" is a year, "7" an hour), since the model has already said the text is a D.
+   "7" is an hour, "2030" a year), since the model has already said the text is a D.
 
 Where Duckling offers several readings (``values``), the first is taken: for times the nearest
 one at or after the reference time. Numbers written as words ("four", "twenty one") resolve.
@@ -39,6 +41,7 @@ Custom entities need no optional extra.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 import zoneinfo
@@ -51,6 +54,8 @@ from voicenlu.data.types import DIMENSIONS, CustomEntity, normalize
 from voicenlu.errors import InputError
 
 __all__ = [
+    "DEFAULT_TIMEZONE",
+    "MEAL_TIMES",
     "CustomEntity",
     "Duckling",
     "EntityResolver",
@@ -320,6 +325,18 @@ def load_duckling() -> Duckling | None:
 
 # --- Duckling's values -> the shapes of the parse result ---
 
+# Meals Duckling's English grammar does not know, read as the hours they usually mean.
+MEAL_TIMES = {
+    "breakfast": "from 7 am to 10 am",
+    "brunch": "from 10 am to 1 pm",
+    "elevenses": "at 11 am",
+    "lunch": "from noon to 2 pm",
+    "tea": "from 3 pm to 5 pm",
+    "dinner": "from 6 pm to 9 pm",
+    "supper": "from 6 pm to 9 pm",
+}
+_MEAL = re.compile(r"\b(" + "|".join(MEAL_TIMES) + r")\b", re.IGNORECASE)
+
 _UNIT_DIMENSIONS = {"temperature", "amount-of-money", "distance", "volume", "quantity"}
 
 
@@ -403,6 +420,12 @@ class ValueResolver:
             if duckling is not None:
                 duckling.warm(self.dimensions)
 
+    def reference(
+        self, reference_time: datetime | str | float | None = None, timezone: str | None = None
+    ) -> Reference:
+        """A request's reference time, checked, with this resolver's default time zone."""
+        return reference(reference_time, timezone, self.timezone)
+
     def resolve(
         self,
         text: str,
@@ -411,7 +434,7 @@ class ValueResolver:
         timezone: str | None = None,
     ) -> list[dict | None]:
         """The resolved value of each slot (``slot``, ``start``, ``end``) of ``text``."""
-        ref = reference(reference_time, timezone, self.timezone)
+        ref = self.reference(reference_time, timezone)
         return [self.resolve_slot(text, s["slot"], s["start"], s["end"], ref) for s in slots]
 
     def resolve_slot(self, text: str, slot: str, start: int, end: int, ref: Reference):
@@ -434,6 +457,8 @@ class ValueResolver:
     @staticmethod
     def _duckling_entity(duckling, text, kind, start, end, ref) -> dict | None:
         piece = text[start:end]
+        if kind == "time":
+            piece = _MEAL.sub(lambda m: MEAL_TIMES[m.group(1).lower()], piece)
         found = _longest(duckling.parse(piece, kind, ref))
         if found is not None:
             return found
