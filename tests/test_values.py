@@ -7,10 +7,13 @@ import re
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
+from voicenlu.data import load_dataset
 from voicenlu.errors import InputError
+from voicenlu.evaluate import checked_values, value_coverage
 from voicenlu.values import (
     CustomEntity,
     EntityResolver,
@@ -358,3 +361,48 @@ def test_without_duckling_slots_come_back_unresolved_with_one_warning():
     custom = {"kind": "custom", "entity": "city", "value": "Bern", "match": "exact"}
     assert json.loads(done.stdout) == [[None, custom]] * 3
     assert done.stderr.count("pip install 'voicenlu[values]'") == 1
+
+
+# --- the shipped SNIPS types and the examples' synonyms ---
+
+SAMPLE = Path(__file__).resolve().parent / "data" / "values_checked.json"
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+
+
+def resolver_for(dataset_types, train) -> ValueResolver:
+    """A resolver from the manifest section a bundle trained on ``train`` records."""
+    slots = {s.slot for u in train for s in u.slots}
+    return ValueResolver.from_manifest(dataset_types.manifest_section(train, slots))
+
+
+def test_hand_checked_snips_values_are_right(snips):
+    sample = json.loads(SAMPLE.read_text(encoding="utf-8"))
+    checked = checked_values(resolver_for(snips.slot_types, snips.train), snips.test, sample)
+    kinds = {snips.slot_types.types[i["slot"]] for i in sample["items"]}
+    assert checked["n"] >= 150 and {"time", "number", "service"} <= kinds
+    assert checked["right"] >= 0.95, checked["wrong"]
+
+
+def test_gold_snips_time_and_number_spans_resolve(snips):
+    resolver = resolver_for(snips.slot_types, snips.train)
+    coverage = value_coverage(resolver, snips.test, resolver.reference(REF, ZONE))
+    assert coverage["per_slot"]["timeRange"] >= 0.95
+    for slot in ("party_size_number", "rating_value", "best_rating"):
+        assert coverage["per_slot"][slot] == 1.0, slot
+    assert coverage["custom"] >= 0.95
+
+
+@pytest.mark.parametrize("name", ["assistant.rasa.yml", "assistant.snips.json"])
+def test_example_synonyms_map_to_canonical_values(name):
+    data = load_dataset(EXAMPLES / name)
+    resolver = resolver_for(data.slot_types, data.utterances)
+    city = data.slot_types.types["city"]
+    for spelling in ("Zurich", "zuerich", "ZÜRICH"):
+        [found] = resolver.resolve(spelling, [{"slot": "city", "start": 0, "end": len(spelling)}])
+        assert found["value"] == "Zürich"
+    # Annotated values are values too, and the city entity is open: a typo still lands.
+    assert resolver.entities.resolve(city, "Sao Paulo")["value"] == "São Paulo"
+    assert resolver.entities.resolve(city, "Reykjavik")["match"] == "fuzzy"
+    assert resolver.resolve(" 10 minutes", [{"slot": "duration", "start": 1, "end": 11}]) == [
+        {"kind": "duration", "value": 10, "unit": "minute", "seconds": 600}
+    ]

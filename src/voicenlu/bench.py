@@ -4,6 +4,8 @@ Every variant is measured in fresh processes of its own (one for single-request 
 peak RSS at 1 thread; one for accuracy and batch throughput at 2 threads), side by side in one
 run, against
 what a user would otherwise run: a Hugging Face ``pipeline`` and a TF-IDF classifier.
+The model variants parse without slot value resolution; the ``_values`` row adds it, and its
+cost is measured apart, by parsing each request with and without it in one process.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 from voicenlu.data.records import Utterance
+from voicenlu.data.types import DIMENSIONS
 
 WARMUP = 50
 BATCH = 64
@@ -56,7 +59,9 @@ def _predictor(spec: dict, threads: int):
         from voicenlu.runtime import PRECISIONS, Parser, result_to_utterance
 
         if kind == "ort":
-            parser = Parser.load(path, precision=spec["precision"], threads=threads)
+            parser = Parser.load(
+                path, precision=spec["precision"], threads=threads, values=spec.get("values", False)
+            )
             size = (Path(path) / PRECISIONS[spec["precision"]]).stat().st_size
         else:
             import torch
@@ -66,7 +71,9 @@ def _predictor(spec: dict, threads: int):
 
             torch.set_num_threads(threads)
             model, _, manifest = load_torch_model(Path(path))
-            parser = Parser(Path(path), read_manifest(path), _TorchSession(model), "torch-fp32")
+            parser = Parser(
+                Path(path), read_manifest(path), _TorchSession(model), "torch-fp32", values=False
+            )
             size = (Path(path) / "model.safetensors").stat().st_size
 
         def batch(texts):
@@ -116,13 +123,64 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def values_overhead(bundle: str, precision: str, texts: list[str], runs: int, requests: int):
+    """What resolving slot values adds to a single parse, 1 thread: each request is parsed
+    with and without it, in turns, by two parsers sharing one model session."""
+    from voicenlu.runtime import Parser
+
+    with_values = Parser.load(bundle, precision=precision, threads=1)
+    without = Parser(
+        with_values.bundle, with_values.manifest, with_values.session, precision, values=False
+    )
+    for text in texts[:WARMUP]:
+        with_values.parse(text), without.parse(text)
+    stats: dict[str, list[float]] = {"p50_on": [], "p50_off": [], "p99_on": [], "p99_off": []}
+    paired: list[float] = []
+    typed: list[float] = []  # requests with a slot of a Duckling dimension
+    for _ in range(runs):
+        times = {True: [], False: []}
+        for i in range(requests):
+            text = texts[i % len(texts)]
+            order = (with_values, without) if i % 2 else (without, with_values)
+            spent = {}
+            for parser in order:
+                started = time.perf_counter()
+                result = parser.parse(text)
+                spent[parser is with_values] = (time.perf_counter() - started) * 1000
+            for key, ms in spent.items():
+                times[key].append(ms)
+            paired.append(spent[True] - spent[False])
+            if any(
+                with_values.values.slot_types.get(s["slot"]) in DIMENSIONS for s in result["slots"]
+            ):
+                typed.append(spent[True] - spent[False])
+        for key, name in ((True, "on"), (False, "off")):
+            stats[f"p50_{name}"].append(_percentile(times[key], 0.5))
+            stats[f"p99_{name}"].append(_percentile(times[key], 0.99))
+    p50_on, p50_off = (statistics.median(stats[k]) for k in ("p50_on", "p50_off"))
+    p99_on, p99_off = (statistics.median(stats[k]) for k in ("p99_on", "p99_off"))
+    return {
+        "p50_ms_without": p50_off,
+        "p50_ms_with": p50_on,
+        "overhead_p50_ms": p50_on - p50_off,
+        "overhead_p99_ms": p99_on - p99_off,
+        "paired_overhead_median_ms": statistics.median(paired),
+        "paired_overhead_p90_ms": _percentile(paired, 0.9),
+        "requests_with_dimension_slots": len(typed) / len(paired),
+        "overhead_median_ms_on_those": statistics.median(typed) if typed else None,
+    }
+
+
 def _worker(spec: dict, mode: str, runs: int, requests: int) -> dict:
     """``latency``: single requests at 1 thread, then the process's peak RSS (nothing else is
-    loaded, so it is what serving costs); ``batch``: accuracy and throughput at 2 threads."""
+    loaded, so it is what serving costs); ``batch``: accuracy and throughput at 2 threads;
+    ``values``: what slot value resolution adds to a single request (``values_overhead``)."""
     from voicenlu.data import ensure_data, load_snips
 
     test = load_snips(ensure_data()).test
     texts = [u.text for u in test]
+    if mode == "values":
+        return values_overhead(spec["path"], spec["precision"], texts, runs, requests)
     predict_batch, predict_one, size = _predictor(spec, threads=1 if mode == "latency" else 2)
     if mode == "batch":
         from voicenlu.evaluate import compute_metrics
@@ -192,7 +250,8 @@ def export_hf_classifier(bundle: Path, out_dir: Path) -> Path | None:
 
 def _measure(spec: dict, runs: int, requests: int) -> dict:
     row = {"name": spec["name"]}
-    for mode in ("latency", "batch"):
+    modes = ("latency", "batch", "values") if spec.get("values") else ("latency", "batch")
+    for mode in modes:
         cmd = [
             sys.executable,
             "-m",
@@ -205,7 +264,8 @@ def _measure(spec: dict, runs: int, requests: int) -> dict:
         done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
         if done.returncode:
             raise RuntimeError(f"{spec['name']} ({mode}) failed:\n{done.stderr[-3000:]}")
-        row |= json.loads(done.stdout.strip().splitlines()[-1])
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+        row |= {"values_overhead": found} if mode == "values" else found
     return row
 
 
@@ -249,6 +309,15 @@ def run_bench(bundle: Path, pruned: list[Path], out: Path, runs: int, requests: 
         )
         specs.append(
             {"name": "voicenlu_ort_int8", "kind": "ort", "path": str(bundle), "precision": "int8"}
+        )
+        specs.append(
+            {
+                "name": "voicenlu_ort_int8_values",
+                "kind": "ort",
+                "path": str(bundle),
+                "precision": "int8",
+                "values": True,
+            }
         )
         for p in pruned:
             layers = read_manifest(p)["encoder_config"]["num_hidden_layers"]
@@ -320,6 +389,24 @@ def render_table(result: dict) -> str:
             f"{r['p99_ms']:.2f} | {r['throughput_utt_s']:.0f} | {r['rss_mb']:.0f} | {up} "
             f"| {up_batch} |"
         )
+    for r in result["rows"]:
+        if "values_overhead" in r:
+            v = r["values_overhead"]
+            lines += [
+                "",
+                f"{r['name']}: slot values resolved (Duckling in-process and custom entities). "
+                "Parsing each request with and without resolution, in turns, in one process, "
+                f"p50 goes from {v['p50_ms_without']:.2f} to {v['p50_ms_with']:.2f} ms "
+                f"(+{v['overhead_p50_ms']:.2f} ms; p99 +{v['overhead_p99_ms']:.2f} ms). "
+                f"{100 * v['requests_with_dimension_slots']:.0f}% of the requests have a slot "
+                "of a Duckling dimension"
+                + (
+                    f"; on those resolution takes {v['overhead_median_ms_on_those']:.2f} ms "
+                    "(median)."
+                    if v["overhead_median_ms_on_those"] is not None
+                    else "."
+                ),
+            ]
     return "\n".join(lines) + "\n"
 
 
