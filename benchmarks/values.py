@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from voicenlu.data import ensure_data, load_snips
-from voicenlu.evaluate import checked_values, value_coverage
+from voicenlu.metrics import checked_values, value_coverage
 from voicenlu.values import ValueResolver
 
 ROOT = Path(__file__).resolve().parent

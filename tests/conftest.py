@@ -50,23 +50,22 @@ TINY_PER_INTENT = 40
 
 @pytest.fixture(scope="session")
 def tiny_data(snips):
-    """40 training utterances per intent; a disjoint dev slice of 10 per intent."""
-    from voicenlu.data import stratified_slice
-    from voicenlu.train import TrainData
+    """40 training utterances per intent; a disjoint dev slice of 10 per intent; the bundle is
+    scored on 15 test utterances per intent (its recorded origin names the whole test set)."""
+    import dataclasses
 
-    return TrainData(
-        train=stratified_slice(snips.train, TINY_PER_INTENT, seed=1),
-        dev=stratified_slice(snips.dev, 10, seed=1),
-        test=stratified_slice(snips.test, 15, seed=1),
-        source={"name": "snips-2017-06", "slice": TINY_PER_INTENT},
-        slot_types=snips.slot_types,
-    )
+    from voicenlu.data import stratified_slice
+    from voicenlu.data.training import snips_split
+
+    data = snips_split(snips, per_intent=TINY_PER_INTENT, seed=1, dev_per_intent=10)
+    return dataclasses.replace(data, test=stratified_slice(snips.test, 15, seed=1))
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_data) -> Path:
     """A bundle of the default backbone fine-tuned for a few epochs on ``tiny_data``."""
-    from voicenlu.train import TrainConfig, train
+    from voicenlu.config import TrainConfig
+    from voicenlu.pipeline import train_bundle
 
     config = TrainConfig(epochs=4, batch_size=16, seed=3, max_length=48)
-    return train(tiny_data, config, tmp_path_factory.mktemp("tiny_run"))
+    return train_bundle(tiny_data, config, tmp_path_factory.mktemp("tiny_run"))

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from voicenlu.config import TrainConfig
 from voicenlu.data import stratified_slice
 from voicenlu.errors import ConfigError
 from voicenlu.learning_curve import (
@@ -16,7 +17,6 @@ from voicenlu.learning_curve import (
     render_learning_curve,
 )
 from voicenlu.plots import plot_learning_curve
-from voicenlu.train import TrainConfig
 
 
 def test_parse_sizes():

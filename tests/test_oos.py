@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pytest
 
+from voicenlu.config import TrainConfig
 from voicenlu.data import stratified_slice
 from voicenlu.oos import (
     auroc,
@@ -19,7 +20,6 @@ from voicenlu.oos import (
     summarise,
 )
 from voicenlu.runtime import Parser
-from voicenlu.train import TrainConfig
 
 
 def test_auroc_known_values():

@@ -95,12 +95,15 @@ def _tiny_albert_backbone(path: Path, texts: list[str]) -> Path:
 
 
 def test_albert_backbone_trains_exports_and_parses(tmp_path, tiny_data):
-    from voicenlu.train import TrainConfig, TrainData, train
+    import dataclasses
+
+    from voicenlu.config import TrainConfig
+    from voicenlu.pipeline import train_bundle
 
     backbone = _tiny_albert_backbone(tmp_path / "albert", [u.text for u in tiny_data.train])
-    data = TrainData(tiny_data.train, tiny_data.dev)
+    data = dataclasses.replace(tiny_data, test=None)
     config = TrainConfig(backbone=str(backbone), epochs=2, batch_size=32, head_lr=3e-3)
-    bundle = train(data, config, tmp_path / "run")
+    bundle = train_bundle(data, config, tmp_path / "run")
     manifest = read_manifest(bundle)
     assert manifest["encoder_config"]["model_type"] == "albert"
     text = "play the song “Tobymac's Diamonds” 🎵 please"

@@ -13,7 +13,7 @@ import pytest
 
 from voicenlu.data import load_dataset
 from voicenlu.errors import InputError
-from voicenlu.evaluate import checked_values, value_coverage
+from voicenlu.metrics import checked_values, value_coverage
 from voicenlu.values import (
     CustomEntity,
     EntityResolver,

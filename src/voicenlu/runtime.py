@@ -97,6 +97,7 @@ class Parser:
         spin_wait: bool = True,
         timezone: str = DEFAULT_TIMEZONE,
         values: bool = True,
+        partial: bool = False,
     ) -> Parser:
         """Load a bundle; ``precision`` is ``auto`` (int8 when present), ``fp32`` or ``int8``.
 
@@ -104,9 +105,11 @@ class Parser:
         stops them busy-waiting for the next run, which a server wants: its event loop needs
         those cores between runs. ``timezone`` (an IANA name) is the default for resolving
         times; ``values=False`` skips slot value resolution (``resolved`` is then null).
+        ``partial`` accepts a bundle that is still being written (the pipeline scores it
+        before marking it complete).
         """
         bundle = Path(path)
-        manifest = read_manifest(bundle, need=("tokenizer.json",))
+        manifest = read_manifest(bundle, need=("tokenizer.json",), require_complete=not partial)
         if precision == "auto":
             precision = "int8" if PRECISIONS["int8"] in manifest["files"] else "fp32"
         if precision not in PRECISIONS:
