@@ -305,6 +305,7 @@ def cmd_serve(args) -> int:
         microbatch_ms=args.microbatch_ms,
         threads=args.threads,
         access_log=args.access_log,
+        timezone=args.timezone,
         **limits,
     )
     return 0
@@ -616,6 +617,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="model threads per worker (default: 1; to use more cores, add workers)",
     )
     p.add_argument("--access-log", action="store_true", help="log a line per request")
+    p.add_argument(
+        "--timezone",
+        metavar="NAME",
+        default=DEFAULT_TIMEZONE,
+        help="IANA time zone of resolved times when a request names none (default: %(default)s)",
+    )
     add_limit_flags(p)
     p.set_defaults(func=cmd_serve)
     return parser

@@ -14,6 +14,7 @@ from voicenlu.errors import ConfigError
 from voicenlu.server.app import API_KEY_ENV, create_app, limits_with
 from voicenlu.server.limits import LimitedHttpProtocol, Limits
 from voicenlu.server.metrics import MULTIPROC_ENV
+from voicenlu.values import DEFAULT_TIMEZONE
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,7 @@ SETTINGS_ENV = {
     "cors_origins": "VOICENLU_CORS_ORIGINS",
     "microbatch_ms": "VOICENLU_MICROBATCH_MS",
     "threads": "VOICENLU_THREADS",
+    "timezone": "VOICENLU_TIMEZONE",
 }
 
 
@@ -51,6 +53,7 @@ def app_from_env() -> FastAPI:
         limits=Limits.from_env(),
         microbatch_ms=_env_number(SETTINGS_ENV["microbatch_ms"], float, 0.0),
         threads=_env_number(SETTINGS_ENV["threads"], int, None),
+        timezone=os.environ.get(SETTINGS_ENV["timezone"]) or DEFAULT_TIMEZONE,
     )
 
 
@@ -82,6 +85,7 @@ def serve(
     threads: int | None = None,
     access_log: bool = False,
     limits: Limits | None = None,
+    timezone: str = DEFAULT_TIMEZONE,
     **limit_fields,
 ) -> None:
     """Serve a bundle over HTTP until interrupted (``voicenlu serve``).
@@ -92,7 +96,7 @@ def serve(
     more CPU than it saved (on 2 cores, 4.5-5.5 ms of server CPU per request against 2.6-2.9
     ms with one), so use more cores with more workers. The access log is off by default: a
     line per request adds about a fifth of a parse's CPU time. ``limits`` (or its fields by
-    name) apply to each worker.
+    name) apply to each worker. ``timezone`` gives resolved times to requests that name none.
     """
     import uvicorn
 
@@ -117,6 +121,7 @@ def serve(
             limits=limits,
             microbatch_ms=microbatch_ms,
             threads=threads,
+            timezone=timezone,
         )
         uvicorn.run(app, **options)
         return
@@ -128,6 +133,7 @@ def serve(
             SETTINGS_ENV["cors_origins"]: ",".join(cors_origins),
             SETTINGS_ENV["microbatch_ms"]: str(microbatch_ms),
             SETTINGS_ENV["threads"]: str(threads),
+            SETTINGS_ENV["timezone"]: timezone,
             **limits.to_env(),
         }
     )
