@@ -174,11 +174,11 @@ def evaluate(
     report goes to ``out`` when given; only ``write_bundle`` rewrites the bundle's own
     ``metrics.json``, ``MODEL_CARD.md`` and ``report/``.
     """
-    manifest = bundles.read_manifest(bundle)
     if out is not None or write_bundle:
         require_extra("train", "evaluate")  # the report's figures need matplotlib
     from voicenlu.evaluate import evaluate_bundle
 
+    manifest = bundles.read_manifest(bundle)
     if write_bundle and data is not None:
         raise ConfigError(
             "--write-bundle records the bundle's own figures: it cannot be combined with --data."
