@@ -6,18 +6,18 @@ what resolution adds to a single parse.
 Coverage and the checked sample need no model: they resolve the gold test spans with the types
 shipped for SNIPS, the custom entities completed from the training split, as a bundle records
 them. The latency overhead is measured with BUNDLE (int8 when it has one), as ``voicenlu bench``
-does: each request parsed with and without resolution, in turns, in one process, 1 thread.
+does (``values_overhead``): each request parsed with and without resolution, in turns, by two
+parsers sharing one model session, 1 thread.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
+from voicenlu.bench import values_overhead
 from voicenlu.data import ensure_data, load_snips
 from voicenlu.metrics import checked_values, value_coverage
 from voicenlu.values import ValueResolver
@@ -27,20 +27,10 @@ SAMPLE = ROOT.parent / "tests" / "data" / "values_checked.json"
 RUNS, REQUESTS = 5, 700
 
 
-def overhead(bundle: Path) -> dict:
+def overhead(bundle: Path, texts: list[str]) -> dict:
     precision = "int8" if (bundle / "model.int8.onnx").is_file() else "fp32"
-    spec = {"path": str(bundle), "precision": precision}
-    cmd = [
-        sys.executable,
-        "-m",
-        "voicenlu.bench",
-        json.dumps(spec),
-        "values",
-        str(RUNS),
-        str(REQUESTS),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ})
-    return json.loads(done.stdout.strip().splitlines()[-1]) | {"precision": precision}
+    found = values_overhead(str(bundle), precision, texts, RUNS, REQUESTS)
+    return found | {"precision": precision}
 
 
 def render(result: dict) -> str:
@@ -123,7 +113,7 @@ def main() -> None:
         "types": section["slot_types"],
         "coverage": value_coverage(resolver, snips.test, ref),
         "checked": checked_values(resolver, snips.test, sample),
-        "latency": overhead(args.bundle),
+        "latency": overhead(args.bundle, [u.text for u in snips.test]),
         "bundle_note": args.bundle_note,
     }
     result["latency_overhead_ms_p50"] = result["latency"]["overhead_p50_ms"]

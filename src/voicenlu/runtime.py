@@ -14,7 +14,7 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from voicenlu.bundle import read_manifest
+from voicenlu.bundle import read_manifest, verify_files
 from voicenlu.calibration import in_scope_scores, softmax
 from voicenlu.data.records import SlotSpan, Utterance, is_blank
 from voicenlu.errors import BundleError, InputError
@@ -42,6 +42,18 @@ def check_text(text: object) -> str:
             "combining characters)."
         )
     return text
+
+
+def check_outputs(model_file: Path, session: ort.InferenceSession, manifest: dict) -> None:
+    """The model must score exactly the labels the manifest lists, or every name is wrong."""
+    sizes = {o.name: o.shape[-1] for o in session.get_outputs()}
+    for output, labels in (("intent_logits", "intents"), ("slot_logits", "slot_tags")):
+        size = sizes.get(output)
+        if isinstance(size, int) and size != len(manifest[labels]):
+            raise BundleError(
+                f"{model_file} scores {size} {labels.replace('_', ' ')} but the manifest lists "
+                f"{len(manifest[labels])}: the labels and the model are from different bundles."
+            )
 
 
 class Parser:
@@ -97,6 +109,7 @@ class Parser:
         spin_wait: bool = True,
         timezone: str = DEFAULT_TIMEZONE,
         values: bool = True,
+        digest: str | None = None,
         partial: bool = False,
     ) -> Parser:
         """Load a bundle; ``precision`` is ``auto`` (int8 when present), ``fp32`` or ``int8``.
@@ -105,11 +118,18 @@ class Parser:
         stops them busy-waiting for the next run, which a server wants: its event loop needs
         those cores between runs. ``timezone`` (an IANA name) is the default for resolving
         times; ``values=False`` skips slot value resolution (``resolved`` is then null).
-        ``partial`` accepts a bundle that is still being written (the pipeline scores it
-        before marking it complete).
+        ``digest``: refuse the bundle unless its manifest digest is this one (the one whose
+        signature was checked). ``partial`` accepts a bundle that is still being written (the
+        pipeline scores it before marking it complete).
         """
         bundle = Path(path)
-        manifest = read_manifest(bundle, need=("tokenizer.json",), require_complete=not partial)
+        manifest = read_manifest(
+            bundle, verify=False, need=("tokenizer.json",), require_complete=not partial
+        )
+        if digest is not None and manifest.get("digest") != digest:
+            raise BundleError(
+                f"{bundle}: the manifest changed after its signature was checked; start again."
+            )
         if precision == "auto":
             precision = "int8" if PRECISIONS["int8"] in manifest["files"] else "fp32"
         if precision not in PRECISIONS:
@@ -121,6 +141,8 @@ class Parser:
                 + (f" then `voicenlu quantize {bundle}`" if precision == "int8" else "")
                 + "."
             )
+        # Only the files the runtime reads: the training weights may not even be readable here.
+        verify_files(bundle, manifest, ["tokenizer.json", model_file])
         options = ort.SessionOptions()
         if not spin_wait:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -133,6 +155,7 @@ class Parser:
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise BundleError(f"{bundle / model_file} could not be loaded: {exc}") from exc
+        check_outputs(bundle / model_file, session, manifest)
         parser = cls(bundle, manifest, session, precision, timezone, values)
         parser.values.warm()
         return parser

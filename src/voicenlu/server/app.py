@@ -133,6 +133,7 @@ def create_app(
     microbatch_ms: float = 0.0,
     threads: int | None = None,
     timezone: str = DEFAULT_TIMEZONE,
+    digest: str | None = None,
     **limit_fields,
 ) -> FastAPI:
     """The HTTP API for one parser (or a bundle path, loaded now so a bad bundle fails early).
@@ -145,6 +146,7 @@ def create_app(
     ``threads`` is the model's thread count (default: the runtime's, one per core).
     ``timezone`` (an IANA name) gives resolved times to requests that name none; a parser
     passed in keeps the one it was loaded with.
+    ``digest``: load the bundle only if its manifest digest is this one (a checked signature's).
     """
     limits = limits_with(limits, limit_fields)
     if microbatch_ms < 0:
@@ -155,7 +157,9 @@ def create_app(
             reference(0, timezone)
         except InputError as exc:
             raise ConfigError(f"The server's timezone setting: {exc}") from None
-        parser = Parser.load(parser_or_bundle, threads=threads, spin_wait=False, timezone=timezone)
+        parser = Parser.load(
+            parser_or_bundle, threads=threads, spin_wait=False, timezone=timezone, digest=digest
+        )
     if api_key is None:
         api_key = os.environ.get(API_KEY_ENV)
     metrics = Metrics()

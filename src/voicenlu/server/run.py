@@ -25,6 +25,7 @@ SETTINGS_ENV = {
     "microbatch_ms": "VOICENLU_MICROBATCH_MS",
     "threads": "VOICENLU_THREADS",
     "timezone": "VOICENLU_TIMEZONE",
+    "digest": "VOICENLU_BUNDLE_DIGEST",
 }
 
 
@@ -54,6 +55,7 @@ def app_from_env() -> FastAPI:
         microbatch_ms=_env_number(SETTINGS_ENV["microbatch_ms"], float, 0.0),
         threads=_env_number(SETTINGS_ENV["threads"], int, None),
         timezone=os.environ.get(SETTINGS_ENV["timezone"]) or DEFAULT_TIMEZONE,
+        digest=os.environ.get(SETTINGS_ENV["digest"]) or None,
     )
 
 
@@ -86,6 +88,7 @@ def serve(
     access_log: bool = False,
     limits: Limits | None = None,
     timezone: str = DEFAULT_TIMEZONE,
+    require_signature: str | Path | None = None,
     **limit_fields,
 ) -> None:
     """Serve a bundle over HTTP until interrupted (``voicenlu serve``).
@@ -97,6 +100,9 @@ def serve(
     ms with one), so use more cores with more workers. The access log is off by default: a
     line per request adds about a fifth of a parse's CPU time. ``limits`` (or its fields by
     name) apply to each worker. ``timezone`` gives resolved times to requests that name none.
+    name) apply to each worker. With ``require_signature`` (a public key), the bundle must
+    carry a valid signature by its private key (``voicenlu bundle sign``), and every worker
+    loads exactly the manifest that was checked.
     """
     import uvicorn
 
@@ -113,6 +119,11 @@ def serve(
             host,
             API_KEY_ENV,
         )
+    digest = None
+    if require_signature:
+        from voicenlu.signing import verify_bundle
+
+        digest = verify_bundle(bundle, require_signature, check_files=False)
     options = {"host": host, "port": port, "access_log": access_log, **uvicorn_settings(limits)}
     if workers == 1:
         app = create_app(
@@ -122,6 +133,7 @@ def serve(
             microbatch_ms=microbatch_ms,
             threads=threads,
             timezone=timezone,
+            digest=digest,
         )
         uvicorn.run(app, **options)
         return
@@ -134,6 +146,7 @@ def serve(
             SETTINGS_ENV["microbatch_ms"]: str(microbatch_ms),
             SETTINGS_ENV["threads"]: str(threads),
             SETTINGS_ENV["timezone"]: timezone,
+            SETTINGS_ENV["digest"]: digest or "",
             **limits.to_env(),
         }
     )
