@@ -332,6 +332,7 @@ def test_a_duckling_failure_leaves_only_that_slot_unresolved(values, caplog):
         (REF, "", "timezone must be an IANA time zone name"),
         ("tomorrow", None, "reference_time 'tomorrow' is not an ISO-8601 date-time"),
         (True, None, "not a boolean"),
+        (float("nan"), None, "must be a finite number"),
         ([2026], None, "not list"),
     ],
 )

@@ -41,6 +41,7 @@ Custom entities need no optional extra.
 from __future__ import annotations
 
 import logging
+import math
 import re
 import threading
 import time
@@ -198,10 +199,6 @@ class Reference:
     timestamp: int  # seconds since 1970-01-01T00:00:00Z
     timezone: str  # an IANA name
 
-    def isoformat(self) -> str:
-        zone = zoneinfo.ZoneInfo(self.timezone)
-        return datetime.fromtimestamp(self.timestamp, zone).isoformat()
-
 
 def reference(
     reference_time: datetime | str | float | None = None,
@@ -228,6 +225,8 @@ def reference(
     if isinstance(reference_time, bool):
         raise InputError("reference_time must be an ISO-8601 date-time, not a boolean.")
     if isinstance(reference_time, int | float):
+        if not math.isfinite(reference_time):
+            raise InputError(f"reference_time must be a finite number, not {reference_time}.")
         return Reference(int(reference_time), zone_name)
     if isinstance(reference_time, str):
         try:
@@ -246,7 +245,10 @@ def reference(
         )
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
-    return Reference(int(moment.timestamp()), zone_name)
+    try:
+        return Reference(int(moment.timestamp()), zone_name)
+    except (OverflowError, ValueError, OSError):
+        raise InputError(f"reference_time {reference_time!s} is out of range.") from None
 
 
 # --- Duckling, in-process ---
