@@ -117,9 +117,18 @@ def test_equally_near_values_are_ambiguous():
     assert resolver.resolve("room", "kitchn")["value"] == "kitchen"
 
 
-def test_a_synonym_never_remaps_a_canonical_value():
-    resolver = EntityResolver({"drink": {"cola": [], "soda": ["cola", "pop"]}})
-    assert resolver.resolve("drink", "cola")["value"] == "cola"
+@pytest.mark.parametrize(
+    "values",
+    [{"cola": [], "soda": ["cola", "pop"]}, {"soda": ["cola", "pop"], "cola": []}],
+)
+def test_a_synonym_never_remaps_a_canonical_value(values):
+    resolver = EntityResolver({"drink": values})
+    assert resolver.resolve("drink", "cola") == {
+        "kind": "custom",
+        "entity": "drink",
+        "value": "cola",
+        "match": "exact",
+    }
     assert resolver.resolve("drink", "pop")["value"] == "soda"
 
 

@@ -109,13 +109,14 @@ class _Table:
         self.extensible = entity.extensible
         self.exact: dict[str, str] = {}
         self.kind: dict[str, str] = {}
-        for canonical, synonyms in entity.values.items():
-            for form, kind in ((canonical, "exact"), *((s, "synonym") for s in synonyms)):
-                key = normalize(form)
-                # The first listing wins: a canonical value is never remapped by a later synonym.
-                if key and key not in self.exact:
-                    self.exact[key] = canonical
-                    self.kind[key] = kind
+        # Canonical values first, so a synonym never remaps one; among synonyms, the first wins.
+        forms = [(c, c, "exact") for c in entity.values]
+        forms += [(s, c, "synonym") for c, synonyms in entity.values.items() for s in synonyms]
+        for form, canonical, kind in forms:
+            key = normalize(form)
+            if key and key not in self.exact:
+                self.exact[key] = canonical
+                self.kind[key] = kind
 
     def resolve(self, text: str) -> tuple[str, str] | None:
         key = normalize(text)
