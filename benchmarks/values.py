@@ -65,24 +65,30 @@ def render(result: dict) -> str:
             f"- {item['slot']} {item['text']!r} (test utterance {item['test_index']}): "
             f"resolved {json.dumps(item['found'])}, expected {json.dumps(item['expected'])}"
         )
+    load = ", ".join(f"{x:.1f}" for x in lat["load_average"])
     lines += [
         "",
         "## Latency",
         "",
         f"One request at a time, 1 thread, {lat['precision']} model, each of the 700 test "
-        f"utterances parsed with and without resolution in turns, median of {RUNS} runs of "
-        f"{REQUESTS} requests:",
+        f"utterances parsed with and without resolution in turns by two parsers sharing one "
+        f"model session, median of {RUNS} runs of {REQUESTS} requests. The machine (2 cores) "
+        f"was shared with other jobs (load average {load} at the end), so wall-clock times "
+        "include waits for a core; the process's CPU time counts only the work and is what "
+        "one request costs on an idle core.",
         "",
-        "| | p50 ms |",
-        "|---|---|",
-        f"| without resolution | {lat['p50_ms_without']:.3f} |",
-        f"| with resolution | {lat['p50_ms_with']:.3f} |",
-        f"| **overhead** | **{lat['overhead_p50_ms']:.3f}** |",
+        "| | p50 ms, CPU time | p50 ms, wall clock |",
+        "|---|---|---|",
+        f"| without resolution | {lat['cpu_p50_ms_without']:.3f} | {lat['p50_ms_without']:.3f} |",
+        f"| with resolution | {lat['cpu_p50_ms_with']:.3f} | {lat['p50_ms_with']:.3f} |",
+        f"| **overhead** | **{lat['cpu_overhead_p50_ms']:.3f}** | {lat['overhead_p50_ms']:.3f} |",
         "",
-        f"p99 overhead {lat['overhead_p99_ms']:.3f} ms. "
+        f"p99 overhead: {lat['cpu_overhead_p99_ms']:.3f} ms CPU time "
+        f"({lat['overhead_p99_ms']:.3f} ms wall clock). "
         f"{100 * lat['requests_with_dimension_slots']:.0f}% of the requests have a slot of a "
-        f"Duckling dimension; on those, resolution takes "
-        f"{lat['overhead_median_ms_on_those']:.3f} ms (median of the paired differences). "
+        "Duckling dimension; on those, resolution takes "
+        f"{lat['cpu_overhead_median_ms_on_those']:.3f} ms of CPU time (median of the paired "
+        f"differences; {lat['overhead_median_ms_on_those']:.3f} ms wall clock). "
         f"Bundle: {result['bundle_note']}",
     ]
     return "\n".join(lines) + "\n"
@@ -116,7 +122,8 @@ def main() -> None:
         "latency": overhead(args.bundle, [u.text for u in snips.test]),
         "bundle_note": args.bundle_note,
     }
-    result["latency_overhead_ms_p50"] = result["latency"]["overhead_p50_ms"]
+    result["latency_overhead_ms_p50"] = result["latency"]["cpu_overhead_p50_ms"]
+    result["latency_overhead_ms_p50_wall_clock"] = result["latency"]["overhead_p50_ms"]
     (ROOT / "values.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     (ROOT / "values.md").write_text(render(result))
     print(render(result))
