@@ -30,6 +30,7 @@ from voicenlu.config import (
 )
 from voicenlu.errors import ConfigError, VoiceNLUError
 from voicenlu.extras import extra_providing, missing_extra
+from voicenlu.values import DEFAULT_TIMEZONE
 from voicenlu.version import __version__
 
 
@@ -207,11 +208,29 @@ def format_result(result: dict) -> str:
         head = f"out of scope (nearest: {nearest['name']} {nearest['confidence']:.2f})"
     else:
         head = f"{intent['name']} ({intent['confidence']:.2f})"
-    slots = "  ".join(f'{s["slot"]}="{s["value"]}"' for s in result["slots"])
+    slots = "  ".join(
+        f'{s["slot"]}="{s["value"]}"'
+        + (f" ({_value_text(s['resolved'])})" if s["resolved"] else "")
+        for s in result["slots"]
+    )
     line = f"{result['text']}\n  -> {head}  {slots}".rstrip()
     if result.get("truncated"):
         line += "\n  (truncated: longer than the model reads; only its start was parsed)"
     return line
+
+
+def _value_text(resolved: dict) -> str:
+    """A resolved slot value in a few words: ``2026-11-29T20:00:00.000+01:00``, ``4``,
+    ``90 minute = 5400 s``, ``20 $``, ``from ... to ...``."""
+    if resolved.get("type") == "interval":
+        ends = [(k, resolved[k]) for k in ("from", "to") if resolved[k] is not None]
+        return " ".join(f"{k} {_value_text(end)}" for k, end in ends)
+    text = str(resolved["value"])
+    if resolved.get("unit") is not None:
+        text += f" {resolved['unit']}"
+    if "seconds" in resolved:
+        text += f" = {resolved['seconds']} s"
+    return text
 
 
 def cmd_predict(args) -> int:
@@ -219,7 +238,13 @@ def cmd_predict(args) -> int:
 
     parser = Parser.load(args.bundle, precision=args.precision)
     texts = _read_texts(args)
-    for result in parser.parse_batch(texts, threshold=args.threshold):
+    results = parser.parse_batch(
+        texts,
+        threshold=args.threshold,
+        reference_time=args.reference_time,
+        timezone=args.timezone,
+    )
+    for result in results:
         print(json.dumps(result, ensure_ascii=False) if args.json else format_result(result))
     return 0
 
@@ -284,6 +309,7 @@ def cmd_serve(args) -> int:
         microbatch_ms=args.microbatch_ms,
         threads=args.threads,
         access_log=args.access_log,
+        timezone=args.timezone,
         require_signature=args.require_signature,
         **limits,
     )
@@ -509,6 +535,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the out-of-scope threshold: reject below this in-scope score (0 to 1)",
     )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
+    p.add_argument(
+        "--reference-time",
+        metavar="ISO",
+        help="resolve relative times from this instant, e.g. 2026-11-28T12:00:00+01:00 "
+        "(default: now)",
+    )
+    p.add_argument(
+        "--timezone",
+        metavar="NAME",
+        help="IANA time zone the resolved times are given in, e.g. Europe/Zurich "
+        f"(default: {DEFAULT_TIMEZONE})",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -623,6 +661,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="model threads per worker (default: 1; to use more cores, add workers)",
     )
     p.add_argument("--access-log", action="store_true", help="log a line per request")
+    p.add_argument(
+        "--timezone",
+        metavar="NAME",
+        default=DEFAULT_TIMEZONE,
+        help="IANA time zone of resolved times when a request names none (default: %(default)s)",
+    )
     p.add_argument(
         "--require-signature",
         metavar="PUBLIC_KEY",

@@ -76,6 +76,9 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
         "encoder_config": encoder_config.to_diff_dict() | {"model_type": encoder_config.model_type},
         "intents": trained.intents,
         "slot_tags": trained.tags,
+        "values": data.slot_types.manifest_section(
+            data.train, {t[2:] for t in trained.tags if t != "O"}
+        ),
         "max_length": config.max_length,
         "pad_token_id": trained.pad_id,
         "calibration": trained.calibration,
@@ -267,6 +270,8 @@ def prune(
         "from": str(bundle),
         "recovery": f"{epochs:g} epochs, distilled from the unpruned model",
     }
+    if "values" in manifest:  # the slots are the same: so are their types
+        record["values"] = manifest["values"]
     config = TrainConfig(
         backbone=manifest["backbone"],
         epochs=epochs,
