@@ -106,6 +106,7 @@ def cmd_train(args) -> int:
         seed=args.seed,
         freeze_backbone=args.freeze_backbone,
         patience=args.patience,
+        spoken_copies=not args.no_spoken_copies,
     )
     if args.data:
         data = _user_train_data(args.data, args.seed)
@@ -146,10 +147,30 @@ def cmd_evaluate(args) -> int:
         )
 
     metrics = evaluate_bundle(
-        Path(args.bundle), _snips(args).test, Path(args.out) if args.out else None, args.precision
+        Path(args.bundle),
+        _snips(args).test,
+        Path(args.out) if args.out else None,
+        args.precision,
+        spoken_form=args.spoken_form,
     )
+    if args.spoken_form:
+        print(format_spoken_form(metrics["spoken_form"]))
     print(json.dumps({k: metrics[k] for k in ("n", "intent_accuracy", "slot_f1", "exact_match")}))
     return 0
+
+
+def format_spoken_form(comparison: dict) -> str:
+    """The written and spoken forms' figures side by side, with the drop, in points."""
+    names = {
+        "intent_accuracy": "intent accuracy",
+        "slot_f1": "slot F1",
+        "exact_match": "exact match",
+    }
+    lines = [f"{'':16} {'written':>8} {'spoken':>8} {'drop':>6}"]
+    for key, name in names.items():
+        w, s, d = (100 * comparison[form][key] for form in ("written", "spoken", "drop"))
+        lines.append(f"{name:16} {w:8.2f} {s:8.2f} {d:6.2f}")
+    return "\n".join(lines)
 
 
 def _evaluate_oos(args) -> int:
@@ -394,6 +415,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="train the heads only, on frozen pretrained features (the original plan)",
     )
     p.add_argument(
+        "--no-spoken-copies",
+        action="store_true",
+        help="learn the written utterances only, without their spoken form (lower case, no "
+        "punctuation, numbers as words)",
+    )
+    p.add_argument(
         "--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR"
     )
     p.set_defaults(func=cmd_train)
@@ -408,6 +435,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_dir(p)
     p.add_argument("--out", help="report directory (default: BUNDLE/report, updating the bundle)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
+    p.add_argument(
+        "--spoken-form",
+        action="store_true",
+        help="also score the spoken form of the test data (lower case, no punctuation, numbers "
+        "as words, as a speech recogniser writes it) and report the drop",
+    )
     p.add_argument(
         "--oos",
         action="store_true",

@@ -202,12 +202,25 @@ def write_report(
     return report
 
 
+HEADLINE = ("intent_accuracy", "slot_f1", "exact_match")
+
+
+def spoken_form_comparison(written: dict, spoken: dict) -> dict:
+    """Headline figures of both forms and the drop from written to spoken (positive: worse)."""
+    return {
+        "written": {k: written[k] for k in HEADLINE},
+        "spoken": {k: spoken[k] for k in HEADLINE},
+        "drop": {k: written[k] - spoken[k] for k in HEADLINE},
+    }
+
+
 def evaluate_bundle(
     bundle: Path,
     gold: Sequence[Utterance],
     out_dir: Path | None = None,
     precision: str = "auto",
     split: str = "test",
+    spoken_form: bool = False,
 ) -> dict:
     """Score a bundle on ``gold`` with the runtime that serves it and write the report.
 
@@ -215,25 +228,39 @@ def evaluate_bundle(
     rejection is measured separately, by the leave-one-intent-out protocol.
 
     Without ``out_dir`` the report goes to ``bundle/report`` and the bundle's own
-    ``metrics.json`` and ``MODEL_CARD.md`` are (re)written.
+    ``metrics.json`` and ``MODEL_CARD.md`` are (re)written. With ``spoken_form`` the spoken
+    form of ``gold`` (what a speech recogniser writes) is scored too: its full report goes to
+    ``spoken/`` inside the report folder and ``metrics["spoken_form"]`` holds both forms'
+    figures and the drop.
     """
     from voicenlu.bundle import read_manifest, record_files
+    from voicenlu.data.spoken import spoken_utterance
     from voicenlu.runtime import Parser, result_to_utterance
 
     parser = Parser.load(bundle, precision=precision)
-    results = parser.parse_batch([u.text for u in gold], threshold=0.0)
-    pred = [result_to_utterance(r) for r in results]
-    metrics = compute_metrics(gold, pred)
     manifest = read_manifest(bundle, verify=False)
+    report_dir = Path(out_dir or Path(bundle) / "report")
+
+    def score(utterances: Sequence[Utterance]) -> tuple[dict, list[Utterance]]:
+        results = parser.parse_batch([u.text for u in utterances], threshold=0.0)
+        pred = [result_to_utterance(r) for r in results]
+        return compute_metrics(utterances, pred), pred
+
+    metrics, pred = score(gold)
     title = f"{manifest['backbone']} ({parser.precision}), {len(gold)} {split} utterances"
-    write_report(
-        Path(out_dir or Path(bundle) / "report"),
-        metrics,
-        gold,
-        pred,
-        manifest.get("history"),
-        title,
-    )
+    if spoken_form:
+        spoken_gold = [spoken_utterance(u) for u in gold]
+        spoken_metrics, spoken_pred = score(spoken_gold)
+        metrics["spoken_form"] = spoken_form_comparison(metrics, spoken_metrics)
+        write_report(
+            report_dir / "spoken",
+            spoken_metrics,
+            spoken_gold,
+            spoken_pred,
+            None,
+            f"{title}, spoken form",
+        )
+    write_report(report_dir, metrics, gold, pred, manifest.get("history"), title)
     if out_dir is None:
         (Path(bundle) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         write_model_card(Path(bundle), manifest, metrics, split)

@@ -293,6 +293,7 @@ def prune(
         encoder_lr=manifest["training"]["encoder_lr"],
         head_lr=manifest["training"]["encoder_lr"],  # the task heads are trained already
         warmup_ratio=0.0,
+        spoken_copies=manifest["training"].get("spoken_copies", False),
     )
     record = {
         "pruned_heads": {str(k): v for k, v in dropped_heads.items()},

@@ -31,6 +31,7 @@ from voicenlu import __version__
 from voicenlu.bundle import read_manifest, record_files, write_manifest
 from voicenlu.calibration import calibrate
 from voicenlu.data.records import Utterance
+from voicenlu.data.spoken import with_spoken_copies
 from voicenlu.errors import ConfigError
 from voicenlu.evaluate import compute_metrics, evaluate_bundle
 from voicenlu.features import (
@@ -64,6 +65,9 @@ class TrainConfig:
     freeze_backbone: bool = False
     patience: int = 3
     keep_checkpoints: int = 2
+    # Also learn the spoken form (lower case, no punctuation, numbers as words) of each
+    # training utterance whose spoken form differs from it: see voicenlu.data.spoken.
+    spoken_copies: bool = True
 
 
 @dataclass
@@ -235,14 +239,15 @@ def train(
     intent_index = {name: i for i, name in enumerate(intents)}
     tag_index = {tag: i for i, tag in enumerate(tags)}
 
-    train_set, _ = _featurize(data.train, tokenizer, intent_index, tag_index, 0)
-    dev_set, dev_enc = _featurize(data.dev, tokenizer, intent_index, tag_index, len(data.train))
+    learn = with_spoken_copies(data.train) if config.spoken_copies else data.train
+    train_set, _ = _featurize(learn, tokenizer, intent_index, tag_index, 0)
+    dev_set, dev_enc = _featurize(data.dev, tokenizer, intent_index, tag_index, len(learn))
     # A fixed sample of the training set, scored each epoch like dev, for the learning curves.
     sample = data.train[:: max(1, len(data.train) // len(data.dev))][: len(data.dev)]
-    first = len(data.train) + len(data.dev)
+    first = len(learn) + len(data.dev)
     sample_set, sample_enc = _featurize(sample, tokenizer, intent_index, tag_index, first)
     lookup = {}
-    for first_id, utts, encs in ((len(data.train), data.dev, dev_enc), (first, sample, sample_enc)):
+    for first_id, utts, encs in ((len(learn), data.dev, dev_enc), (first, sample, sample_enc)):
         pairs = zip(utts, encs, strict=True)
         lookup.update({first_id + k: pair for k, pair in enumerate(pairs)})
 
@@ -336,7 +341,12 @@ def train(
                 "epochs_run": trainer.state.epoch,
                 "world_size": args.world_size,
             },
-            "data": data.source | {"train": len(data.train), "dev": len(data.dev)},
+            "data": data.source
+            | {
+                "train": len(data.train),
+                "spoken_copies": len(learn) - len(data.train),
+                "dev": len(data.dev),
+            },
             "dev_metrics": {
                 k.removeprefix("dev_"): v
                 for k, v in dev_out.metrics.items()
