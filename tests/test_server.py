@@ -109,8 +109,8 @@ def slot_example(parser, tiny_data) -> str:
 # --- Endpoints ---------------------------------------------------------------------------------
 
 
-def test_parse_answers_the_design_result(client, parser):
-    text = TEXTS[0]
+def test_parse_answers_the_design_result(client, parser, slot_example):
+    text = slot_example
     result = client.post("/parse", json={"text": text}).raise_for_status().json()
     expected = parser.parse(text)
     assert set(result) == {"text", "intent", "in_scope", "intent_ranking", "slots"}
@@ -118,6 +118,8 @@ def test_parse_answers_the_design_result(client, parser):
     assert [r["name"] for r in result["intent_ranking"]] == [
         r["name"] for r in expected["intent_ranking"]
     ]
+    spans = [(s["slot"], s["start"], s["end"]) for s in result["slots"]]
+    assert spans and spans == [(s["slot"], s["start"], s["end"]) for s in expected["slots"]]
     for slot in result["slots"]:
         assert text[slot["start"] : slot["end"]] == slot["value"]
 

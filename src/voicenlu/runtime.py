@@ -73,15 +73,17 @@ class Parser:
         precision: str = "auto",
         threads: int | None = None,
         spin_wait: bool = True,
+        partial: bool = False,
     ) -> Parser:
         """Load a bundle; ``precision`` is ``auto`` (int8 when present), ``fp32`` or ``int8``.
 
         ``threads`` caps the model's threads (default: one per core). ``spin_wait=False``
         stops them busy-waiting for the next run, which a server wants: its event loop needs
-        those cores between runs.
+        those cores between runs. ``partial`` accepts a bundle that is still being written
+        (the pipeline scores it before marking it complete).
         """
         bundle = Path(path)
-        manifest = read_manifest(bundle, need=("tokenizer.json",))
+        manifest = read_manifest(bundle, need=("tokenizer.json",), require_complete=not partial)
         if precision == "auto":
             precision = "int8" if PRECISIONS["int8"] in manifest["files"] else "fp32"
         if precision not in PRECISIONS:
