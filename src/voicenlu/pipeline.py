@@ -88,7 +88,7 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
             "epochs_run": trained.epochs_run,
             "world_size": trained.world_size,
         },
-        "data": describe(data),
+        "data": describe(data) | {"spoken_copies": trained.spoken_copies},
         "dev_metrics": trained.dev_metrics,
         "history": trained.history,
     }
@@ -165,6 +165,7 @@ def evaluate(
     write_bundle: bool = False,
     precision: str = "auto",
     data_dir: str | Path | None = None,
+    spoken_form: bool = False,
 ) -> dict:
     """Score a bundle and return the metrics (intent accuracy, slot F1, exact match, per
     intent and per slot, confusion matrix).
@@ -172,7 +173,8 @@ def evaluate(
     Without ``data``, on the held-out split of the data it was trained on (the SNIPS test set,
     or the dev hold-out of your file); with ``data``, on every utterance of that file. The
     report goes to ``out`` when given; only ``write_bundle`` rewrites the bundle's own
-    ``metrics.json``, ``MODEL_CARD.md`` and ``report/``.
+    ``metrics.json``, ``MODEL_CARD.md`` and ``report/``. ``spoken_form`` also scores the
+    spoken form of the same data (``metrics["spoken_form"]``: both forms and the drop).
     """
     if out is not None or write_bundle:
         require_extra("train", "evaluate")  # the report's figures need matplotlib
@@ -186,7 +188,13 @@ def evaluate(
     found = bundle_data(manifest, data, data_dir)
     split, gold = ("data", found.test) if data is not None else found.evaluation
     return evaluate_bundle(
-        Path(bundle), gold, Path(out) if out else None, precision, split, write_bundle
+        Path(bundle),
+        gold,
+        Path(out) if out else None,
+        precision,
+        split,
+        write_bundle,
+        spoken_form=spoken_form,
     )
 
 
@@ -280,6 +288,7 @@ def prune(
         encoder_lr=manifest["training"]["encoder_lr"],
         head_lr=manifest["training"]["encoder_lr"],  # the task heads are trained already
         warmup_ratio=0.0,
+        spoken_copies=manifest["training"].get("spoken_copies", False),
     )
     start = (
         student,
