@@ -69,3 +69,58 @@ def tiny_bundle(tmp_path_factory, tiny_data) -> Path:
 
     config = TrainConfig(epochs=4, batch_size=16, seed=3, max_length=48)
     return train_bundle(tiny_data, config, tmp_path_factory.mktemp("tiny_run"))
+
+
+# --- A user's own assistant: the Rasa example, trained once per session through the CLI ---
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ASSISTANT = EXAMPLES / "assistant.rasa.yml"
+
+
+def run_cli(*args: str, env: dict | None = None, stdin: str | None = None):
+    """``voicenlu ARGS`` in a new process, as a user runs it; never a traceback."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "voicenlu", *args],
+        env={**os.environ, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """Run ``voicenlu ARGS`` in a new process (see ``run_cli``)."""
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def assistant_run(tmp_path_factory):
+    """``voicenlu train --data examples/assistant.rasa.yml``: 27 utterances, 3 intents."""
+    out = tmp_path_factory.mktemp("assistant")
+    done = run_cli(
+        "train",
+        "--data",
+        str(ASSISTANT),
+        "--epochs",
+        "12",
+        "--batch-size",
+        "8",
+        "--head-lr",
+        "3e-3",
+        "--output-dir",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / "bundle", done.stdout
+
+
+@pytest.fixture(scope="session")
+def assistant_bundle(assistant_run) -> Path:
+    return assistant_run[0]

@@ -30,6 +30,7 @@ from voicenlu.config import (
 )
 from voicenlu.errors import ConfigError, VoiceNLUError
 from voicenlu.extras import extra_providing, missing_extra
+from voicenlu.values import DEFAULT_TIMEZONE
 from voicenlu.version import __version__
 
 
@@ -124,7 +125,9 @@ def cmd_evaluate(args) -> int:
             "evaluate needs a BUNDLE (or --oos or --learning-curve, which train their own models)."
         )
     bundle = Path(args.bundle)
-    out = None if args.write_bundle else Path(args.out or default_evaluation_dir(bundle))
+    out = Path(args.out) if args.out else None
+    if out is None and not args.write_bundle:
+        out = default_evaluation_dir(bundle)
     metrics = evaluate(
         bundle,
         args.data,
@@ -132,15 +135,33 @@ def cmd_evaluate(args) -> int:
         write_bundle=args.write_bundle,
         precision=args.precision,
         data_dir=args.data_dir,
+        spoken_form=args.spoken_form,
     )
+    if args.spoken_form:
+        print(format_spoken_form(metrics["spoken_form"]))
     print(json.dumps({k: metrics[k] for k in ("n", "intent_accuracy", "slot_f1", "exact_match")}))
-    report = (bundle / "report" if args.write_bundle else out) / "report.md"
-    print(f"report: {report}", file=sys.stderr)
+    for folder in ([bundle / "report"] if args.write_bundle else []) + ([out] if out else []):
+        print(f"report: {folder / 'report.md'}", file=sys.stderr)
     return 0
+
+
+def format_spoken_form(comparison: dict) -> str:
+    """The written and spoken forms' figures side by side, with the drop, in points."""
+    names = {
+        "intent_accuracy": "intent accuracy",
+        "slot_f1": "slot F1",
+        "exact_match": "exact match",
+    }
+    lines = [f"{'':16} {'written':>8} {'spoken':>8} {'drop':>6}"]
+    for key, name in names.items():
+        w, s, d = (100 * comparison[form][key] for form in ("written", "spoken", "drop"))
+        lines.append(f"{name:16} {w:8.2f} {s:8.2f} {d:6.2f}")
+    return "\n".join(lines)
 
 
 def default_evaluation_dir(bundle: Path) -> Path:
     """Where ``evaluate`` writes its report by default: beside the bundle, never inside it."""
+    bundle = bundle.resolve()
     return bundle.parent / f"{bundle.name}-evaluation"
 
 
@@ -204,11 +225,29 @@ def format_result(result: dict) -> str:
         head = f"out of scope (nearest: {nearest['name']} {nearest['confidence']:.2f})"
     else:
         head = f"{intent['name']} ({intent['confidence']:.2f})"
-    slots = "  ".join(f'{s["slot"]}="{s["value"]}"' for s in result["slots"])
+    slots = "  ".join(
+        f'{s["slot"]}="{s["value"]}"'
+        + (f" ({_value_text(s['resolved'])})" if s["resolved"] else "")
+        for s in result["slots"]
+    )
     line = f"{result['text']}\n  -> {head}  {slots}".rstrip()
     if result.get("truncated"):
         line += "\n  (truncated: longer than the model reads; only its start was parsed)"
     return line
+
+
+def _value_text(resolved: dict) -> str:
+    """A resolved slot value in a few words: ``2026-11-29T20:00:00.000+01:00``, ``4``,
+    ``90 minute = 5400 s``, ``20 $``, ``from ... to ...``."""
+    if resolved.get("type") == "interval":
+        ends = [(k, resolved[k]) for k in ("from", "to") if resolved[k] is not None]
+        return " ".join(f"{k} {_value_text(end)}" for k, end in ends)
+    text = str(resolved["value"])
+    if resolved.get("unit") is not None:
+        text += f" {resolved['unit']}"
+    if "seconds" in resolved:
+        text += f" = {resolved['seconds']} s"
+    return text
 
 
 def cmd_predict(args) -> int:
@@ -216,7 +255,13 @@ def cmd_predict(args) -> int:
 
     parser = Parser.load(args.bundle, precision=args.precision)
     texts = _read_texts(args)
-    for result in parser.parse_batch(texts, threshold=args.threshold):
+    results = parser.parse_batch(
+        texts,
+        threshold=args.threshold,
+        reference_time=args.reference_time,
+        timezone=args.timezone,
+    )
+    for result in results:
         print(json.dumps(result, ensure_ascii=False) if args.json else format_result(result))
     return 0
 
@@ -281,6 +326,7 @@ def cmd_serve(args) -> int:
         microbatch_ms=args.microbatch_ms,
         threads=args.threads,
         access_log=args.access_log,
+        timezone=args.timezone,
         require_signature=args.require_signature,
         **limits,
     )
@@ -325,7 +371,14 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     """One option per TrainConfig field, with its default and help taken from the field."""
     for f in dataclasses.fields(TrainConfig):
         kind = field_type(f)
-        if kind is bool:
+        if kind is bool and f.default:  # on by default: --no-X turns it off
+            p.add_argument(
+                flag(f.name),
+                action=argparse.BooleanOptionalAction,
+                default=True,
+                help=f.metadata["help"] + " (default: on)",
+            )
+        elif kind is bool:
             p.add_argument(flag(f.name), action="store_true", help=f.metadata["help"])
         else:
             p.add_argument(
@@ -463,6 +516,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
     p.add_argument(
+        "--spoken-form",
+        action="store_true",
+        help="also score the spoken form of the data (lower case, no punctuation, numbers as "
+        "words, as a speech recogniser writes it) and report the drop",
+    )
+    p.add_argument(
         "--oos",
         action="store_true",
         help="out-of-scope protocol: 7 models, each trained without one intent, whose test "
@@ -506,6 +565,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the out-of-scope threshold: reject below this in-scope score (0 to 1)",
     )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
+    p.add_argument(
+        "--reference-time",
+        metavar="ISO",
+        help="resolve relative times from this instant, e.g. 2026-11-28T12:00:00+01:00 "
+        "(default: now)",
+    )
+    p.add_argument(
+        "--timezone",
+        metavar="NAME",
+        help="IANA time zone the resolved times are given in, e.g. Europe/Zurich "
+        f"(default: {DEFAULT_TIMEZONE})",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -620,6 +691,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="model threads per worker (default: 1; to use more cores, add workers)",
     )
     p.add_argument("--access-log", action="store_true", help="log a line per request")
+    p.add_argument(
+        "--timezone",
+        metavar="NAME",
+        default=DEFAULT_TIMEZONE,
+        help="IANA time zone of resolved times when a request names none (default: %(default)s)",
+    )
     p.add_argument(
         "--require-signature",
         metavar="PUBLIC_KEY",

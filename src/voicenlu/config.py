@@ -64,6 +64,11 @@ class TrainConfig:
     )
     patience: int = _option(3, "early stopping: epochs without a better dev score", minimum=1)
     keep_checkpoints: int = _option(2, "checkpoints kept on disk", minimum=1)
+    spoken_copies: bool = _option(
+        True,
+        "also learn the spoken form (lower case, no punctuation, numbers as words) of each "
+        "training utterance whose spoken form differs from it",
+    )
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

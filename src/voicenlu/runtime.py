@@ -1,11 +1,13 @@
 """Parser: parse requests with a bundle's ONNX model. onnxruntime + tokenizers + numpy, no torch.
 
-The session is created once; batches are padded to their longest request only.
+The session is created once; batches are padded to their longest request only. Each slot's
+value is resolved (``voicenlu.values``) from the types the bundle records.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +25,7 @@ from voicenlu.features import (
     pad_batch,
     prepare_tokenizer,
 )
+from voicenlu.values import DEFAULT_TIMEZONE, Reference, ValueResolver
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +67,15 @@ class Parser:
     'AddToPlaylist'
     """
 
-    def __init__(self, bundle: Path, manifest: dict, session: ort.InferenceSession, precision: str):
+    def __init__(
+        self,
+        bundle: Path,
+        manifest: dict,
+        session: ort.InferenceSession,
+        precision: str,
+        timezone: str = DEFAULT_TIMEZONE,
+        values: bool = True,
+    ):
         self.bundle = bundle
         self.manifest = manifest
         self.precision = precision
@@ -84,6 +95,10 @@ class Parser:
         self.pad_id = manifest["pad_token_id"]
         self._constraints = allowed_transitions(self.tags)
         self._input_names = [i.name for i in session.get_inputs()]
+        # Without types (values=False) every slot resolves to None, at no cost.
+        self.values = ValueResolver.from_manifest(
+            manifest.get("values") if values else None, timezone
+        )
 
     @classmethod
     def load(
@@ -92,6 +107,8 @@ class Parser:
         precision: str = "auto",
         threads: int | None = None,
         spin_wait: bool = True,
+        timezone: str = DEFAULT_TIMEZONE,
+        values: bool = True,
         digest: str | None = None,
         partial: bool = False,
     ) -> Parser:
@@ -99,9 +116,11 @@ class Parser:
 
         ``threads`` caps the model's threads (default: one per core). ``spin_wait=False``
         stops them busy-waiting for the next run, which a server wants: its event loop needs
-        those cores between runs. ``digest``: refuse the bundle unless its manifest digest is
-        this one (the one whose signature was checked). ``partial`` accepts a bundle that is
-        still being written (the pipeline scores it before marking it complete).
+        those cores between runs. ``timezone`` (an IANA name) is the default for resolving
+        times; ``values=False`` skips slot value resolution (``resolved`` is then null).
+        ``digest``: refuse the bundle unless its manifest digest is this one (the one whose
+        signature was checked). ``partial`` accepts a bundle that is still being written (the
+        pipeline scores it before marking it complete).
         """
         bundle = Path(path)
         manifest = read_manifest(
@@ -137,7 +156,9 @@ class Parser:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise BundleError(f"{bundle / model_file} could not be loaded: {exc}") from exc
         check_outputs(bundle / model_file, session, manifest)
-        return cls(bundle, manifest, session, precision)
+        parser = cls(bundle, manifest, session, precision, timezone, values)
+        parser.values.warm()
+        return parser
 
     def logits(self, texts: list[str]):
         """(encodings, intent logits, slot logits) for a batch, padded to its longest text."""
@@ -148,17 +169,36 @@ class Parser:
         )
         return encodings, intent_logits, slot_logits
 
-    def parse(self, text: str, threshold: float | None = None) -> dict:
-        """Parse one request."""
-        return self.parse_batch([text], threshold=threshold)[0]
+    def parse(
+        self,
+        text: str,
+        threshold: float | None = None,
+        *,
+        reference_time: datetime | str | float | None = None,
+        timezone: str | None = None,
+    ) -> dict:
+        """Parse one request; times resolve relative to ``reference_time`` (a datetime or
+        ISO-8601 string; default now) in ``timezone`` (an IANA name; default the parser's)."""
+        return self.parse_batch(
+            [text], threshold=threshold, reference_time=reference_time, timezone=timezone
+        )[0]
 
     def parse_batch(
-        self, texts: list[str], threshold: float | None = None, batch_size: int = 64
+        self,
+        texts: list[str],
+        threshold: float | None = None,
+        batch_size: int = 64,
+        *,
+        reference_time: datetime | str | float | None = None,
+        timezone: str | None = None,
     ) -> list[dict]:
-        """Parse many requests, in order; batches of ``batch_size`` go through the model."""
+        """Parse many requests, in order; batches of ``batch_size`` go through the model.
+
+        One reference time serves the whole batch (see ``parse``)."""
         if isinstance(texts, str):
             raise InputError("parse_batch takes a list of texts; use parse() for one text.")
         texts = [check_text(t) for t in texts]
+        ref = self.values.reference(reference_time, timezone)
         threshold = self.threshold if threshold is None else threshold
         results = []
         for i in range(0, len(texts), batch_size):
@@ -167,10 +207,10 @@ class Parser:
             probs = softmax(intent_logits, self.temperature)
             in_scope = in_scope_scores(intent_logits, self.calibration) >= threshold
             for row in zip(chunk, encodings, probs, in_scope, slot_logits, strict=True):
-                results.append(self._result(*row))
+                results.append(self._result(*row, ref))
         return results
 
-    def _result(self, text, encoding, probs, accepted, slot_logits) -> dict:
+    def _result(self, text, encoding, probs, accepted, slot_logits, ref: Reference) -> dict:
         order = np.argsort(-probs)
         ranking = [
             {"name": self.intents[j], "confidence": round(float(probs[j]), 4)} for j in order
@@ -186,6 +226,9 @@ class Parser:
                         "start": span.start,
                         "end": span.end,
                         "confidence": round(score, 4),
+                        "resolved": self.values.resolve_slot(
+                            text, span.slot, span.start, span.end, ref
+                        ),
                     }
                 )
         result = {

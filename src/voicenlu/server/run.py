@@ -15,6 +15,7 @@ from voicenlu.errors import ConfigError
 from voicenlu.server.app import API_KEY_ENV, create_app, limits_with
 from voicenlu.server.limits import LimitedHttpProtocol
 from voicenlu.server.metrics import MULTIPROC_ENV
+from voicenlu.values import DEFAULT_TIMEZONE
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +25,7 @@ SETTINGS_ENV = {
     "cors_origins": "VOICENLU_CORS_ORIGINS",
     "microbatch_ms": "VOICENLU_MICROBATCH_MS",
     "threads": "VOICENLU_THREADS",
+    "timezone": "VOICENLU_TIMEZONE",
     "digest": "VOICENLU_BUNDLE_DIGEST",
 }
 
@@ -53,6 +55,7 @@ def app_from_env() -> FastAPI:
         limits=Limits.from_env(),
         microbatch_ms=_env_number(SETTINGS_ENV["microbatch_ms"], float, 0.0),
         threads=_env_number(SETTINGS_ENV["threads"], int, None),
+        timezone=os.environ.get(SETTINGS_ENV["timezone"]) or DEFAULT_TIMEZONE,
         digest=os.environ.get(SETTINGS_ENV["digest"]) or None,
     )
 
@@ -85,6 +88,7 @@ def serve(
     threads: int | None = None,
     access_log: bool = False,
     limits: Limits | None = None,
+    timezone: str = DEFAULT_TIMEZONE,
     require_signature: str | Path | None = None,
     **limit_fields,
 ) -> None:
@@ -96,6 +100,7 @@ def serve(
     more CPU than it saved (on 2 cores, 4.5-5.5 ms of server CPU per request against 2.6-2.9
     ms with one), so use more cores with more workers. The access log is off by default: a
     line per request adds about a fifth of a parse's CPU time. ``limits`` (or its fields by
+    name) apply to each worker. ``timezone`` gives resolved times to requests that name none.
     name) apply to each worker. With ``require_signature`` (a public key), the bundle must
     carry a valid signature by its private key (``voicenlu bundle sign``), and every worker
     loads exactly the manifest that was checked.
@@ -128,6 +133,7 @@ def serve(
             limits=limits,
             microbatch_ms=microbatch_ms,
             threads=threads,
+            timezone=timezone,
             digest=digest,
         )
         uvicorn.run(app, **options)
@@ -140,6 +146,7 @@ def serve(
             SETTINGS_ENV["cors_origins"]: ",".join(cors_origins),
             SETTINGS_ENV["microbatch_ms"]: str(microbatch_ms),
             SETTINGS_ENV["threads"]: str(threads),
+            SETTINGS_ENV["timezone"]: timezone,
             SETTINGS_ENV["digest"]: digest or "",
             **limits.to_env(),
         }
