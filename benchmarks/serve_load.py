@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import socket
 import subprocess
 import sys
@@ -337,7 +338,7 @@ def measure(bundle, requests, concurrencies, windows, workers, start_timeout) ->
 
 
 def breakdown(bundle: Path, repeats: int = 2000) -> dict:
-    """Microseconds of one /parse request per stage, timed in this process on one thread."""
+    """CPU microseconds of one /parse request per stage, timed in this process."""
     from voicenlu.calibration import in_scope_scores, softmax
     from voicenlu.features import encode, pad_batch
     from voicenlu.runtime import Parser
@@ -347,12 +348,14 @@ def breakdown(bundle: Path, repeats: int = 2000) -> dict:
     texts = [TEXTS[i % len(TEXTS)] for i in range(repeats)]
 
     def per_call(fn, args) -> float:
+        """CPU time (all threads of this process), not wall time: other jobs on the machine
+        stretch the wall clock, not the work."""
         for a in args[:50]:
             fn(a)
-        start = time.perf_counter()
+        start = time.process_time()
         for a in args:
             fn(a)
-        return round(1e6 * (time.perf_counter() - start) / len(args), 1)
+        return round(1e6 * (time.process_time() - start) / len(args), 1)
 
     encodings = [encode(parser.tokenizer, [t]) for t in TEXTS]
     feeds = [pad_batch(e, parser.pad_id) for e in encodings]
@@ -416,10 +419,10 @@ def breakdown(bundle: Path, repeats: int = 2000) -> dict:
 
             for b in bodies * 10:
                 await call(b)
-            start = time.perf_counter()
+            start = time.process_time()
             for i in range(n):
                 await call(bodies[i % len(bodies)])
-            return 1e6 * (time.perf_counter() - start) / n
+            return 1e6 * (time.process_time() - start) / n
 
     app_total = asyncio.run(through_app(repeats))
     stages["ASGI app: middleware, routing, validation, JSON (without the parse)"] = round(
@@ -479,8 +482,8 @@ def write_report(rows: list[dict], stages: dict, setup: dict, out: Path) -> None
         "",
         "## Where one request's time goes",
         "",
-        "Microseconds per request on one thread, in-process (no sockets), the request texts "
-        "above in turn. Under load the server also spends its CPU on HTTP parsing, the event "
+        "CPU microseconds per request, in-process (no sockets), the request texts above in "
+        "turn. Under load the server also spends its CPU on HTTP parsing, the event "
         "loop and the sockets: compare with server CPU ms/req in the table above.",
         "",
         "| stage | µs |",
@@ -519,7 +522,8 @@ def main() -> None:
     setup = {
         "note": args.note,
         "load_before": load_before,
-        "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/serve_load.py "
+        + shlex.join(a for a in sys.argv[1:] if a not in (args.note, "--note")),
         "bundle": str(args.bundle),
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
