@@ -11,6 +11,9 @@ Formats (``FORMATS``), detected from the path and, for ``.json``, from the conte
   ``e.role`` so that two roles of one entity stay two slots and writing back restores both.
   ``synonym``/``regex``/``lookup`` items and ``group`` labels are skipped with a note.
 * ``csv`` (header ``text,intent``) and ``jsonl`` (``{"text", "intent"}`` per line): intent only.
+* ``rhino``: a Picovoice Rhino context YAML (``context:`` with ``expressions:`` and ``slots:``),
+  expanded by ``templates.py`` into annotated utterances; read only. Its slot value lists are
+  kept as the dataset's ``entities``.
 
 Slots always keep the text as spoken: a synonym value (``(city:Zürich)``, ``"value": ...``) or a
 Snips entity's value list is not part of an ``Utterance`` and is dropped with a note.
@@ -29,11 +32,20 @@ from pathlib import Path
 
 from voicenlu.data.records import SlotSpan, Utterance
 from voicenlu.data.snips import decode_json_bytes, engines_dir, read_benchmark_file
+from voicenlu.data.templates import (
+    MAX_PER_INTENT,
+    SEED,
+    TemplateError,
+    expand,
+    is_context,
+    read_context,
+)
 from voicenlu.errors import DataError
 
 log = logging.getLogger(__name__)
 
 FORMATS: tuple[str, ...] = ("snips-benchmark", "snips-nlu", "rasa", "csv", "jsonl")
+READ_ONLY_FORMATS: tuple[str, ...] = ("rhino",)
 _BY_EXTENSION = {
     ".json": "snips-nlu",
     ".yml": "rasa",
@@ -96,6 +108,8 @@ class Dataset:
     path: str = ""
     origins: list[tuple[str, str]] = field(default_factory=list)
     language: str | None = None
+    # slot -> its value list, as ``{canonical value: [synonyms]}``, where the format has one
+    entities: dict[str, dict[str, list[str]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -123,6 +137,8 @@ def detect_format(path: str | Path) -> str:
         raise _unknown_format(path)
     if fmt == "snips-nlu":
         return _json_layout(_parse_json(path), path)
+    if fmt == "rasa" and _is_rhino(path):
+        return "rhino"
     return fmt
 
 
@@ -154,6 +170,7 @@ def load_dataset(path: str | Path) -> Dataset:
         "rasa": _read_rasa,
         "csv": _read_csv,
         "jsonl": _read_jsonl,
+        "rhino": _read_rhino,
     }[fmt]
     dataset = reader(path)
     for note in dataset.notes:
@@ -172,7 +189,10 @@ def write_dataset(
     path = Path(path)
     fmt = format or format_for_path(path)
     if fmt not in FORMATS:
-        raise _fail(path, "", f"unknown format {fmt!r}", f"choose one of {', '.join(FORMATS)}")
+        read_only = " (it is read only)" if fmt in READ_ONLY_FORMATS else ""
+        raise _fail(
+            path, "", f"cannot write format {fmt!r}{read_only}", f"choose one of {', '.join(FORMATS)}"
+        )
     utterances = data.utterances if isinstance(data, Dataset) else list(data)
     language = data.language if isinstance(data, Dataset) else None
     for i, utt in enumerate(utterances):
@@ -335,6 +355,37 @@ def _chunks(utt: Utterance) -> list[tuple[str, str | None]]:
     if pos < len(utt.text):
         out.append((utt.text[pos:], None))
     return out
+
+
+# --- Rhino context YAML (templates.py) ---
+
+
+def _is_rhino(path: Path) -> bool:
+    """A YAML file whose top level holds ``context:`` (Rasa data holds ``nlu:``)."""
+    import yaml
+
+    try:
+        return is_context(yaml.safe_load(_read_text(path)))
+    except yaml.YAMLError:
+        return False  # the Rasa reader reports the syntax error with its line
+
+
+def _read_rhino(path: Path) -> Dataset:
+    try:
+        context = read_context(path)
+    except TemplateError as exc:
+        raise _fail(
+            path, "", str(exc), "see the Rhino context syntax in voicenlu.data.templates"
+        ) from None
+    utterances = expand(context)
+    types = context.slot_types()
+    entities = {slot: {v: [] for v in context.slots[t]} for slot, t in types.items()}
+    notes = [
+        f"expanded {len(context.templates)} expressions into {len(utterances)} utterances "
+        f"(at most {MAX_PER_INTENT} per intent, sampled with seed {SEED} beyond that)"
+    ]
+    origins = [(str(path), f"expansion {i}") for i in range(len(utterances))]
+    return Dataset(utterances, "rhino", True, notes, str(path), origins, entities=entities)
 
 
 # --- Snips NLU dataset JSON ---
