@@ -59,6 +59,7 @@ def tiny_data(snips):
         dev=stratified_slice(snips.dev, 10, seed=1),
         test=stratified_slice(snips.test, 15, seed=1),
         source={"name": "snips-2017-06", "slice": TINY_PER_INTENT},
+        slot_types=snips.slot_types,
     )
 
 

@@ -52,7 +52,9 @@ def _snips_train_data(snips, per_intent: int = 0, seed: int = 0):
         train_set = stratified_slice(train_set, per_intent, seed)
         dev_set = stratified_slice(dev_set, per_intent, seed)
     source = {"name": "snips-2017-06", "split": "goo2018", "commit": snips.commit}
-    return TrainData(train=train_set, dev=dev_set, test=snips.test, source=source)
+    return TrainData(
+        train=train_set, dev=dev_set, test=snips.test, source=source, slot_types=snips.slot_types
+    )
 
 
 def _user_train_data(path: str, seed: int):
@@ -68,7 +70,7 @@ def _user_train_data(path: str, seed: int):
         raise DataError(f"{path} is not ready for training.\n{format_problems(problems)}")
     train_set, dev_set = holdout(dataset.utterances, 0.1, seed)
     source = {"name": Path(path).name, "format": dataset.format, "has_slots": dataset.has_slots}
-    return TrainData(train=train_set, dev=dev_set, source=source)
+    return TrainData(train=train_set, dev=dev_set, source=source, slot_types=dataset.slot_types)
 
 
 def cmd_data_validate(args) -> int:

@@ -305,6 +305,8 @@ def prune(
             "recovery": f"{epochs} epochs, distilled from the unpruned model",
         },
     }
+    if "values" in manifest:  # the slots are the same: so are their types
+        record["values"] = manifest["values"]
     start = (
         student,
         AutoTokenizer.from_pretrained(bundle),

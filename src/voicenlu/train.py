@@ -31,6 +31,7 @@ from voicenlu import __version__
 from voicenlu.bundle import read_manifest, record_files, write_manifest
 from voicenlu.calibration import calibrate
 from voicenlu.data.records import Utterance
+from voicenlu.data.types import SlotTypes
 from voicenlu.errors import ConfigError
 from voicenlu.evaluate import compute_metrics, evaluate_bundle
 from voicenlu.features import (
@@ -68,12 +69,14 @@ class TrainConfig:
 
 @dataclass
 class TrainData:
-    """The utterances to learn from and to choose checkpoints on, and where they came from."""
+    """The utterances to learn from and to choose checkpoints on, where they came from, and
+    the slot types the bundle records for resolving slot values."""
 
     train: list[Utterance]
     dev: list[Utterance]
     test: list[Utterance] | None = None
     source: dict = dataclasses.field(default_factory=dict)
+    slot_types: SlotTypes = dataclasses.field(default_factory=SlotTypes)
 
 
 class _Features(torch.utils.data.Dataset):
@@ -327,6 +330,9 @@ def train(
             | {"model_type": model.encoder.config.model_type},
             "intents": intents,
             "slot_tags": tags,
+            "values": data.slot_types.manifest_section(
+                data.train, {t[2:] for t in tags if t != "O"}
+            ),
             "max_length": config.max_length,
             "pad_token_id": pad_id,
             "calibration": calibration,
