@@ -6,6 +6,7 @@ The session is created once; batches are padded to their longest request only.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,14 @@ class Parser:
     'AddToPlaylist'
     """
 
-    def __init__(self, bundle: Path, manifest: dict, session: ort.InferenceSession, precision: str):
+    def __init__(
+        self,
+        bundle: Path,
+        manifest: dict,
+        session: ort.InferenceSession,
+        precision: str,
+        threads: int | None = None,
+    ):
         self.bundle = bundle
         self.manifest = manifest
         self.precision = precision
@@ -65,6 +73,8 @@ class Parser:
         self.pad_id = manifest["pad_token_id"]
         self._constraints = allowed_transitions(self.tags)
         self._input_names = [i.name for i in session.get_inputs()]
+        self.threads = threads or 0
+        self._recogniser = None
 
     @classmethod
     def load(
@@ -105,7 +115,7 @@ class Parser:
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise BundleError(f"{bundle / model_file} could not be loaded: {exc}") from exc
-        return cls(bundle, manifest, session, precision)
+        return cls(bundle, manifest, session, precision, threads)
 
     def logits(self, texts: list[str]):
         """(encodings, intent logits, slot logits) for a batch, padded to its longest text."""
@@ -119,6 +129,40 @@ class Parser:
     def parse(self, text: str, threshold: float | None = None) -> dict:
         """Parse one request."""
         return self.parse_batch([text], threshold=threshold)[0]
+
+    def recogniser(self):
+        """The speech recogniser biased by this bundle's ``speech.json``, loaded on first use."""
+        if self._recogniser is None:
+            from voicenlu.speech import Recogniser
+
+            self._recogniser = Recogniser.from_bundle(self.bundle, self.manifest, self.threads)
+        return self._recogniser
+
+    def parse_audio(
+        self, audio, sample_rate: int | None = None, threshold: float | None = None
+    ) -> dict:
+        """Parse a spoken request: a WAV path or bytes, or PCM samples with ``sample_rate``.
+
+        Needs the speech extra. The result is ``parse``'s for the transcript as the model read
+        it (``text``: lower-cased, words snapped to the training vocabulary), plus
+        ``"transcript"`` (the recogniser's own text) and ``"timing"`` in milliseconds.
+        """
+        from voicenlu.speech import AudioError, read_audio
+
+        samples = read_audio(audio, sample_rate)
+        heard = self.recogniser().transcribe(samples)
+        if not heard.text:
+            raise AudioError("No speech was recognised in the audio: record the request again.")
+        started = time.perf_counter()
+        result = self.parse(heard.text, threshold)
+        understand = time.perf_counter() - started
+        result["transcript"] = heard.raw
+        result["timing"] = {
+            "audio_ms": round(1000 * heard.audio_s, 1),
+            "recognise_ms": round(1000 * heard.recognise_s, 1),
+            "understand_ms": round(1000 * understand, 1),
+        }
+        return result
 
     def parse_batch(
         self, texts: list[str], threshold: float | None = None, batch_size: int = 64

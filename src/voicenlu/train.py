@@ -44,6 +44,7 @@ from voicenlu.features import (
     spans_to_tags,
 )
 from voicenlu.model import DEFAULT_BACKBONE, JointModel, build_model, encoder_config_from_dict
+from voicenlu.speech import write_settings as write_speech_settings
 
 log = logging.getLogger(__name__)
 
@@ -353,6 +354,7 @@ def train(
         | (record or {}),
     )
     record_files(bundle, "model.safetensors", "tokenizer.json")
+    write_speech_settings(bundle, data.train)  # the recogniser's bias: this training data only
     from voicenlu.export import export_onnx
 
     export_onnx(bundle, [u.text for u in data.dev])
