@@ -210,7 +210,10 @@ def format_result(result: dict) -> str:
     else:
         head = f"{intent['name']} ({intent['confidence']:.2f})"
     slots = "  ".join(f'{s["slot"]}="{s["value"]}"' for s in result["slots"])
-    return f"{result['text']}\n  -> {head}  {slots}".rstrip()
+    line = f"{result['text']}\n  -> {head}  {slots}".rstrip()
+    if result.get("truncated"):
+        line += "\n  (truncated: longer than the model reads; only its start was parsed)"
+    return line
 
 
 def cmd_predict(args) -> int:
@@ -276,21 +279,37 @@ def cmd_bench(args) -> int:
 
 
 def cmd_serve(args) -> int:
-    from voicenlu.server import serve
+    from voicenlu.server import Limits, serve
 
+    chosen = {f: getattr(args, f, None) for f in Limits.__dataclass_fields__}
+    limits = {name: value for name, value in chosen.items() if value is not None}
     serve(
         args.bundle,
         host=args.host,
         port=args.port,
         workers=args.workers,
         cors_origins=args.cors_origin,
-        max_chars=args.max_chars,
-        max_batch=args.max_batch,
         microbatch_ms=args.microbatch_ms,
         threads=args.threads,
         access_log=args.access_log,
+        **limits,
     )
     return 0
+
+
+def add_limit_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per server limit, named, typed and explained by the Limits dataclass."""
+    import dataclasses
+
+    from voicenlu.server.limits import Limits
+
+    group = p.add_argument_group("limits (per worker; also VOICENLU_<NAME> in the environment)")
+    for f in dataclasses.fields(Limits):
+        group.add_argument(
+            "--" + f.name.replace("_", "-"),
+            type=int if f.type == "int" else float,
+            help=f"{f.metadata['help']} (default: {f.default})",
+        )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -528,7 +547,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="HTTP service: /parse, /parse/batch, Rasa-compatible /model/parse, demo page at /",
         description="Serves a bundle's ONNX model (int8 when present) with FastAPI/uvicorn. "
         "Set VOICENLU_API_KEY to require `Authorization: Bearer <key>` on every endpoint but "
-        "/health. OpenAPI docs at /docs, Prometheus metrics at /metrics.",
+        "/health. The OpenAPI description is at /openapi.json, Prometheus metrics at /metrics.",
     )
     p.add_argument("bundle", help="model bundle directory")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
@@ -542,8 +561,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)"
     )
-    p.add_argument("--max-chars", type=int, default=1000, help="longest text accepted")
-    p.add_argument("--max-batch", type=int, default=256, help="most texts in one batch request")
     p.add_argument(
         "--microbatch-ms",
         type=float,
@@ -557,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="model threads per worker (default: 1; to use more cores, add workers)",
     )
     p.add_argument("--access-log", action="store_true", help="log a line per request")
+    add_limit_flags(p)
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -15,7 +15,7 @@ from tokenizers import Tokenizer
 
 from voicenlu.bundle import read_manifest
 from voicenlu.calibration import in_scope_scores, softmax
-from voicenlu.data.records import SlotSpan, Utterance
+from voicenlu.data.records import SlotSpan, Utterance, is_blank
 from voicenlu.errors import BundleError, InputError
 from voicenlu.features import (
     allowed_transitions,
@@ -34,13 +34,19 @@ def check_text(text: object) -> str:
     """A request must be a non-blank string; say which rule it broke."""
     if not isinstance(text, str):
         raise InputError(f"The text to parse must be a string, not {type(text).__name__}.")
-    if not text.strip():
-        raise InputError("The text to parse is empty (or only white space).")
+    if is_blank(text):
+        raise InputError(
+            "The text to parse is empty (or only white space, control, zero-width or "
+            "combining characters)."
+        )
     return text
 
 
 class Parser:
     """Turns text into an intent and slots (the result of DESIGN section 4).
+
+    A text longer than the model reads (the bundle's ``max_length`` sub-tokens) is parsed from
+    its beginning and its result says ``"truncated": true``; the key is absent otherwise.
 
     >>> parser = Parser.load("runs/snips/bundle")
     >>> parser.parse("add Diamonds to my roadtrip playlist")["intent"]["name"]
@@ -70,6 +76,7 @@ class Parser:
         self.tokenizer = prepare_tokenizer(
             Tokenizer.from_file(str(bundle / "tokenizer.json")), manifest["max_length"]
         )
+        self.max_length = manifest["max_length"]
         self.pad_id = manifest["pad_token_id"]
         self._constraints = allowed_transitions(self.tags)
         self._input_names = [i.name for i in session.get_inputs()]
@@ -200,7 +207,7 @@ class Parser:
                         "confidence": round(score, 4),
                     }
                 )
-        return {
+        result = {
             "text": text,
             "intent": {
                 "name": ranking[0]["name"] if in_scope else None,
@@ -210,6 +217,17 @@ class Parser:
             "intent_ranking": ranking,
             "slots": slots,
         }
+        if self._truncated(text, encoding):
+            result["truncated"] = True
+        return result
+
+    def _truncated(self, text: str, encoding) -> bool:
+        """The model reads ``max_length`` sub-tokens: was there visible text after them?"""
+        if len(encoding.ids) < self.max_length:
+            return False
+        pairs = zip(encoding.offsets, encoding.special, strict=True)
+        ends = [end for (_, end), special in pairs if not special]
+        return not is_blank(text[max(ends, default=0) :])
 
 
 def result_to_utterance(result: dict) -> Utterance:

@@ -6,14 +6,13 @@ run lists everything to fix; ``format_problems`` renders them for the CLI.
 
 from __future__ import annotations
 
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from voicenlu.data.formats import Dataset, FormatError, Problem, load_dataset
 from voicenlu.data.formats.snips_nlu import SNIPS_BUILTINS
-from voicenlu.data.records import Utterance
+from voicenlu.data.records import Utterance, is_blank
 from voicenlu.errors import DataError
 
 __all__ = ["Problem", "format_problems", "validate", "validate_path"]
@@ -75,14 +74,9 @@ def format_problems(problems: Sequence[Problem]) -> str:
     return "\n".join(lines)
 
 
-def _is_blank(text: str) -> bool:
-    # Zero-width characters (category Cf) are invisible: a text of only those says nothing.
-    return all(c.isspace() or unicodedata.category(c) == "Cf" for c in text)
-
-
 def _utterance_problems(utt: Utterance, file: str, where: str) -> list[Problem]:
     problems = []
-    if _is_blank(utt.text):
+    if is_blank(utt.text):
         problems.append(
             Problem(file, where, "empty utterance", "write the request's text or delete it")
         )
@@ -100,7 +94,7 @@ def _utterance_problems(utt: Utterance, file: str, where: str) -> list[Problem]:
             )
             continue
         value = utt.text[s.start : s.end]
-        if _is_blank(value):
+        if is_blank(value):
             problems.append(
                 Problem(
                     file,
