@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 
 from voicenlu.runtime import Parser
-from voicenlu.speech import SAMPLE_RATE, AudioError, mix_noise, model_dir, read_audio
+from voicenlu.speech import SAMPLE_RATE, AudioError, mix_noise, model_dir
 from voicenlu.values import EntityResolver
 
 SNRS = (24, 21, 18, 15, 12, 9, 6)
@@ -64,9 +64,7 @@ def read_wav_int16(path: Path) -> np.ndarray:
         return np.frombuffer(w.readframes(w.getnframes()), dtype="<i2")
 
 
-def condition_audio(
-    clean: np.ndarray, noise: np.ndarray, condition: str, index: int
-) -> np.ndarray:
+def condition_audio(clean: np.ndarray, noise: np.ndarray, condition: str, index: int) -> np.ndarray:
     """The float samples the recogniser hears in ``condition`` (noise quantised as written)."""
     speech = clean.astype(np.float64) / 32768.0
     if condition == "clean":
@@ -164,8 +162,14 @@ def run(args) -> dict:
             if accepted(labels[file], got):
                 ok += 1
             elif condition == "clean":
-                misses.append({"file": file, "label": labels[file]["slots"], "heard": row["raw"],
-                               "got": got and got["slots"]})
+                misses.append(
+                    {
+                        "file": file,
+                        "label": labels[file]["slots"],
+                        "heard": row["raw"],
+                        "got": got and got["slots"],
+                    }
+                )
         by_condition[condition] = ok / len(files)
     decoded = [rows[(c, f)] for c in conditions for f in files]
     recognise = [r["recognise_s"] for r in decoded]
@@ -252,8 +256,12 @@ def plot(result: dict, path: Path) -> None:
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
     snrs = list(result["by_snr"])
-    left.plot([int(s) for s in snrs], [100 * result["by_snr"][s] for s in snrs], "o-",
-              label="voicenlu (302 recordings, kitchen)")
+    left.plot(
+        [int(s) for s in snrs],
+        [100 * result["by_snr"][s] for s in snrs],
+        "o-",
+        label="voicenlu (302 recordings, kitchen)",
+    )
     left.axhline(100 * result["clean"], ls="--", c="grey", label="voicenlu, clean")
     left.invert_xaxis()
     left.set_xlabel("SNR (dB)")

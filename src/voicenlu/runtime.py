@@ -146,7 +146,11 @@ class Parser:
         return self._recogniser
 
     def parse_audio(
-        self, audio, sample_rate: int | None = None, threshold: float | None = None
+        self,
+        audio,
+        sample_rate: int | None = None,
+        threshold: float | None = None,
+        max_seconds: float | None = None,
     ) -> dict:
         """Parse a spoken request: a WAV path or bytes, or PCM samples with ``sample_rate``.
 
@@ -154,9 +158,9 @@ class Parser:
         it (``text``: lower-cased, words snapped to the training vocabulary), plus
         ``"transcript"`` (the recogniser's own text) and ``"timing"`` in milliseconds.
         """
-        from voicenlu.speech import AudioError, read_audio
+        from voicenlu.speech import MAX_SECONDS, AudioError, read_audio
 
-        samples = read_audio(audio, sample_rate)
+        samples = read_audio(audio, sample_rate, max_seconds or MAX_SECONDS)
         heard = self.recogniser().transcribe(samples)
         if not heard.text:
             raise AudioError("No speech was recognised in the audio: record the request again.")

@@ -56,6 +56,10 @@ class AudioError(InputError):
     """Audio that cannot be recognised: not WAV, empty, too long, or not 16 kHz mono PCM."""
 
 
+class AudioTooLong(AudioError):
+    """A recording longer than the limit."""
+
+
 class SpeechUnavailable(VoiceNLUError):
     """The speech extra is not installed, or its model files are not the expected ones."""
 
@@ -64,7 +68,9 @@ class SpeechUnavailable(VoiceNLUError):
 
 
 def read_audio(
-    source: str | Path | bytes | np.ndarray, sample_rate: int | None = None
+    source: str | Path | bytes | np.ndarray,
+    sample_rate: int | None = None,
+    max_seconds: float = MAX_SECONDS,
 ) -> np.ndarray:
     """Mono float32 samples in [-1, 1] at 16 kHz from a WAV path, WAV bytes or PCM samples.
 
@@ -74,9 +80,9 @@ def read_audio(
     if isinstance(source, np.ndarray):
         if sample_rate is None:
             raise AudioError("PCM samples need their sample_rate (16000).")
-        return _check(_as_float(source), sample_rate, "the samples")
+        return _check(_as_float(source), sample_rate, "the samples", max_seconds)
     if isinstance(source, bytes | bytearray):
-        return _check(*_decode_wav(bytes(source), "the audio"), "the audio")
+        return _check(*_decode_wav(bytes(source), "the audio"), "the audio", max_seconds)
     path = Path(source)
     try:
         data = path.read_bytes()
@@ -85,7 +91,7 @@ def read_audio(
     samples, rate = _decode_wav(data, str(path))
     if sample_rate is not None and sample_rate != rate:
         raise AudioError(f"{path} is {rate} Hz, not the {sample_rate} Hz asked for.")
-    return _check(samples, rate, str(path))
+    return _check(samples, rate, str(path), max_seconds)
 
 
 def _decode_wav(data: bytes, name: str) -> tuple[np.ndarray, int]:
@@ -117,7 +123,7 @@ def _as_float(samples: np.ndarray) -> np.ndarray:
     return samples.astype(np.float32)
 
 
-def _check(samples: np.ndarray, rate: int, name: str) -> np.ndarray:
+def _check(samples: np.ndarray, rate: int, name: str, max_seconds: float) -> np.ndarray:
     if rate != SAMPLE_RATE:
         raise AudioError(
             f"{name} is sampled at {rate} Hz; voicenlu hears 16 kHz: resample it first "
@@ -126,9 +132,9 @@ def _check(samples: np.ndarray, rate: int, name: str) -> np.ndarray:
     if samples.size == 0:
         raise AudioError(f"{name} holds no samples: send a recording of the request.")
     seconds = samples.size / SAMPLE_RATE
-    if seconds > MAX_SECONDS:
-        raise AudioError(
-            f"{name} is {seconds:.1f} s long; a request may last at most {MAX_SECONDS:.0f} s."
+    if seconds > max_seconds:
+        raise AudioTooLong(
+            f"{name} is {seconds:.1f} s long; a request may last at most {max_seconds:g} s."
         )
     return samples
 

@@ -33,7 +33,7 @@ from pathlib import Path
 from voicenlu.data.records import SlotSpan, Utterance
 
 # Utterances per intent when an intent's expansion is larger (then sampled, else expanded fully).
-MAX_PER_INTENT = 3000
+MAX_PER_INTENT = 1000
 SEED = 0
 
 _SLOT = re.compile(r"\$([A-Za-z_][\w\-]*)(?::([A-Za-z_][\w\-]*))?")

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from voicenlu.errors import ConfigError
+from voicenlu.speech import MAX_SECONDS, SAMPLE_RATE
 
 
 def _limit(default, help: str):
@@ -32,6 +33,12 @@ class Limits:
     )
     max_body_bytes: int = _limit(
         0, "largest request body (413 beyond); 0: room for a maximal batch as UTF-8 JSON"
+    )
+    max_audio_seconds: float = _limit(
+        15.0, "longest recording /parse/audio accepts, in seconds (413 beyond; at most 30)"
+    )
+    max_audio_bytes: int = _limit(
+        0, "largest /parse/audio body (413 beyond); 0: room for max_audio_seconds of 16 kHz WAV"
     )
     max_header_bytes: int = _limit(16_384, "request line and headers together (431 beyond)")
     max_headers: int = _limit(64, "most header fields in one request (431 beyond)")
@@ -54,13 +61,23 @@ class Limits:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
-            least = 0 if f.name == "max_body_bytes" else 1 if f.type == "int" else 0.001
+            auto = f.name in ("max_body_bytes", "max_audio_bytes")  # 0: derived below
+            least = 0 if auto else 1 if f.type == "int" else 0.001
             if isinstance(value, bool) or not isinstance(value, int | float) or value < least:
                 raise ConfigError(f"{f.name} must be a number of at least {least}, not {value!r}.")
         if self.max_body_bytes == 0:
             # Room for a full batch of maximal texts at 4 UTF-8 bytes a character, plus framing.
             room = min(self.max_batch * self.max_chars, self.max_batch_chars)
             object.__setattr__(self, "max_body_bytes", 4 * room + 16 * self.max_batch + 1024)
+
+        if self.max_audio_seconds > MAX_SECONDS:
+            raise ConfigError(
+                f"max_audio_seconds must be at most {MAX_SECONDS:.0f} (one recogniser window)."
+            )
+        if self.max_audio_bytes == 0:
+            # 16-bit samples at 16 kHz, plus room for the WAV header and multipart framing.
+            audio = int(2 * SAMPLE_RATE * self.max_audio_seconds)
+            object.__setattr__(self, "max_audio_bytes", audio + 65_536)
 
     def asdict(self) -> dict:
         return dataclasses.asdict(self)
