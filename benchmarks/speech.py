@@ -85,7 +85,9 @@ def transcribe_all(parser, data_dir, files, conditions, cache: Path) -> dict:
     noise = read_wav_int16(data_dir / "noise/kitchen.wav")
     recogniser = parser.recogniser()
     cache.parent.mkdir(parents=True, exist_ok=True)
-    todo = [(c, i, f) for c in conditions for i, f in enumerate(files) if (c, f) not in done]
+    # File by file, every condition of a file before the next: an interrupted run leaves a
+    # prefix of the recordings scored in all conditions.
+    todo = [(c, i, f) for i, f in enumerate(files) for c in conditions if (c, f) not in done]
     started = time.time()
     with cache.open("a") as out:
         for n, (condition, index, file) in enumerate(todo, 1):
