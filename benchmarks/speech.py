@@ -75,7 +75,7 @@ def condition_audio(clean: np.ndarray, noise: np.ndarray, condition: str, index:
     return (pcm / 32768.0).astype(np.float32)
 
 
-def transcribe_all(parser, data_dir, files, conditions, cache: Path) -> dict:
+def transcribe_all(recogniser, data_dir, files, conditions, cache: Path) -> dict:
     """``{(condition, file): cached row}``, decoding what the cache does not hold yet."""
     done: dict[tuple[str, str], dict] = {}
     if cache.is_file():
@@ -83,7 +83,6 @@ def transcribe_all(parser, data_dir, files, conditions, cache: Path) -> dict:
             row = json.loads(line)
             done[(row["condition"], row["file"])] = row
     noise = read_wav_int16(data_dir / "noise/kitchen.wav")
-    recogniser = parser.recogniser()
     cache.parent.mkdir(parents=True, exist_ok=True)
     # File by file, every condition of a file before the next: an interrupted run leaves a
     # prefix of the recordings scored in all conditions.
@@ -150,7 +149,7 @@ def run(args) -> dict:
     resolver = EntityResolver.from_dict(values.get("entities", {}))
     types = values.get("slot_types", {})
 
-    rows = transcribe_all(parser, data_dir, files, conditions, Path(args.cache))
+    rows = transcribe_all(parser.recogniser(), data_dir, files, conditions, Path(args.cache))
     by_condition: dict[str, float] = {}
     misses: list[dict] = []
     understand_s: list[float] = []

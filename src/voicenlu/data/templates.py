@@ -298,7 +298,8 @@ def render(pieces: list[_Piece], intent: str) -> Utterance:
 def expand(context: Context, max_per_intent: int = MAX_PER_INTENT, seed: int = SEED):
     """Every intent's sentences: all of them up to ``max_per_intent``, else a seeded sample.
 
-    Sentences that read the same are kept once, so a sample may come out a little short.
+    Sentences that read the same are kept once, so a sample may come out a little short; a
+    reading with nothing in it (every part optional and left out) is skipped.
     """
     by_intent: dict[str, list[Template]] = {}
     for template in context.templates:
@@ -309,14 +310,17 @@ def expand(context: Context, max_per_intent: int = MAX_PER_INTENT, seed: int = S
         if sum(count(t.parts, context) for t in templates) <= max_per_intent:
             for template in templates:
                 for pieces in _all(template.parts, context):
-                    seen.setdefault(render(pieces, intent))
+                    if pieces:  # a template read with every optional part left out
+                        seen.setdefault(render(pieces, intent))
         else:
             rng = random.Random(f"{seed}:{intent}")
             for attempt in range(4 * max_per_intent):
                 if len(seen) >= max_per_intent:
                     break
                 template = templates[attempt % len(templates)]
-                seen.setdefault(render(_sample(template.parts, context, rng), intent))
+                pieces = _sample(template.parts, context, rng)
+                if pieces:
+                    seen.setdefault(render(pieces, intent))
         utterances += seen
     return utterances
 
