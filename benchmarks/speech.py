@@ -75,15 +75,26 @@ def condition_audio(clean: np.ndarray, noise: np.ndarray, condition: str, index:
     return (pcm / 32768.0).astype(np.float32)
 
 
-def transcribe_all(recogniser, data_dir, files, conditions, cache: Path) -> dict:
-    """``{(condition, file): cached row}``, decoding what the cache does not hold yet."""
+def transcribe_all(
+    recogniser, data_dir, files, conditions, cache: Path, decode: bool = True
+) -> dict:
+    """``{(condition, file): cached row}``, decoding what the cache does not hold yet (with
+    ``decode``; else only what the cache holds)."""
     done: dict[tuple[str, str], dict] = {}
+    made_with = cache.with_suffix(".settings.json")  # the recogniser settings of the cache
+    if cache.is_file() and cache.stat().st_size:
+        if not made_with.is_file() or json.loads(made_with.read_text()) != recogniser.settings:
+            raise SystemExit(f"{cache} was decoded with other settings: delete it or use --cache")
+    else:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        made_with.write_text(json.dumps(recogniser.settings, indent=1))
     if cache.is_file():
         for line in cache.read_text().splitlines():
             row = json.loads(line)
             done[(row["condition"], row["file"])] = row
+    if not decode:
+        return done
     noise = read_wav_int16(data_dir / "noise/kitchen.wav")
-    cache.parent.mkdir(parents=True, exist_ok=True)
     # File by file, every condition of a file before the next: an interrupted run leaves a
     # prefix of the recordings scored in all conditions.
     todo = [(c, i, f) for i, f in enumerate(files) for c in conditions if (c, f) not in done]
@@ -149,7 +160,13 @@ def run(args) -> dict:
     resolver = EntityResolver.from_dict(values.get("entities", {}))
     types = values.get("slot_types", {})
 
-    rows = transcribe_all(parser.recogniser(), data_dir, files, conditions, Path(args.cache))
+    rows = transcribe_all(
+        parser.recogniser(), data_dir, files, conditions, Path(args.cache), not args.cached_only
+    )
+    if args.cached_only:  # the recordings decoded in every condition so far
+        files = [f for f in files if all((c, f) in rows for c in conditions)]
+        if not files:
+            raise SystemExit(f"{args.cache} holds no recording decoded in every condition yet")
     by_condition: dict[str, float] = {}
     misses: list[dict] = []
     understand_s: list[float] = []
@@ -291,6 +308,11 @@ def main(argv=None) -> int:
     p.add_argument("--cache", default="runs/speech/transcripts.jsonl")
     p.add_argument("--limit", type=int, default=0, help="first N recordings only (sorted)")
     p.add_argument("--clean-only", action="store_true")
+    p.add_argument(
+        "--cached-only",
+        action="store_true",
+        help="decode nothing: score the recordings the cache holds in every condition",
+    )
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
     try:
