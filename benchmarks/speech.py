@@ -168,15 +168,17 @@ def run(args) -> dict:
         if not files:
             raise SystemExit(f"{args.cache} holds no recording decoded in every condition yet")
     by_condition: dict[str, float] = {}
+    rejected: dict[str, int] = {}  # no answer: out of scope by the bundle's threshold
     misses: list[dict] = []
     understand_s: list[float] = []
     for condition in conditions:
-        ok = 0
+        ok = rejected[condition] = 0
         for file in files:
             row = rows[(condition, file)]
             started = time.perf_counter()
             got = answer(parser, resolver, types, row["text"])
             understand_s.append(time.perf_counter() - started)
+            rejected[condition] += got is None
             if accepted(labels[file], got):
                 ok += 1
             elif condition == "clean":
@@ -201,6 +203,7 @@ def run(args) -> dict:
         "clean": by_condition["clean"],
         "by_snr": {str(s): by_condition[str(s)] for s in SNRS if str(s) in by_condition},
         "average_noisy": statistics.fmean(noisy) if noisy else None,
+        "rejected": rejected,
         "latency_ms_p50": round(percentile(total_ms, 50), 1),
         "latency_ms_p95": round(percentile(total_ms, 95), 1),
         "recognise_ms_p50": round(1000 * percentile(recognise, 50), 1),
@@ -242,6 +245,11 @@ def render_markdown(result: dict, command: str) -> str:
     if result["average_noisy"] is not None:
         lines.append(f"| **average over noise (6-24 dB)** | **{pct(result['average_noisy'])}** |")
     lines += [
+        "",
+        "Commands with no answer (rejected as out of scope by the bundle's threshold, which "
+        "lets 99% of its dev requests through): "
+        + ", ".join(f"{c} {n}" for c, n in result["rejected"].items())
+        + ".",
         "",
         "Published engines (their figures, not measured here: averaged over cafe and kitchen "
         "noise on all 619 recordings, from upstream's result summary):",
