@@ -218,6 +218,12 @@ def run(args) -> dict:
         "recogniser": parser.recogniser().settings["recogniser"],
         "beam_size": parser.recogniser().settings["beam_size"],
         "nlu_precision": parser.precision,
+        "nlu_training": {
+            "data": parser.manifest["data"],
+            "epochs": parser.manifest["training"]["epochs"],
+            "seed": parser.manifest["training"]["seed"],
+            "backbone": parser.manifest["backbone"],
+        },
         "threads": args.threads,
         "cpus": os.cpu_count(),
         "seed": SEED,
@@ -235,7 +241,11 @@ def render_markdown(result: dict, command: str) -> str:
         "",
         f"Recordings: {result['recordings']} of upstream's 619 (the half in the shared data "
         f"folder; the other half is held out). Noise: kitchen only. Data and protocol: "
-        f"{UPSTREAM}. NLU model trained on the Rhino context's template expansion only.",
+        f"{UPSTREAM}. NLU model trained on the Rhino context's template expansion only "
+        f"({result['nlu_training']['data']['train']} utterances, "
+        f"{result['nlu_training']['epochs']:g} epochs, seed {result['nlu_training']['seed']}: "
+        "`voicenlu train --data rhino/coffee_maker.yaml --epochs "
+        f"{result['nlu_training']['epochs']:g}`).",
         "",
         "| condition | voicenlu acceptance |",
         "|---|---|",
