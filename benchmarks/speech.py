@@ -153,6 +153,7 @@ def percentile(values: list[float], q: float) -> float:
 def run(args) -> dict:
     data_dir = Path(args.data_dir)
     labels = json.loads((data_dir / "label.json").read_text())
+    available = len(labels)
     files = sorted(labels)[: args.limit or None]
     conditions = CONDITIONS if not args.clean_only else ("clean",)
     parser = Parser.load(args.bundle, threads=args.threads)
@@ -200,6 +201,7 @@ def run(args) -> dict:
     nlu_file = bundle / ("model.int8.onnx" if parser.precision == "int8" else "model.onnx")
     result = {
         "recordings": len(files),
+        "recordings_available": available,
         "clean": by_condition["clean"],
         "by_snr": {str(s): by_condition[str(s)] for s in SNRS if str(s) in by_condition},
         "average_noisy": statistics.fmean(noisy) if noisy else None,
@@ -236,11 +238,17 @@ def run(args) -> dict:
 
 def render_markdown(result: dict, command: str) -> str:
     pct = lambda x: f"{100 * x:.1f}%"  # noqa: E731
+    n, available = result["recordings"], result["recordings_available"]
+    partial = (
+        f"**{n} of the {available} recordings at hand** (the first by file name; the run "
+        "stopped before the others were decoded in every condition), of upstream's 619"
+        if n < available
+        else f"{n} of upstream's 619 (the half at hand; the other half is held out)"
+    )
     lines = [
         "# Speech to intent: Picovoice's coffee-order benchmark",
         "",
-        f"Recordings: {result['recordings']} of upstream's 619 (the half in the shared data "
-        f"folder; the other half is held out). Noise: kitchen only. Data and protocol: "
+        f"Recordings: {partial}. Noise: kitchen only. Data and protocol: "
         f"{UPSTREAM}. NLU model trained on the Rhino context's template expansion only "
         f"({result['nlu_training']['data']['train']} utterances, "
         f"{result['nlu_training']['epochs']:g} epochs, seed {result['nlu_training']['seed']}: "
