@@ -304,15 +304,16 @@ def plot(result: dict, path: Path) -> None:
         [int(s) for s in snrs],
         [100 * result["by_snr"][s] for s in snrs],
         "o-",
-        label="voicenlu (302 recordings, kitchen)",
+        label=f"voicenlu ({result['recordings']} recordings, kitchen)",
     )
     left.axhline(100 * result["clean"], ls="--", c="grey", label="voicenlu, clean")
+    left.set_xticks([int(s) for s in snrs])
     left.invert_xaxis()
     left.set_xlabel("SNR (dB)")
     left.set_ylabel("command acceptance (%)")
     left.legend(loc="lower left")
-    names = ["voicenlu (ours, 302, kitchen)"] + [
-        f"{n} (theirs, 619)" for n in result["published_average_noisy_619"]
+    names = [f"voicenlu (ours, {result['recordings']}, kitchen)"] + [
+        f"{n} (theirs, 619, cafe+kitchen)" for n in result["published_average_noisy_619"]
     ]
     ours = result["average_noisy"] or 0.0
     vals = [100 * ours] + [100 * v for v in result["published_average_noisy_619"].values()]
