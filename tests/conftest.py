@@ -50,23 +50,77 @@ TINY_PER_INTENT = 40
 
 @pytest.fixture(scope="session")
 def tiny_data(snips):
-    """40 training utterances per intent; a disjoint dev slice of 10 per intent."""
-    from voicenlu.data import stratified_slice
-    from voicenlu.train import TrainData
+    """40 training utterances per intent; a disjoint dev slice of 10 per intent; the bundle is
+    scored on 15 test utterances per intent (its recorded origin names the whole test set)."""
+    import dataclasses
 
-    return TrainData(
-        train=stratified_slice(snips.train, TINY_PER_INTENT, seed=1),
-        dev=stratified_slice(snips.dev, 10, seed=1),
-        test=stratified_slice(snips.test, 15, seed=1),
-        source={"name": "snips-2017-06", "slice": TINY_PER_INTENT},
-        slot_types=snips.slot_types,
-    )
+    from voicenlu.data import stratified_slice
+    from voicenlu.data.training import snips_split
+
+    data = snips_split(snips, per_intent=TINY_PER_INTENT, seed=1, dev_per_intent=10)
+    return dataclasses.replace(data, test=stratified_slice(snips.test, 15, seed=1))
 
 
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory, tiny_data) -> Path:
     """A bundle of the default backbone fine-tuned for a few epochs on ``tiny_data``."""
-    from voicenlu.train import TrainConfig, train
+    from voicenlu.config import TrainConfig
+    from voicenlu.pipeline import train_bundle
 
     config = TrainConfig(epochs=4, batch_size=16, seed=3, max_length=48)
-    return train(tiny_data, config, tmp_path_factory.mktemp("tiny_run"))
+    return train_bundle(tiny_data, config, tmp_path_factory.mktemp("tiny_run"))
+
+
+# --- A user's own assistant: the Rasa example, trained once per session through the CLI ---
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+ASSISTANT = EXAMPLES / "assistant.rasa.yml"
+
+
+def run_cli(*args: str, env: dict | None = None, stdin: str | None = None):
+    """``voicenlu ARGS`` in a new process, as a user runs it; never a traceback."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "voicenlu", *args],
+        env={**os.environ, **(env or {})},
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    return done
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """Run ``voicenlu ARGS`` in a new process (see ``run_cli``)."""
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def assistant_run(tmp_path_factory):
+    """``voicenlu train --data examples/assistant.rasa.yml``: 27 utterances, 3 intents."""
+    out = tmp_path_factory.mktemp("assistant")
+    done = run_cli(
+        "train",
+        "--data",
+        str(ASSISTANT),
+        "--epochs",
+        "12",
+        "--batch-size",
+        "8",
+        "--head-lr",
+        "3e-3",
+        "--output-dir",
+        str(out),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return out / "bundle", done.stdout
+
+
+@pytest.fixture(scope="session")
+def assistant_bundle(assistant_run) -> Path:
+    return assistant_run[0]

@@ -22,23 +22,8 @@ def run(*args: str):
 
 
 @pytest.fixture(scope="module")
-def rasa_bundle(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("rasa")
-    done = run(
-        "train",
-        "--data",
-        str(EXAMPLES / "assistant.rasa.yml"),
-        "--epochs",
-        "12",
-        "--batch-size",
-        "8",
-        "--head-lr",
-        "3e-3",
-        "--output-dir",
-        str(out),
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return out / "bundle"
+def rasa_bundle(assistant_bundle) -> Path:
+    return assistant_bundle
 
 
 def test_validate_accepts_the_examples_and_reports_bad_lines(tmp_path):
@@ -75,6 +60,24 @@ def test_rasa_assistant_parses_its_own_examples(rasa_bundle):
     assert json.loads((rasa_bundle / "voicenlu.json").read_text())["data"]["format"] == "rasa"
     timer = parser.parse("set a timer for 10 minutes", threshold=0.0)
     assert timer["intent"]["name"] == "SetTimer"
+
+
+def test_rasa_assistant_resolves_synonyms_and_durations(rasa_bundle):
+    values = json.loads((rasa_bundle / "voicenlu.json").read_text())["values"]
+    assert values["slot_types"]["duration"] == "duration"
+    assert values["entities"]["city"]["values"]["Zürich"] == ["Zurich", "Zuerich"]
+    parser = Parser.load(rasa_bundle)
+    umbrella = parser.parse("do I need an umbrella in Zurich", threshold=0.0)
+    [city] = [s for s in umbrella["slots"] if s["slot"] == "city"]
+    assert city["value"] == "Zurich" and city["resolved"]["value"] == "Zürich"
+    timer = parser.parse("set a timer for 10 minutes", threshold=0.0)
+    [duration] = [s for s in timer["slots"] if s["slot"] == "duration"]
+    assert duration["resolved"] == {
+        "kind": "duration",
+        "value": 10,
+        "unit": "minute",
+        "seconds": 600,
+    }
 
 
 def test_stored_threshold_rejects_out_of_scope_text(rasa_bundle):

@@ -375,7 +375,7 @@ def test_round_trip_property(tmp_path_factory, pieces):
     for plain, value in pieces:
         if not value:
             continue
-        text += plain + " "
+        text += f"{plain} " if plain else ""  # a blank piece adds nothing: no leading space
         slots.append(SlotSpan(f"s{len(slots)}", len(text), len(text) + len(value)))
         text += value + " "
     utt = Utterance(text.strip(), "I", tuple(slots))

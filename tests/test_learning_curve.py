@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import statistics
 
 import pytest
 
+from voicenlu.baselines import TfidfLogReg
+from voicenlu.config import TrainConfig
 from voicenlu.data import stratified_slice
 from voicenlu.errors import ConfigError
 from voicenlu.learning_curve import (
@@ -16,7 +19,6 @@ from voicenlu.learning_curve import (
     render_learning_curve,
 )
 from voicenlu.plots import plot_learning_curve
-from voicenlu.train import TrainConfig
 
 
 def test_parse_sizes():
@@ -43,8 +45,24 @@ def test_a_real_curve_with_two_draws(snips, tmp_path):
     ours, baseline = result["rows"]
     assert (ours["model"], baseline["model"]) == ("voicenlu", "tfidf_logreg")
     assert ours["per_intent"] == 3 and ours["draws"] == 2
-    assert 0.0 <= ours["intent_accuracy"] <= 1.0 and 0.0 <= ours["slot_f1"] <= 1.0
-    assert 0.0 <= baseline["intent_accuracy"] <= 1.0 and baseline["slot_f1"] is None
+    # The rows are the means of what each run's bundle scored on the test slice.
+    scored = [
+        json.loads((tmp_path / f"3-draw{d}" / "bundle" / "metrics.json").read_text())
+        for d in (0, 1)
+    ]
+    assert all(m["n"] == len(small.test) for m in scored)
+    for key in ("intent_accuracy", "slot_f1"):
+        assert ours[key] == pytest.approx(statistics.mean(m[key] for m in scored))
+    # The baseline row is TF-IDF trained on each draw and scored on the same slice.
+    accuracies = []
+    for draw, seed in ((0, 5), (1, 6)):
+        chosen = stratified_slice(snips.train, 3, seed)
+        predicted = TfidfLogReg(seed=seed).fit(chosen).predict([u.text for u in small.test])
+        right = [p == u.intent for p, u in zip(predicted, small.test, strict=True)]
+        accuracies.append(statistics.mean(right))
+        assert result["runs"][draw]["tfidf_logreg"]["intent_accuracy"] == accuracies[-1]
+    assert baseline["intent_accuracy"] == pytest.approx(statistics.mean(accuracies))
+    assert baseline["slot_f1"] is None
     # Two different draws train two different models.
     first, second = (tmp_path / f"3-draw{d}" / "bundle" / "voicenlu.json" for d in (0, 1))
     assert json.loads(first.read_text())["training"]["seed"] == 5

@@ -8,8 +8,9 @@ import pytest
 
 from voicenlu.bundle import read_manifest
 from voicenlu.errors import ConfigError
-from voicenlu.evaluate import compute_metrics
-from voicenlu.optimize import prune, quantize
+from voicenlu.metrics import compute_metrics
+from voicenlu.pipeline import prune
+from voicenlu.quantize import quantize
 from voicenlu.runtime import Parser, result_to_utterance
 
 
@@ -46,8 +47,7 @@ def test_removed_heads_compute_what_gated_heads_compute(tiny_bundle):
     import torch
 
     from voicenlu.features import encode, pad_batch
-    from voicenlu.optimize import remove_heads
-    from voicenlu.train import load_torch_model
+    from voicenlu.model import load_torch_model, remove_heads
 
     model, tokenizer, manifest = load_torch_model(tiny_bundle)
     drop = {0: [1, 5, 7], 3: [0], 5: list(range(11))}
@@ -78,7 +78,7 @@ def test_removed_heads_compute_what_gated_heads_compute(tiny_bundle):
 
 
 def test_pruned_bundle_is_smaller_loads_and_parses(tiny_bundle, tiny_data, tmp_path):
-    bundle = prune(tiny_bundle, tmp_path / "pruned", tiny_data, layers=3, heads=0.25, epochs=1)
+    bundle = prune(tiny_bundle, tmp_path / "pruned", layers=3, heads=0.25, epochs=1)
     manifest = read_manifest(bundle)
     assert manifest["encoder_config"]["num_hidden_layers"] == 3
     assert len(manifest["pruning"]["layers_kept"]) == 3
@@ -95,8 +95,8 @@ def test_pruned_bundle_is_smaller_loads_and_parses(tiny_bundle, tiny_data, tmp_p
     assert Parser.load(bundle).parse("play jazz")["intent"]["name"] in manifest["intents"]
 
 
-def test_prune_refuses_impossible_settings(tiny_bundle, tiny_data, tmp_path):
+def test_prune_refuses_impossible_settings(tiny_bundle, tmp_path):
     with pytest.raises(ConfigError, match="--layers"):
-        prune(tiny_bundle, tmp_path / "p", tiny_data, layers=6)
+        prune(tiny_bundle, tmp_path / "p", layers=6)
     with pytest.raises(ConfigError, match="--heads"):
-        prune(tiny_bundle, tmp_path / "p", tiny_data)
+        prune(tiny_bundle, tmp_path / "p")

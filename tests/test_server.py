@@ -29,6 +29,7 @@ from schemathesis import GenerationMode
 from voicenlu.errors import ConfigError
 from voicenlu.runtime import Parser
 from voicenlu.server import Limits, app_from_env, create_app, serve, to_rasa
+from voicenlu.server.schemas import rasa_value
 
 CHROMIUM = Path("/usr/bin/chromium")
 SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "demo.png"
@@ -106,6 +107,16 @@ def client(api) -> Iterator[httpx.Client]:
 
 
 @pytest.fixture(scope="module")
+def typed_example(parser, tiny_data) -> str:
+    """A training request in which the tiny model finds a time slot that resolves."""
+    for utterance in tiny_data.train:
+        result = parser.parse(utterance.text)
+        if any((s["resolved"] or {}).get("kind") == "time" for s in result["slots"]):
+            return utterance.text
+    pytest.fail("the tiny model finds no resolvable time in any training request")
+
+
+@pytest.fixture(scope="module")
 def slot_example(parser, tiny_data) -> str:
     """A training request the tiny model parses in scope with at least one slot."""
     for utterance in tiny_data.train:
@@ -118,8 +129,8 @@ def slot_example(parser, tiny_data) -> str:
 # --- Endpoints ---------------------------------------------------------------------------------
 
 
-def test_parse_answers_the_design_result(client, parser):
-    text = TEXTS[0]
+def test_parse_answers_the_design_result(client, parser, slot_example):
+    text = slot_example
     result = client.post("/parse", json={"text": text}).raise_for_status().json()
     expected = parser.parse(text)
     assert set(result) == {"text", "intent", "in_scope", "intent_ranking", "slots"}
@@ -127,6 +138,8 @@ def test_parse_answers_the_design_result(client, parser):
     assert [r["name"] for r in result["intent_ranking"]] == [
         r["name"] for r in expected["intent_ranking"]
     ]
+    spans = [(s["slot"], s["start"], s["end"]) for s in result["slots"]]
+    assert spans and spans == [(s["slot"], s["start"], s["end"]) for s in expected["slots"]]
     for slot in result["slots"]:
         assert text[slot["start"] : slot["end"]] == slot["value"]
 
@@ -157,15 +170,85 @@ def test_rasa_endpoint_answers_rasa_shape(client, slot_example):
     }
     assert rasa["entities"], "slot_example has a slot"
     for entity, slot in zip(rasa["entities"], ours["slots"], strict=True):
-        assert set(entity) == {"entity", "value", "start", "end", "confidence_entity", "extractor"}
-        assert (entity["entity"], entity["value"], entity["start"], entity["end"]) == (
+        assert set(entity) == {
+            "entity",
+            "value",
+            "text",
+            "start",
+            "end",
+            "confidence_entity",
+            "extractor",
+            "additional_info",
+        }
+        assert (entity["entity"], entity["text"], entity["start"], entity["end"]) == (
             slot["slot"],
             slot["value"],
             slot["start"],
             slot["end"],
         )
+        assert entity["additional_info"] == slot["resolved"]
+        assert entity["value"] == (slot["value"] if slot["resolved"] is None else rasa_value(slot))
         assert entity["extractor"] == "voicenlu"
     assert all(set(r) == {"name", "confidence"} for r in rasa["intent_ranking"])
+
+
+def test_rasa_entity_values_follow_rasas_duckling_extractor():
+    def slot(resolved):
+        return {"value": "the text", "resolved": resolved}
+
+    instant = {"kind": "time", "type": "value", "value": "2026-11-29T20:00:00.000+01:00"}
+    interval = {
+        "kind": "time",
+        "type": "interval",
+        "from": {"value": "2026-11-28T17:00:00.000+01:00", "grain": "hour"},
+        "to": None,
+    }
+    custom = {"kind": "custom", "entity": "city", "value": "New York", "match": "synonym"}
+    assert rasa_value(slot(instant)) == "2026-11-29T20:00:00.000+01:00"
+    assert rasa_value(slot(interval)) == {"to": None, "from": "2026-11-28T17:00:00.000+01:00"}
+    assert rasa_value(slot({"kind": "number", "value": 4})) == 4
+    assert rasa_value(slot(custom)) == "New York"
+    assert rasa_value(slot(None)) == "the text"
+
+
+def test_slots_resolve_relative_to_the_request(client, parser, typed_example):
+    ref = {"reference_time": "2026-11-28T12:00:00+01:00", "timezone": "Asia/Tokyo"}
+    result = client.post("/parse", json={"text": typed_example, **ref}).raise_for_status().json()
+    expected = parser.parse(typed_example, **ref)
+    assert [s["resolved"] for s in result["slots"]] == [s["resolved"] for s in expected["slots"]]
+    assert any(s["resolved"] for s in result["slots"])
+    batch = client.post("/parse/batch", json={"texts": [typed_example], **ref}).json()
+    assert batch[0]["slots"] == result["slots"]
+    rasa = client.post("/model/parse", json={"text": typed_example, **ref}).json()
+    assert [e["additional_info"] for e in rasa["entities"]] == [
+        s["resolved"] for s in result["slots"]
+    ]
+
+
+def test_server_timezone_setting(tiny_bundle, typed_example):
+    with TestClient(create_app(tiny_bundle, api_key="", timezone="Asia/Tokyo")) as c:
+        assert c.get("/metadata").json()["timezone"] == "Asia/Tokyo"
+        result = c.post("/parse", json={"text": typed_example}).json()
+    times = [s["resolved"] for s in result["slots"] if (s["resolved"] or {}).get("kind") == "time"]
+    assert all("+09:00" in json.dumps(t) for t in times)
+    with pytest.raises(ConfigError, match="timezone setting: Unknown timezone 'Mars/Base'"):
+        create_app(tiny_bundle, timezone="Mars/Base")
+
+
+def test_microbatched_requests_keep_their_own_time_zone(batched_api, typed_example):
+    zones = ["Asia/Tokyo", "America/New_York"] * 3
+
+    async def ask():
+        async with httpx.AsyncClient(base_url=batched_api, timeout=30) as c:
+            bodies = [{"text": typed_example, "timezone": z} for z in zones]
+            answers = await asyncio.gather(*(c.post("/parse", json=b) for b in bodies))
+            return [a.json() for a in answers]
+
+    for zone, result in zip(zones, asyncio.run(ask()), strict=True):
+        offset = "+09:00" if zone == "Asia/Tokyo" else "-05:00"
+        for s in result["slots"]:
+            if (s["resolved"] or {}).get("kind") == "time":
+                assert offset in json.dumps(s["resolved"]), (zone, s)
 
 
 def test_rasa_out_of_scope_is_nlu_fallback():
@@ -252,6 +335,23 @@ BAD_REQUESTS = [
         f"1200 characters together, more than this server's limit of {MAX_BATCH_CHARS}",
     ),
     ("/model/parse", b'{"text": "hi", "sender": "me"}', JSON, 422, "sender"),
+    (
+        "/parse",
+        b'{"text": "hi", "timezone": "Mars/Base"}',
+        JSON,
+        422,
+        "timezone: Unknown timezone 'Mars/Base'",
+    ),
+    (
+        "/parse",
+        b'{"text": "hi", "reference_time": "soon"}',
+        JSON,
+        422,
+        "reference_time: reference_time 'soon' is not an ISO-8601 date-time",
+    ),
+    ("/parse", b'{"text": "hi", "reference_time": 5}', JSON, 422, "reference_time"),
+    ("/parse/batch", b'{"texts": ["hi"], "timezone": ""}', JSON, 422, "timezone:"),
+    ("/model/parse", b'{"text": "hi", "timezone": "{0}"}', JSON, 422, "Unknown timezone '{0}'"),
     ("/model/parse", b'{"message_id": "x"}', JSON, 422, "text: Field required"),
 ]
 
@@ -800,6 +900,62 @@ def test_demo_page_shows_intent_and_slots(api, parser, slot_example, tmp_path):
             nearest = parser.intents[0]
             expect(page.locator("#confidence")).to_have_text(f"nearest: {nearest} 10.0%")
             expect(page.locator("#highlighted mark")).to_have_count(0)
+
+            # Resolved values, staged too, next to their slots; the page asks in its own zone.
+            text = "table near me for four tomorrow at 8 pm"
+            staged = {
+                "text": text,
+                "intent": {"name": "BookRestaurant", "confidence": 0.9},
+                "in_scope": True,
+                "intent_ranking": [{"name": "BookRestaurant", "confidence": 0.9}],
+                "slots": [
+                    {
+                        "slot": "party_size_number",
+                        "value": "four",
+                        "start": 18,
+                        "end": 22,
+                        "confidence": 0.9,
+                        "resolved": {"kind": "number", "value": 4},
+                    },
+                    {
+                        "slot": "timeRange",
+                        "value": "tomorrow at 8 pm",
+                        "start": 23,
+                        "end": 39,
+                        "confidence": 0.9,
+                        "resolved": {
+                            "kind": "time",
+                            "type": "value",
+                            "value": "2026-11-29T20:00:00.000+01:00",
+                            "grain": "hour",
+                        },
+                    },
+                    {
+                        "slot": "spatial_relation",
+                        "value": "near",
+                        "start": 6,
+                        "end": 10,
+                        "confidence": 0.9,
+                        "resolved": None,
+                    },
+                ],
+            }
+            sent = []
+
+            def answer(route):
+                sent.append(route.request.post_data_json)
+                route.fulfill(json=staged)
+
+            page.unroute("**/parse")
+            page.route("**/parse", answer)
+            page.fill("#text", text)
+            page.click("#submit")
+            expect(page.locator("#slots .slot-resolved")).to_have_text(
+                ["= 4", "= 2026-11-29T20:00:00.000+01:00"]
+            )
+            assert sent[-1]["timezone"] == page.evaluate(
+                "Intl.DateTimeFormat().resolvedOptions().timeZone"
+            )
             assert problems == [], problems
         finally:
             browser.close()

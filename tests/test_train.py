@@ -10,12 +10,14 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from safetensors.numpy import load_file
 
 from voicenlu.bundle import read_manifest
-from voicenlu.data import stratified_slice
-from voicenlu.evaluate import compute_metrics
+from voicenlu.data import SlotSpan, stratified_slice
+from voicenlu.features import allowed_transitions, decode_slots, encode, spans_to_tags
+from voicenlu.metrics import compute_metrics
 from voicenlu.runtime import Parser, result_to_utterance
 
 ENV = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -49,7 +51,25 @@ def test_bundle_holds_everything_to_serve(tiny_bundle):
     assert manifest["onnx_parity"]["intent_mismatches"] == 0
     assert manifest["onnx_parity"]["max_abs_logit_diff"] < 1e-3
     assert len(manifest["history"]) >= 2 and "eval_slot_f1" in manifest["history"][-1]
-    assert 0.05 < manifest["calibration"]["temperature"] < 20
+    assert manifest["complete"] is True and manifest["metrics"]["split"] == "test"
+
+
+def test_calibration_is_fitted_on_the_dev_set(tiny_bundle, tiny_data):
+    """The stored calibration is what dev gives: 70 dev requests are too few to fit a
+    temperature (it stays 1), and the threshold lets 99% of dev through."""
+    from voicenlu.calibration import MIN_DEV_FOR_TEMPERATURE, calibrate, in_scope_scores
+
+    calibration = read_manifest(tiny_bundle)["calibration"]
+    assert len(tiny_data.dev) < MIN_DEV_FOR_TEMPERATURE
+    assert calibration["temperature_fitted"] is False and calibration["temperature"] == 1.0
+    parser = Parser.load(tiny_bundle, precision="fp32")
+    _, logits, _ = parser.logits([u.text for u in tiny_data.dev])
+    labels = [parser.intents.index(u.intent) for u in tiny_data.dev]
+    refit = calibrate(logits, np.array(labels))
+    assert calibration["threshold"] == pytest.approx(refit["threshold"], abs=0.02)
+    assert calibration["reference"] == pytest.approx(refit["reference"], abs=1e-2)
+    accepted = in_scope_scores(logits, parser.calibration) >= parser.threshold
+    assert 0.95 <= accepted.mean() < 1.0  # 99% of 70 rounds to all but one
     assert list((tiny_bundle.parent / "tensorboard").glob("events.out.tfevents.*"))
 
 
@@ -95,19 +115,32 @@ def _tiny_albert_backbone(path: Path, texts: list[str]) -> Path:
 
 
 def test_albert_backbone_trains_exports_and_parses(tmp_path, tiny_data):
-    from voicenlu.train import TrainConfig, TrainData, train
+    import dataclasses
+
+    from voicenlu.config import TrainConfig
+    from voicenlu.pipeline import train_bundle
 
     backbone = _tiny_albert_backbone(tmp_path / "albert", [u.text for u in tiny_data.train])
-    data = TrainData(tiny_data.train, tiny_data.dev)
+    data = dataclasses.replace(tiny_data, test=None)
     config = TrainConfig(backbone=str(backbone), epochs=2, batch_size=32, head_lr=3e-3)
-    bundle = train(data, config, tmp_path / "run")
+    bundle = train_bundle(data, config, tmp_path / "run")
     manifest = read_manifest(bundle)
     assert manifest["encoder_config"]["model_type"] == "albert"
     text = "play the song “Tobymac's Diamonds” 🎵 please"
-    result = Parser.load(bundle).parse(text)
-    assert result["intent"]["name"] in manifest["intents"]
-    for slot in result["slots"]:
-        assert text[slot["start"] : slot["end"]] == slot["value"]
+    parser = Parser.load(bundle)
+    assert parser.parse(text)["intent"]["name"] in manifest["intents"]
+    # The bundle's SentencePiece-style tokenizer maps spans to tags and back exactly, even
+    # around curly quotes and emoji: a model that predicts these tags returns these slots.
+    gold = (SlotSpan("artist", 15, 24), SlotSpan("playlist", 25, 33))
+    assert [text[s.start : s.end] for s in gold] == ["Tobymac's", "Diamonds"]
+    (enc,) = encode(parser.tokenizer, [text])
+    tags = ["O"] + [f"{p}-{n}" for n in ("artist", "playlist") for p in "BI"]
+    tag_ids = spans_to_tags(enc, gold, {t: i for i, t in enumerate(tags)})
+    logits = np.full((len(enc.ids), len(tags)), -5.0, dtype=np.float32)
+    for i, t in enumerate(tag_ids):
+        logits[i, max(t, 0)] = 5.0
+    decoded = [s for s, _ in decode_slots(enc, logits, tags, allowed_transitions(tags))]
+    assert decoded == list(gold)
 
 
 def _train_cmd(out: Path, epochs: int, *extra: str) -> list[str]:

@@ -7,15 +7,30 @@ Heavy imports (torch, transformers) happen inside the commands that need them, s
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import shlex
 import sys
 from pathlib import Path
 
-from voicenlu import __version__
+from voicenlu.config import (
+    DEFAULT_OUTPUT_DIR,
+    DEV_FRACTION,
+    MIN_STEPS,
+    OOS_EPOCHS,
+    OOS_PER_INTENT,
+    PRUNE_EPOCHS,
+    QUICK_EPOCHS,
+    QUICK_PER_INTENT,
+    TrainConfig,
+    field_type,
+    flag,
+)
 from voicenlu.errors import ConfigError, VoiceNLUError
-from voicenlu.learning_curve import MIN_STEPS
+from voicenlu.extras import extra_providing, missing_extra
+from voicenlu.values import DEFAULT_TIMEZONE
+from voicenlu.version import __version__
 
 
 def _snips(args):
@@ -42,37 +57,6 @@ def cmd_data_stats(args) -> int:
     return 0
 
 
-def _snips_train_data(snips, per_intent: int = 0, seed: int = 0):
-    """The standard split as training data; with ``per_intent``, a stratified slice of it."""
-    from voicenlu.data import stratified_slice
-    from voicenlu.train import TrainData
-
-    train_set, dev_set = snips.train, snips.dev
-    if per_intent:  # a slice of both: dev is scored every epoch
-        train_set = stratified_slice(train_set, per_intent, seed)
-        dev_set = stratified_slice(dev_set, per_intent, seed)
-    source = {"name": "snips-2017-06", "split": "goo2018", "commit": snips.commit}
-    return TrainData(
-        train=train_set, dev=dev_set, test=snips.test, source=source, slot_types=snips.slot_types
-    )
-
-
-def _user_train_data(path: str, seed: int):
-    """A user's dataset, validated first (refused with the full report), 10% held out as dev."""
-    from voicenlu.data import holdout, load_dataset
-    from voicenlu.data.validate import format_problems, validate
-    from voicenlu.errors import DataError
-    from voicenlu.train import TrainData
-
-    dataset = load_dataset(path)
-    problems = validate(dataset)
-    if problems:
-        raise DataError(f"{path} is not ready for training.\n{format_problems(problems)}")
-    train_set, dev_set = holdout(dataset.utterances, 0.1, seed)
-    source = {"name": Path(path).name, "format": dataset.format, "has_slots": dataset.has_slots}
-    return TrainData(train=train_set, dev=dev_set, source=source, slot_types=dataset.slot_types)
-
-
 def cmd_data_validate(args) -> int:
     from voicenlu.data import format_problems, validate_path
 
@@ -95,38 +79,31 @@ def cmd_data_convert(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from voicenlu.train import TrainConfig, train
+    from voicenlu.pipeline import train
 
-    config = TrainConfig(
-        backbone=args.backbone,
-        epochs=1.0 if args.quick else args.epochs,
-        batch_size=args.batch_size,
-        encoder_lr=args.encoder_lr,
-        head_lr=args.head_lr,
-        label_smoothing=args.label_smoothing,
-        max_length=args.max_length,
-        seed=args.seed,
-        freeze_backbone=args.freeze_backbone,
-        patience=args.patience,
+    options = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
+    bundle = train(
+        args.data,
+        args.output_dir,
+        resume=args.resume,
+        quick=args.quick,
+        per_intent=args.per_intent,
+        data_dir=args.data_dir,
+        **options,
     )
-    if args.data:
-        data = _user_train_data(args.data, args.seed)
-    else:
-        per_intent = 100 if args.quick and not args.per_intent else args.per_intent
-        data = _snips_train_data(_snips(args), per_intent, args.seed)
-    bundle = train(data, config, Path(args.output_dir), resume=args.resume)
     _print_bundle_summary(bundle)
     return 0
 
 
 def _print_bundle_summary(bundle: Path) -> None:
-    metrics_file = bundle / "metrics.json"
-    if not metrics_file.is_file():  # not the writing process under torchrun
+    from voicenlu.bundle import is_complete, read_manifest
+
+    if not is_complete(bundle):  # not the writing process under torchrun
         return
-    m = json.loads(metrics_file.read_text())
+    m = read_manifest(bundle, verify=False)["metrics"]
     print(f"\nbundle: {bundle}")
     print(
-        f"test: intent accuracy {100 * m['intent_accuracy']:.2f}%  slot F1 "
+        f"{m['split']}: intent accuracy {100 * m['intent_accuracy']:.2f}%  slot F1 "
         f"{100 * m['slot_f1']:.2f}%  exact match {100 * m['exact_match']:.2f}%  "
         f"(n={m['n']})"
     )
@@ -134,7 +111,7 @@ def _print_bundle_summary(bundle: Path) -> None:
 
 
 def cmd_evaluate(args) -> int:
-    from voicenlu.evaluate import evaluate_bundle
+    from voicenlu.pipeline import evaluate
 
     if args.oos and args.learning_curve:
         raise ConfigError("Choose one of --oos and --learning-curve: each trains its own models.")
@@ -146,17 +123,32 @@ def cmd_evaluate(args) -> int:
         raise ConfigError(
             "evaluate needs a BUNDLE (or --oos or --learning-curve, which train their own models)."
         )
-
-    metrics = evaluate_bundle(
-        Path(args.bundle), _snips(args).test, Path(args.out) if args.out else None, args.precision
+    bundle = Path(args.bundle)
+    out = None if args.write_bundle else Path(args.out or default_evaluation_dir(bundle))
+    metrics = evaluate(
+        bundle,
+        args.data,
+        out=out,
+        write_bundle=args.write_bundle,
+        precision=args.precision,
+        data_dir=args.data_dir,
     )
     print(json.dumps({k: metrics[k] for k in ("n", "intent_accuracy", "slot_f1", "exact_match")}))
+    report = (bundle / "report" if args.write_bundle else out) / "report.md"
+    print(f"report: {report}", file=sys.stderr)
     return 0
 
 
+def default_evaluation_dir(bundle: Path) -> Path:
+    """Where ``evaluate`` writes its report by default: beside the bundle, never inside it."""
+    return bundle.parent / f"{bundle.name}-evaluation"
+
+
 def _evaluate_oos(args) -> int:
+    from voicenlu.extras import require_extra
+
+    require_extra("train", "evaluate --oos")
     from voicenlu.oos import leave_one_intent_out, render_oos
-    from voicenlu.train import TrainConfig
 
     config = TrainConfig(epochs=args.oos_epochs, seed=args.seed)
     out = Path(args.out or "runs/oos")
@@ -168,15 +160,18 @@ def _evaluate_oos(args) -> int:
 
 
 def _evaluate_learning_curve(args) -> int:
-    from voicenlu.learning_curve import learning_curve, parse_sizes, render_learning_curve
-    from voicenlu.plots import plot_learning_curve
-    from voicenlu.train import TrainConfig
+    from voicenlu.extras import require_extra
+    from voicenlu.learning_curve import parse_sizes
 
     sizes = parse_sizes(args.sizes)
     if args.draws < 1:
         raise ConfigError(f"--draws must be at least 1, got {args.draws}.")
     if args.min_steps < 1:
         raise ConfigError(f"--min-steps must be at least 1, got {args.min_steps}.")
+    require_extra("train", "evaluate --learning-curve")
+    from voicenlu.learning_curve import learning_curve, render_learning_curve
+    from voicenlu.plots import plot_learning_curve
+
     out = Path(args.out or "runs/learning-curve")
     out.mkdir(parents=True, exist_ok=True)
     result = learning_curve(
@@ -209,11 +204,29 @@ def format_result(result: dict) -> str:
         head = f"out of scope (nearest: {nearest['name']} {nearest['confidence']:.2f})"
     else:
         head = f"{intent['name']} ({intent['confidence']:.2f})"
-    slots = "  ".join(f'{s["slot"]}="{s["value"]}"' for s in result["slots"])
+    slots = "  ".join(
+        f'{s["slot"]}="{s["value"]}"'
+        + (f" ({_value_text(s['resolved'])})" if s["resolved"] else "")
+        for s in result["slots"]
+    )
     line = f"{result['text']}\n  -> {head}  {slots}".rstrip()
     if result.get("truncated"):
         line += "\n  (truncated: longer than the model reads; only its start was parsed)"
     return line
+
+
+def _value_text(resolved: dict) -> str:
+    """A resolved slot value in a few words: ``2026-11-29T20:00:00.000+01:00``, ``4``,
+    ``90 minute = 5400 s``, ``20 $``, ``from ... to ...``."""
+    if resolved.get("type") == "interval":
+        ends = [(k, resolved[k]) for k in ("from", "to") if resolved[k] is not None]
+        return " ".join(f"{k} {_value_text(end)}" for k, end in ends)
+    text = str(resolved["value"])
+    if resolved.get("unit") is not None:
+        text += f" {resolved['unit']}"
+    if "seconds" in resolved:
+        text += f" = {resolved['seconds']} s"
+    return text
 
 
 def cmd_predict(args) -> int:
@@ -223,62 +236,76 @@ def cmd_predict(args) -> int:
     if args.audio:
         if args.texts:
             raise ConfigError("Give texts or --audio files, not both.")
-        results = [parser.parse_audio(path, threshold=args.threshold) for path in args.audio]
+        results = [
+            parser.parse_audio(
+                path,
+                threshold=args.threshold,
+                reference_time=args.reference_time,
+                timezone=args.timezone,
+            )
+            for path in args.audio
+        ]
     elif not args.texts:
         raise ConfigError("Give the requests to parse: TEXT..., - for stdin, or --audio FILE.wav.")
     else:
-        results = parser.parse_batch(_read_texts(args), threshold=args.threshold)
+        results = parser.parse_batch(
+            _read_texts(args),
+            threshold=args.threshold,
+            reference_time=args.reference_time,
+            timezone=args.timezone,
+        )
     for result in results:
         print(json.dumps(result, ensure_ascii=False) if args.json else format_result(result))
     return 0
 
 
 def cmd_export(args) -> int:
-    from voicenlu.export import export_onnx
+    from voicenlu.pipeline import export
 
-    parity = export_onnx(Path(args.bundle), [u.text for u in _snips(args).dev])
-    print(json.dumps(parity))
+    print(json.dumps(export(args.bundle, args.data, args.data_dir)))
     return 0
 
 
 def cmd_quantize(args) -> int:
-    from voicenlu.optimize import quantize
+    from voicenlu.pipeline import quantize
 
-    snips = _snips(args)
-    summary = quantize(Path(args.bundle), snips.dev, snips.test, per_channel=args.per_channel)
+    summary = quantize(args.bundle, args.data, args.per_channel, args.data_dir)
     print(json.dumps(summary, indent=2))
     return 0
 
 
 def cmd_prune(args) -> int:
-    from voicenlu.optimize import prune
+    from voicenlu.pipeline import prune
 
-    data = _snips_train_data(_snips(args))
     bundle = prune(
-        Path(args.bundle),
-        Path(args.output_dir),
-        data,
+        args.bundle,
+        args.output_dir,
+        args.data,
         layers=args.layers,
         heads=args.heads,
         epochs=args.epochs,
         seed=args.seed,
+        data_dir=args.data_dir,
     )
     _print_bundle_summary(bundle)
     return 0
 
 
 def cmd_bench(args) -> int:
-    from voicenlu.bench import render_table, run_bench
+    from voicenlu.bench import render_table
+    from voicenlu.pipeline import bench
 
-    _snips(args)  # the workers read the test set: make sure it is there
-    result = run_bench(
-        Path(args.bundle), [Path(p) for p in args.pruned], Path(args.out), args.runs, args.requests
+    result = bench(
+        args.bundle, args.pruned, args.out, args.runs, args.requests, args.data, args.data_dir
     )
     print(render_table(result))
     return 0
 
 
 def cmd_serve(args) -> int:
+    from voicenlu.extras import require_extra
+
+    require_extra("serve", "serve")
     from voicenlu.server import Limits, serve
 
     chosen = {f: getattr(args, f, None) for f in Limits.__dataclass_fields__}
@@ -292,8 +319,33 @@ def cmd_serve(args) -> int:
         microbatch_ms=args.microbatch_ms,
         threads=args.threads,
         access_log=args.access_log,
+        timezone=args.timezone,
+        require_signature=args.require_signature,
         **limits,
     )
+    return 0
+
+
+def cmd_bundle_keygen(args) -> int:
+    from voicenlu.signing import generate_key
+
+    public = generate_key(args.key)
+    print(f"private key: {args.key} (keep it off the bundle storage)\npublic key:  {public}")
+    return 0
+
+
+def cmd_bundle_sign(args) -> int:
+    from voicenlu.signing import sign_bundle
+
+    print(f"signed: {sign_bundle(args.bundle, args.key)}")
+    return 0
+
+
+def cmd_bundle_verify(args) -> int:
+    from voicenlu.signing import verify_bundle
+
+    digest = verify_bundle(args.bundle, args.public_key)
+    print(f"{args.bundle}: signature good (manifest digest {digest})")
     return 0
 
 
@@ -310,6 +362,30 @@ def add_limit_flags(p: argparse.ArgumentParser) -> None:
             type=int if f.type == "int" else float,
             help=f"{f.metadata['help']} (default: {f.default})",
         )
+
+
+def add_config_options(p: argparse.ArgumentParser) -> None:
+    """One option per TrainConfig field, with its default and help taken from the field."""
+    for f in dataclasses.fields(TrainConfig):
+        kind = field_type(f)
+        if kind is bool:
+            p.add_argument(flag(f.name), action="store_true", help=f.metadata["help"])
+        else:
+            p.add_argument(
+                flag(f.name),
+                type=kind,
+                default=f.default,
+                help=f.metadata["help"] + " (default: %(default)s)",
+            )
+
+
+def add_data_option(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--data",
+        metavar="PATH",
+        help="the data the bundle was trained on is used by default (recorded in the bundle); "
+        + what,
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -387,24 +463,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--data",
         metavar="PATH",
         help="train on your own data instead of SNIPS: Snips NLU JSON, Rasa YAML, CSV or JSONL "
-        "(validated first; 10%% per intent held out as dev)",
+        f"(validated first; {100 * DEV_FRACTION:.0f}%% per intent held out as dev)",
     )
     p.add_argument(
-        "--output-dir", default="runs/snips", help="run directory (default: %(default)s)"
+        "--output-dir", default=DEFAULT_OUTPUT_DIR, help="run directory (default: %(default)s)"
     )
-    p.add_argument(
-        "--backbone",
-        default="sentence-transformers/all-MiniLM-L6-v2",
-        help="Hugging Face encoder name or local path (default: %(default)s, shipped offline)",
-    )
-    p.add_argument("--epochs", type=float, default=6.0, help="default: %(default)s")
-    p.add_argument("--batch-size", type=int, default=32, help="default: %(default)s")
-    p.add_argument("--encoder-lr", type=float, default=1e-4, help="default: %(default)s")
-    p.add_argument("--head-lr", type=float, default=1e-3, help="default: %(default)s")
-    p.add_argument("--label-smoothing", type=float, default=0.0, help="default: %(default)s")
-    p.add_argument("--max-length", type=int, default=64, help="sub-tokens (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=13, help="default: %(default)s")
-    p.add_argument("--patience", type=int, default=3, help="early stopping, in epochs")
+    add_config_options(p)
     p.add_argument(
         "--per-intent",
         type=int,
@@ -414,12 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="a few minutes: 1 epoch on 100 utterances per intent, to see it work",
-    )
-    p.add_argument(
-        "--freeze-backbone",
-        action="store_true",
-        help="train the heads only, on frozen pretrained features (the original plan)",
+        help=f"a few minutes: {QUICK_EPOCHS:g} epoch on {QUICK_PER_INTENT} utterances per "
+        "intent, to see it work",
     )
     p.add_argument(
         "--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR"
@@ -428,13 +488,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "evaluate",
-        help="score a bundle on the 700 SNIPS test utterances and write the report",
+        help="score a bundle on its held-out data (or --data) and write the report",
         description="Intent accuracy, slot F1 (entity level, on character spans), exact match, "
-        "per-intent and per-slot figures, confusion matrix and training curves.",
+        "per-intent and per-slot figures, confusion matrix and training curves. Scores the "
+        "split the bundle was not trained on (the SNIPS test set, or the dev hold-out of your "
+        "own file), or every utterance of --data. The report goes beside the bundle; the "
+        "bundle itself changes only with --write-bundle.",
     )
     p.add_argument("bundle", nargs="?", help="model bundle directory")
     add_data_dir(p)
-    p.add_argument("--out", help="report directory (default: BUNDLE/report, updating the bundle)")
+    add_data_option(p, "score on every utterance of this file instead")
+    p.add_argument("--out", help="report directory (default: BUNDLE-evaluation, beside the bundle)")
+    p.add_argument(
+        "--write-bundle",
+        action="store_true",
+        help="update the bundle's own metrics.json, MODEL_CARD.md and report/ instead",
+    )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
     p.add_argument(
         "--oos",
@@ -442,8 +511,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="out-of-scope protocol: 7 models, each trained without one intent, whose test "
         "utterances must be rejected (AUROC, FPR@95%%TPR, in-scope accuracy, ECE)",
     )
-    p.add_argument("--oos-per-intent", type=int, default=300, help="training budget per fold")
-    p.add_argument("--oos-epochs", type=float, default=3.0, help="epochs per fold")
+    p.add_argument(
+        "--oos-per-intent", type=int, default=OOS_PER_INTENT, help="training budget per fold"
+    )
+    p.add_argument("--oos-epochs", type=float, default=OOS_EPOCHS, help="epochs per fold")
     p.add_argument(
         "--learning-curve",
         action="store_true",
@@ -465,7 +536,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="small draws train for more epochs, up to this many optimizer steps "
         "(--learning-curve; default: %(default)s)",
     )
-    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="default: %(default)s")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("predict", help="parse requests: intent, slots, confidence")
@@ -484,6 +555,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the out-of-scope threshold: reject below this in-scope score (0 to 1)",
     )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
+    p.add_argument(
+        "--reference-time",
+        metavar="ISO",
+        help="resolve relative times from this instant, e.g. 2026-11-28T12:00:00+01:00 "
+        "(default: now)",
+    )
+    p.add_argument(
+        "--timezone",
+        metavar="NAME",
+        help="IANA time zone the resolved times are given in, e.g. Europe/Zurich "
+        f"(default: {DEFAULT_TIMEZONE})",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -491,6 +574,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("bundle", help="model bundle directory")
     add_data_dir(p)
+    add_data_option(p, "check parity on every text of this file instead")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -499,6 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("bundle", help="model bundle directory (with model.onnx)")
     add_data_dir(p)
+    add_data_option(p, "score on this file instead (its dev hold-out and every utterance)")
     p.add_argument("--per-channel", action="store_true", help="one int8 scale per output channel")
     p.set_defaults(func=cmd_quantize)
 
@@ -521,10 +606,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--output-dir", required=True, help="run directory of the pruned model")
     p.add_argument(
-        "--epochs", type=float, default=2.0, help="recovery epochs (default: %(default)s)"
+        "--epochs", type=float, default=PRUNE_EPOCHS, help="recovery epochs (default: %(default)s)"
     )
-    p.add_argument("--seed", type=int, default=13)
+    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="default: %(default)s")
     add_data_dir(p)
+    add_data_option(p, "choose and recover on this file instead (split as training split it)")
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser(
@@ -540,7 +626,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", type=int, default=5, help="runs per measurement (median reported)")
     p.add_argument("--requests", type=int, default=1000, help="single requests per run")
     add_data_dir(p)
+    add_data_option(p, "measure on every utterance of this file instead")
     p.set_defaults(func=cmd_bench)
+
+    bundle = sub.add_parser(
+        "bundle",
+        help="sign a bundle and check its signature (Ed25519; needs voicenlu[sign])",
+        description="Sign the manifest digest of a bundle, which covers the manifest and "
+        "every file it lists, so a server started with --require-signature refuses a bundle "
+        "changed by anyone without the private key.",
+    )
+    bundle_sub = bundle.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
+    p = bundle_sub.add_parser("keygen", help="make a key pair: KEY (private) and KEY.pub")
+    p.add_argument("key", help="path of the private key to write")
+    p.set_defaults(func=cmd_bundle_keygen)
+    p = bundle_sub.add_parser("sign", help="write BUNDLE/voicenlu.sig")
+    p.add_argument("bundle", help="model bundle directory")
+    p.add_argument("--key", required=True, help="the private key (from `bundle keygen`)")
+    p.set_defaults(func=cmd_bundle_sign)
+    p = bundle_sub.add_parser("verify", help="check BUNDLE/voicenlu.sig with a public key")
+    p.add_argument("bundle", help="model bundle directory")
+    p.add_argument("--public-key", required=True, help="the public key (KEY.pub)")
+    p.set_defaults(func=cmd_bundle_verify)
 
     p = sub.add_parser(
         "serve",
@@ -574,6 +681,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="model threads per worker (default: 1; to use more cores, add workers)",
     )
     p.add_argument("--access-log", action="store_true", help="log a line per request")
+    p.add_argument(
+        "--timezone",
+        metavar="NAME",
+        default=DEFAULT_TIMEZONE,
+        help="IANA time zone of resolved times when a request names none (default: %(default)s)",
+    )
+    p.add_argument(
+        "--require-signature",
+        metavar="PUBLIC_KEY",
+        help="serve only a bundle signed with this key's private half (`voicenlu bundle sign`)",
+    )
     add_limit_flags(p)
     p.set_defaults(func=cmd_serve)
     return parser
@@ -593,6 +711,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except ModuleNotFoundError as exc:  # an extra's package, imported past the first checks
+        extra = extra_providing(exc.name or "")
+        if extra is None or args.debug:
+            raise
+        print(f"error: {missing_extra(extra, args.command, exc.name)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

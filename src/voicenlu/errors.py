@@ -19,3 +19,7 @@ class InputError(VoiceNLUError):
 
 class ConfigError(VoiceNLUError):
     """A training or command option is invalid (unknown backbone, bad value)."""
+
+
+class MissingExtraError(VoiceNLUError):
+    """A command needs an optional extra (``voicenlu[train]``...) that is not installed."""

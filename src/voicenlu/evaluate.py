@@ -1,113 +1,17 @@
-"""Metrics and the evaluation report (DESIGN.md section 5).
+"""The evaluation report (markdown, JSON, plots) and scoring a bundle on data.
 
-Slots are scored on character spans, not on BIO tags: a predicted slot counts only if its
-(type, start, end) equals a gold one exactly. That is seqeval's strict entity-level F1, but
-independent of any tokenizer, so every model (and the baselines) is scored the same way.
-No torch here: the report can be rebuilt from predictions alone.
+No torch here: a bundle is scored with the runtime that serves it, and the report can be
+rebuilt from predictions alone. The metrics themselves are in ``metrics.py``.
 """
 
 from __future__ import annotations
 
 import json
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 from voicenlu.data.records import Utterance
-
-OUT_OF_SCOPE = "<out of scope>"
-
-
-def _intent_name(intent: str | None) -> str:
-    return OUT_OF_SCOPE if intent is None else intent
-
-
-def _ratio(num: float, den: float) -> float:
-    return num / den if den else 0.0
-
-
-def _prf(tp: int, fp: int, fn: int) -> dict:
-    precision = _ratio(tp, tp + fp)
-    recall = _ratio(tp, tp + fn)
-    f1 = _ratio(2 * precision * recall, precision + recall)
-    return {"precision": precision, "recall": recall, "f1": f1, "support": tp + fn}
-
-
-def _spans(u: Utterance) -> set[tuple[str, int, int]]:
-    return {(s.slot, s.start, s.end) for s in u.slots}
-
-
-def _check_aligned(gold: Sequence[Utterance], pred: Sequence[Utterance]) -> None:
-    if len(gold) != len(pred):
-        raise ValueError(f"gold has {len(gold)} utterances but pred has {len(pred)}")
-    for i, (g, p) in enumerate(zip(gold, pred, strict=True)):
-        if g.text != p.text:
-            raise ValueError(f"utterance {i} differs: gold {g.text!r} vs pred {p.text!r}")
-
-
-def compute_metrics(gold: Sequence[Utterance], pred: Sequence[Utterance]) -> dict:
-    """Score predictions against gold, aligned by position; returns a JSON-serialisable dict."""
-    _check_aligned(gold, pred)
-    slot_counts: dict[str, Counter] = {}
-    intent_counts: dict[str, Counter] = {}
-    pairs: Counter = Counter()
-    intent_right = exact = 0
-    for g, p in zip(gold, pred, strict=True):
-        gi, pi = _intent_name(g.intent), _intent_name(p.intent)
-        pairs[gi, pi] += 1
-        intent_counts.setdefault(gi, Counter())
-        intent_counts.setdefault(pi, Counter())
-        if gi == pi:
-            intent_right += 1
-            intent_counts[gi]["tp"] += 1
-        else:
-            intent_counts[pi]["fp"] += 1
-            intent_counts[gi]["fn"] += 1
-
-        gs, ps = _spans(g), _spans(p)
-        for span in gs | ps:
-            kind = "tp" if span in gs and span in ps else ("fn" if span in gs else "fp")
-            slot_counts.setdefault(span[0], Counter())[kind] += 1
-        exact += gi == pi and gs == ps
-
-    totals = sum(slot_counts.values(), Counter())
-    slot_all = _prf(totals["tp"], totals["fp"], totals["fn"])
-    labels = sorted(n for n in intent_counts if n != OUT_OF_SCOPE)
-    labels += [OUT_OF_SCOPE] if OUT_OF_SCOPE in intent_counts else []
-    n = len(gold)
-    return {
-        "n": n,
-        "intent_accuracy": _ratio(intent_right, n),
-        "slot_precision": slot_all["precision"],
-        "slot_recall": slot_all["recall"],
-        "slot_f1": slot_all["f1"],
-        "exact_match": _ratio(exact, n),
-        "per_intent": {
-            k: _prf(c["tp"], c["fp"], c["fn"]) for k, c in sorted(intent_counts.items())
-        },
-        "per_slot": {k: _prf(c["tp"], c["fp"], c["fn"]) for k, c in sorted(slot_counts.items())},
-        "confusion": {"labels": labels, "matrix": [[pairs[g, p] for p in labels] for g in labels]},
-    }
-
-
-def _slot_strings(u: Utterance) -> list[str]:
-    return [f"{slot}={value}" for slot, value in u.slot_values()]
-
-
-def misclassified(gold: Sequence[Utterance], pred: Sequence[Utterance]) -> list[dict]:
-    """The utterances with a wrong intent or any wrong slot, to read the model's mistakes."""
-    _check_aligned(gold, pred)
-    return [
-        {
-            "text": g.text,
-            "gold_intent": g.intent,
-            "pred_intent": p.intent,
-            "gold_slots": _slot_strings(g),
-            "pred_slots": _slot_strings(p),
-        }
-        for g, p in zip(gold, pred, strict=True)
-        if g.intent != p.intent or _spans(g) != _spans(p)
-    ]
+from voicenlu.metrics import HEADLINE, OUT_OF_SCOPE, compute_metrics, misclassified
 
 
 def _md(value: object) -> str:
@@ -208,57 +112,81 @@ def evaluate_bundle(
     out_dir: Path | None = None,
     precision: str = "auto",
     split: str = "test",
+    write_bundle: bool = False,
+    partial: bool = False,
 ) -> dict:
-    """Score a bundle on ``gold`` with the runtime that serves it and write the report.
+    """Score a bundle on ``gold`` with the runtime that serves it; return the metrics.
 
     Scoring is closed-set (no out-of-scope threshold): benchmark data is all in scope, and
     rejection is measured separately, by the leave-one-intent-out protocol.
 
-    Without ``out_dir`` the report goes to ``bundle/report`` and the bundle's own
-    ``metrics.json`` and ``MODEL_CARD.md`` are (re)written.
+    The report goes to ``out_dir`` when given. Only with ``write_bundle`` does the bundle's
+    own ``metrics.json``, ``MODEL_CARD.md`` and ``report/`` change: scoring a bundle on other
+    data must not rewrite what it says about itself. ``partial``: the pipeline is still
+    writing the bundle.
     """
-    from voicenlu.bundle import read_manifest, record_files
+    from voicenlu import bundle as bundles
     from voicenlu.runtime import Parser, result_to_utterance
 
-    parser = Parser.load(bundle, precision=precision)
+    bundle = Path(bundle)
+    parser = Parser.load(bundle, precision=precision, partial=partial)
     results = parser.parse_batch([u.text for u in gold], threshold=0.0)
     pred = [result_to_utterance(r) for r in results]
     metrics = compute_metrics(gold, pred)
-    manifest = read_manifest(bundle, verify=False)
+    manifest = parser.manifest
     title = f"{manifest['backbone']} ({parser.precision}), {len(gold)} {split} utterances"
-    write_report(
-        Path(out_dir or Path(bundle) / "report"),
-        metrics,
-        gold,
-        pred,
-        manifest.get("history"),
-        title,
-    )
-    if out_dir is None:
-        (Path(bundle) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-        write_model_card(Path(bundle), manifest, metrics, split)
-        record_files(Path(bundle), "metrics.json", "MODEL_CARD.md")
+
+    def report(folder: Path) -> Path:
+        return write_report(folder, metrics, gold, pred, manifest.get("history"), title)
+
+    if out_dir is not None:
+        report(Path(out_dir))
+    if write_bundle:
+        bundles.put_folder(bundle, "report", report)
+        bundles.put_text(bundle, "metrics.json", json.dumps(metrics, indent=2) + "\n")
+        summary = {"split": split, **{k: metrics[k] for k in ("n", *HEADLINE)}}
+        bundles.put_text(bundle, "MODEL_CARD.md", model_card(bundle.name, manifest, summary))
+        bundles.update_manifest(bundle, metrics=summary)
     return metrics
 
 
-def write_model_card(bundle: Path, manifest: dict, metrics: dict, split: str) -> None:
-    """MODEL_CARD.md: what the model was trained on, how well it does, and its limits."""
+def model_card(name: str, manifest: dict, metrics: dict) -> str:
+    """MODEL_CARD.md: what the model was trained on, how well it does, and its limits.
+
+    Everything comes from the bundle's own record of its data: nothing is assumed of it.
+    """
     training = manifest.get("training", {})
     data = manifest.get("data", {})
+    counts = data.get("intents") or {}
+    slot_counts = data.get("slots") or {}
+    intents = ", ".join(f"{i} ({counts[i]})" if i in counts else i for i in manifest["intents"])
+    slot_names = sorted({t[2:] for t in manifest["slot_tags"] if t != "O"})
+    slots = ", ".join(f"{s} ({slot_counts[s]})" if s in slot_counts else s for s in slot_names)
+    language = data.get("language")
+    origin = data.get("description") or "not recorded"
+    split = data.get("dev_split")
+    held_out = (
+        f" ({split['holdout']:.0%} of each intent held out, seed {split['seed']})" if split else ""
+    )
     lines = [
-        f"# voicenlu model: {bundle.name}",
+        f"# voicenlu model: {name}",
         "",
         f"- Backbone: `{manifest['backbone']}`, fine-tuned with an intent head and a slot head"
         + (" (backbone frozen)" if training.get("freeze_backbone") else "")
         + ".",
-        f"- Intents ({len(manifest['intents'])}): {', '.join(manifest['intents'])}.",
-        f"- Slots: {len({t[2:] for t in manifest['slot_tags'] if t != 'O'})} types, BIO-tagged on"
-        " every sub-token, decoded with BIO constraints.",
-        f"- Data: {json.dumps(data, ensure_ascii=False)}.",
+        f"- Data: {origin}; {data.get('train', '?')} training and {data.get('dev', '?')} dev "
+        "utterances"
+        + held_out
+        + (f", SHA-256 `{data['sha256']}`" if data.get("sha256") else "")
+        + ".",
+        f"- Language: {language or 'not recorded by the data'}.",
+        f"- Intents ({len(manifest['intents'])}, training utterances each): {intents}.",
+        f"- Slots ({len(slot_names)}, training examples each): {slots or 'none'}; BIO-tagged on "
+        "every sub-token, decoded with BIO constraints.",
         f"- Training: seed {training.get('seed')}, {training.get('epochs_run')} epochs, "
         f"{training.get('train_seconds')} s.",
         "",
-        f"## Figures on the {split} set",
+        f"## Figures on the {metrics['split']} set",
         "",
         "| intent accuracy | slot F1 | exact match | utterances |",
         "|---|---|---|---|",
@@ -267,11 +195,12 @@ def write_model_card(bundle: Path, manifest: dict, metrics: dict, split: str) ->
         "",
         "## Limits",
         "",
-        "- English only, and only the intents above: anything else gets the closest of them "
-        "unless the out-of-scope threshold in `voicenlu.json` rejects it.",
+        "- Only the intents above: anything else gets the closest of them unless the "
+        "out-of-scope threshold in `voicenlu.json` rejects it.",
         f"- Requests longer than {manifest['max_length']} sub-tokens are truncated; slots past "
         "that point are not found.",
-        "- Trained on crowd-sourced written requests; speech-recogniser errors were not seen.",
+        "- Trained on written requests: text from a speech recogniser (lower case, no "
+        "punctuation, numbers as words) may score lower.",
         "",
     ]
-    (bundle / "MODEL_CARD.md").write_text("\n".join(lines))
+    return "\n".join(lines)

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from voicenlu.bundle import record_files, update_manifest
+from voicenlu.bundle import put_file, update_manifest
 from voicenlu.errors import BundleError
 from voicenlu.features import encode, pad_batch
+from voicenlu.model import load_torch_model
 
 log = logging.getLogger(__name__)
 
@@ -31,16 +32,17 @@ class _Exportable(torch.nn.Module):
         return out["intent_logits"], out["slot_logits"]
 
 
-def export_onnx(bundle: Path, check_texts: list[str], opset: int = 18) -> dict:
+def export_onnx(
+    bundle: Path, check_texts: list[str], opset: int = 18, partial: bool = False
+) -> dict:
     """Write ``model.onnx`` (dynamic batch and sequence axes) and check it on ``check_texts``.
 
     The check runs both models on every text: intent argmax and slot-tag argmax must agree
-    everywhere. Returns the parity figures, also stored in the manifest.
+    everywhere, or the graph is not kept. Returns the parity figures, also stored in the
+    manifest. ``partial``: the bundle is still being written (by the pipeline).
     """
-    from voicenlu.train import load_torch_model  # torch side of the bundle
-
     bundle = Path(bundle)
-    model, tokenizer, manifest = load_torch_model(bundle)
+    model, tokenizer, manifest = load_torch_model(bundle, partial=partial)
     # Eager attention traces into plain ops; SDPA's mask shortcuts would be frozen as
     # constants. The sample batch is padded so the padding path is the one traced.
     model.encoder.set_attn_implementation("eager")
@@ -48,7 +50,19 @@ def export_onnx(bundle: Path, check_texts: list[str], opset: int = 18) -> dict:
     sample = pad_batch(encode(tokenizer, sample_texts), manifest["pad_token_id"])
     args = tuple(torch.from_numpy(sample[k]) for k in INPUTS)
     dynamic = {0: "batch", 1: "sequence"}
-    path = bundle / "model.onnx"
+    parity = {}
+
+    def write(path: Path) -> None:
+        _export(model, args, path, dynamic, opset)
+        parity.update(check_parity(path, model, tokenizer, manifest, check_texts))
+
+    put_file(bundle, "model.onnx", write)
+    update_manifest(bundle, onnx_parity=parity)
+    log.info("exported %s: %s", bundle / "model.onnx", parity)
+    return parity
+
+
+def _export(model, args, path: Path, dynamic: dict, opset: int) -> None:
     torch.onnx.export(
         _Exportable(model).eval(),
         args,
@@ -69,18 +83,13 @@ def export_onnx(bundle: Path, check_texts: list[str], opset: int = 18) -> dict:
         external_data=False,
         verbose=False,
     )
-    parity = check_parity(bundle, model, tokenizer, manifest, check_texts)
-    record_files(bundle, "model.onnx")
-    update_manifest(bundle, onnx_parity=parity)
-    log.info("exported %s: %s", path, parity)
-    return parity
 
 
-def check_parity(bundle, model, tokenizer, manifest, texts, batch_size: int = 64) -> dict:
+def check_parity(onnx_path: Path, model, tokenizer, manifest, texts, batch_size=64) -> dict:
     """Compare ONNX Runtime against PyTorch on ``texts``; raise with the numbers on a mismatch."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     names = [i.name for i in session.get_inputs()]
     max_diff, intent_mismatch, tag_mismatch = 0.0, 0, 0
     for i in range(0, len(texts), batch_size):
@@ -104,9 +113,8 @@ def check_parity(bundle, model, tokenizer, manifest, texts, batch_size: int = 64
         "slot_tag_mismatches": tag_mismatch,
     }
     if intent_mismatch or tag_mismatch or max_diff > PARITY_TOLERANCE:
-        (bundle / "model.onnx").unlink()
         raise BundleError(
-            f"The ONNX export of {bundle} disagrees with PyTorch on {len(texts)} texts: "
+            f"The ONNX export of {onnx_path.parent} disagrees with PyTorch on {len(texts)} texts: "
             f"{intent_mismatch} intent and {tag_mismatch} slot-tag mismatches, max abs logit "
             f"difference {max_diff:.2e} (tolerance {PARITY_TOLERANCE}). model.onnx was not kept."
         )

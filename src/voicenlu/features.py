@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 from tokenizers import Tokenizer
 
-from voicenlu.data.records import SlotSpan
+from voicenlu.data.records import SlotSpan, Utterance
 
 OUTSIDE = "O"
 IGNORE_INDEX = -100  # label of special tokens; skipped by the loss and by decoding
@@ -153,6 +153,32 @@ def decode_slots(
         tag_ids[i] = tag_id
         scores[i] = float(np.exp(log_probs[i, tag_id]))
     return tags_to_spans(encoding, tag_ids, tags, scores)
+
+
+def featurize(
+    utterances: list[Utterance],
+    tokenizer: Tokenizer,
+    intent_index: dict[str, int],
+    tag_index: dict[str, int],
+    first_id: int = 0,
+) -> tuple[list[dict], list[Encoding]]:
+    """Training rows (ids, intent id, tag ids, an example id from ``first_id``) and encodings.
+
+    The example id lets a metric look the utterance up again from a batch of rows.
+    """
+    encodings = encode(tokenizer, [u.text for u in utterances])
+    rows = []
+    for k, (u, enc) in enumerate(zip(utterances, encodings, strict=True)):
+        rows.append(
+            {
+                "input_ids": enc.ids,
+                "token_type_ids": enc.type_ids,
+                "intent_labels": intent_index[u.intent],
+                "slot_labels": spans_to_tags(enc, u.slots, tag_index),
+                "example_ids": first_id + k,
+            }
+        )
+    return rows, encodings
 
 
 def pad_batch(encodings: list[Encoding], pad_id: int) -> dict[str, np.ndarray]:

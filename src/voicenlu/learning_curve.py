@@ -17,14 +17,13 @@ import statistics
 from pathlib import Path
 
 from voicenlu.baselines import TfidfLogReg
-from voicenlu.data import stratified_slice
+from voicenlu.bundle import is_complete
+from voicenlu.config import MIN_STEPS
+from voicenlu.data.training import snips_split
 from voicenlu.errors import ConfigError
 
 SMALL = 300  # sizes below this get several draws: one draw of 10 says little
 DEV_PER_INTENT = 20
-# A draw of 70 utterances is 3 batches: epochs grow until this many steps. At 70 per intent,
-# 400 steps gave 81.3 slot F1 where 150 gave 73.5 (same draw; benchmarks/learning_curve.md).
-MIN_STEPS = 400
 
 
 def parse_sizes(text: str) -> list[int | None]:
@@ -55,29 +54,29 @@ def learning_curve(
 ) -> dict:
     """Train and score every (size, draw); write the rows, means over draws, as they come.
 
-    A run whose bundle is already in ``output_dir`` is scored without training again, so an
-    interrupted curve picks up where it stopped.
+    A run whose bundle is complete in ``output_dir`` is scored without training again, so an
+    interrupted curve picks up where it stopped; a run stopped halfway is trained again.
     """
-    from voicenlu.train import TrainData, train
+    from voicenlu.pipeline import train_bundle
 
-    dev = stratified_slice(snips.dev, DEV_PER_INTENT, base.seed)
     runs: list[dict] = []
     for size in sizes:
         for draw in range(draws if size is not None and size < SMALL else 1):
             seed = base.seed + draw
-            chosen = snips.train if size is None else stratified_slice(snips.train, size, seed)
+            data = snips_split(
+                snips,
+                per_intent=size or 0,
+                seed=seed,
+                dev_per_intent=DEV_PER_INTENT,
+                dev_seed=base.seed,
+            )
+            chosen = data.train
             label = "full" if size is None else size
             config = dataclasses.replace(config_for(base, len(chosen), min_steps), seed=seed)
             run_dir = output_dir / f"{label}-draw{draw}"
-            data = TrainData(
-                train=chosen,
-                dev=dev,
-                test=snips.test,
-                source={"name": "snips-2017-06", "per_intent": label, "draw": draw},
-            )
             bundle = run_dir / "bundle"
-            if not (bundle / "metrics.json").is_file():  # else an interrupted run made it
-                train(data, config, run_dir)
+            if not is_complete(bundle):  # else an interrupted run made it
+                train_bundle(data, config, run_dir)
                 shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # bundles suffice
             metrics = json.loads((bundle / "metrics.json").read_text())
             baseline = TfidfLogReg(seed=seed).fit(chosen)

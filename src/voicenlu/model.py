@@ -1,16 +1,23 @@
-"""JointModel: any Hugging Face encoder with an intent head and a slot head, trained jointly."""
+"""JointModel: any Hugging Face encoder with an intent head and a slot head, trained jointly.
+
+Also the model side of a bundle: batching rows into tensors, saving and loading the weights,
+and cutting attention heads out of the encoder (which a pruned bundle needs to load).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig
 
+from voicenlu.bundle import read_manifest
+from voicenlu.config import DEFAULT_BACKBONE
 from voicenlu.errors import ConfigError
+from voicenlu.features import IGNORE_INDEX, prepare_tokenizer
 
-DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
 DISTILL_WEIGHT = 0.5  # share of the distillation loss when recovering a pruned model
 DISTILL_TEMPERATURE = 2.0
 
@@ -189,3 +196,96 @@ def encoder_config_from_dict(data: dict) -> PretrainedConfig:
     """Rebuild the encoder's config from the dict stored in a bundle."""
     data = dict(data)
     return AutoConfig.for_model(data.pop("model_type"), **data)
+
+
+class Collator:
+    """Pads a batch of feature rows to its longest: ids with the pad id, tags with IGNORE_INDEX."""
+
+    def __init__(self, pad_id: int):
+        self.pad_id = pad_id
+
+    def __call__(self, rows: list[dict]) -> dict[str, torch.Tensor]:
+        width = max(len(r["input_ids"]) for r in rows)
+
+        def pad(key, value):
+            return torch.tensor([r[key] + [value] * (width - len(r[key])) for r in rows])
+
+        batch = {
+            "input_ids": pad("input_ids", self.pad_id),
+            "token_type_ids": pad("token_type_ids", 0),
+            "attention_mask": torch.tensor(
+                [[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows]
+            ),
+            "slot_labels": pad("slot_labels", IGNORE_INDEX),
+            "intent_labels": torch.tensor([r["intent_labels"] for r in rows]),
+            "example_ids": torch.tensor([r["example_ids"] for r in rows]),
+        }
+        if "teacher_slot_logits" in rows[0]:  # distillation targets: training rows only
+            batch["teacher_intent_logits"] = torch.stack([r["teacher_intent_logits"] for r in rows])
+            batch["teacher_slot_logits"] = torch.nn.utils.rnn.pad_sequence(
+                [r["teacher_slot_logits"] for r in rows], batch_first=True
+            )
+        return batch
+
+
+def save_weights(model: nn.Module, path: Path) -> None:
+    """The model's weights as safetensors (never pickle)."""
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
+
+
+def load_torch_model(bundle: Path, partial: bool = False):
+    """(JointModel with the bundle's weights, prepared tokenizer, manifest).
+
+    ``partial`` accepts a bundle that is still being written (the pipeline exports it).
+    """
+    manifest = read_manifest(
+        bundle, need=("model.safetensors", "tokenizer.json"), require_complete=not partial
+    )
+    config = encoder_config_from_dict(manifest["encoder_config"])
+    model = JointModel.from_config(config, len(manifest["intents"]), len(manifest["slot_tags"]))
+    if manifest.get("pruned_heads"):
+        remove_heads(model, manifest["pruned_heads"])
+    model.load_state_dict(load_file(Path(bundle) / "model.safetensors"))
+    model.eval()
+    tokenizer = AutoTokenizer.from_pretrained(bundle).backend_tokenizer
+    return model, prepare_tokenizer(tokenizer, manifest["max_length"]), manifest
+
+
+def encoder_layers(model: JointModel) -> nn.ModuleList:
+    """The encoder's list of transformer layers; refused for encoders that share or nest them."""
+    layers = getattr(getattr(model.encoder, "encoder", None), "layer", None)
+    if not isinstance(layers, nn.ModuleList):
+        raise ConfigError(
+            f"Layer pruning needs an encoder with a list of layers (BERT, RoBERTa, MiniLM...); "
+            f"{model.encoder.config.model_type} shares or nests its layers."
+        )
+    return layers
+
+
+def _slice_linear(linear: nn.Linear, index: torch.Tensor, dim: int) -> nn.Linear:
+    """A smaller nn.Linear keeping rows (dim 0: outputs) or columns (dim 1: inputs) ``index``."""
+    weight = linear.weight.detach().index_select(dim, index)
+    bias = linear.bias.detach() if dim == 1 else linear.bias.detach()[index]
+    smaller = nn.Linear(weight.shape[1], weight.shape[0])
+    smaller.weight.data.copy_(weight)
+    smaller.bias.data.copy_(bias)
+    return smaller
+
+
+def remove_heads(model: JointModel, heads: dict) -> None:
+    """Cut the given heads (layer -> head indices) out of their layers: fewer rows in Q, K, V
+    and fewer columns in the output projection. The result computes what gating those heads
+    to zero computes."""
+    layers = encoder_layers(model)
+    for layer_index, drop in heads.items():
+        layer = layers[int(layer_index)]
+        attention, output = layer.attention.self, layer.attention.output
+        size = attention.attention_head_size
+        n_heads = output.dense.in_features // size
+        keep = [h for h in range(n_heads) if h not in set(drop)]
+        index = torch.cat([torch.arange(h * size, (h + 1) * size) for h in keep])
+        for name in ("query", "key", "value"):
+            setattr(attention, name, _slice_linear(getattr(attention, name), index, dim=0))
+        output.dense = _slice_linear(output.dense, index, dim=1)
+        attention.num_attention_heads = len(keep)
+        attention.all_head_size = len(index)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from voicenlu.bundle import is_complete
 from voicenlu.calibration import (
     DEFAULT_SCORE,
     SCORES,
@@ -22,7 +23,7 @@ from voicenlu.calibration import (
     raw_scores,
     softmax,
 )
-from voicenlu.data import stratified_slice
+from voicenlu.data.training import snips_split
 from voicenlu.runtime import Parser
 
 log = logging.getLogger(__name__)
@@ -103,25 +104,20 @@ def score_fold(parser: Parser, dev, in_scope, out_of_scope) -> dict:
 def leave_one_intent_out(snips, config, output_dir: Path, per_intent: int = 300) -> dict:
     """Train one model per held-out intent; return per-fold figures and their means.
 
-    A fold whose bundle is already in ``output_dir`` is scored without training again, so an
-    interrupted run picks up where it stopped.
+    A fold whose bundle is complete in ``output_dir`` is scored without training again, so an
+    interrupted run picks up where it stopped; a fold stopped halfway is trained again.
     """
-    from voicenlu.train import TrainData, train
+    from voicenlu.pipeline import train_bundle
 
     folds = []
     for held_out in sorted({u.intent for u in snips.train}):
-        keep = [u for u in snips.train if u.intent != held_out]
-        data = TrainData(
-            train=stratified_slice(keep, per_intent, config.seed),
-            dev=[u for u in snips.dev if u.intent != held_out],
-            source={"name": "snips-2017-06", "held_out": held_out, "per_intent": per_intent},
-        )
+        data = snips_split(snips, per_intent=per_intent, seed=config.seed, exclude=(held_out,))
         fold_dir = output_dir / f"without-{held_out}"
         bundle = fold_dir / "bundle"
-        if (bundle / "voicenlu.json").is_file():  # an earlier, interrupted run trained it
+        if is_complete(bundle):  # an earlier, interrupted run finished this fold
             log.info("Scoring the existing %s (delete it to train the fold again).", bundle)
         else:
-            bundle = train(data, config, fold_dir)
+            bundle = train_bundle(data, config, fold_dir)
         parser = Parser.load(bundle, precision="fp32")
         in_scope = [u for u in snips.test if u.intent != held_out]
         out_of_scope = [u for u in snips.test if u.intent == held_out]

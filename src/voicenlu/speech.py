@@ -7,7 +7,7 @@ SHA-256 recorded here when they load.
 
 Biasing, measured on clean recordings of coffee orders (benchmarks/speech.md): Whisper writes
 "12 ounce", "ice coffee", "dark rose" unless it is shown how the assistant's requests read. So
-training writes ``speech.json`` into the bundle (``domain_settings``), made from the training
+training writes ``speech.json`` into the bundle (``settings_json``), made from the training
 utterances only:
 
 - ``prompt``: training sentences chosen greedily to cover the vocabulary (at most
@@ -34,8 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
+from voicenlu.bundle import verify_files
 from voicenlu.data.records import Utterance
-from voicenlu.errors import InputError, VoiceNLUError
+from voicenlu.errors import InputError, MissingExtraError
 
 SAMPLE_RATE = 16_000
 MAX_SECONDS = 30.0  # one Whisper window; a spoken command is a few seconds
@@ -60,7 +61,7 @@ class AudioTooLong(AudioError):
     """A recording longer than the limit."""
 
 
-class SpeechUnavailable(VoiceNLUError):
+class SpeechUnavailable(MissingExtraError):
     """The speech extra is not installed, or its model files are not the expected ones."""
 
 
@@ -168,15 +169,9 @@ def domain_settings(utterances: Iterable[Utterance]) -> dict:
     }
 
 
-def write_settings(bundle: Path, utterances: Iterable[Utterance]) -> dict:
-    """Write ``speech.json`` (``domain_settings`` of the training utterances) into a bundle."""
-    from voicenlu.bundle import record_files
-
-    settings = domain_settings(utterances)
-    text = json.dumps(settings, indent=1, ensure_ascii=False) + "\n"
-    (Path(bundle) / SETTINGS_FILE).write_text(text, encoding="utf-8")
-    record_files(Path(bundle), SETTINGS_FILE)
-    return settings
+def settings_json(utterances: Iterable[Utterance]) -> str:
+    """The text of a bundle's ``speech.json``: ``domain_settings`` of the training utterances."""
+    return json.dumps(domain_settings(utterances), indent=1, ensure_ascii=False) + "\n"
 
 
 _NUMBERS = (
@@ -297,6 +292,7 @@ class Recogniser:
                 f"{bundle} has no {SETTINGS_FILE}: retrain it with this voicenlu, which writes "
                 "the recogniser's settings from the training data."
             )
+        verify_files(bundle, manifest, [SETTINGS_FILE])
         settings = json.loads((bundle / SETTINGS_FILE).read_text(encoding="utf-8"))
         return cls(settings, threads)
 

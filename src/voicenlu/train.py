@@ -1,14 +1,12 @@
-"""Training: transformers.Trainer on the joint model, then the bundle.
+"""Training: transformers.Trainer on the joint model. A leaf: no bundle, export or report.
 
 Trainer gives TensorBoard logs, checkpoint rotation, resume, early stopping on dev, seeds
-and DDP through ``torchrun`` (gloo on CPU). After training, the best checkpoint (by dev
-exact match) becomes a bundle: weights, tokenizer, manifest, ONNX graph checked against
-PyTorch, and the evaluation report on the test split when one is given.
+and DDP through ``torchrun`` (gloo on CPU). The best checkpoint (by dev exact match) is
+returned with its calibration and history; ``pipeline.py`` turns it into a bundle.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import time
@@ -16,9 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from transformers import (
-    AutoTokenizer,
     EarlyStoppingCallback,
     Trainer,
     TrainingArguments,
@@ -27,122 +23,46 @@ from transformers import (
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from voicenlu import __version__
-from voicenlu.bundle import read_manifest, record_files, write_manifest
 from voicenlu.calibration import calibrate
+from voicenlu.config import TrainConfig
 from voicenlu.data.records import Utterance
-from voicenlu.data.types import SlotTypes
+from voicenlu.data.training import TrainData
 from voicenlu.errors import ConfigError
-from voicenlu.evaluate import compute_metrics, evaluate_bundle
 from voicenlu.features import (
-    IGNORE_INDEX,
     allowed_transitions,
     decode_slots,
-    encode,
+    featurize,
     prepare_tokenizer,
     slot_tags,
-    spans_to_tags,
 )
-from voicenlu.model import DEFAULT_BACKBONE, JointModel, build_model, encoder_config_from_dict
-from voicenlu.speech import write_settings as write_speech_settings
+from voicenlu.metrics import HEADLINE, compute_metrics
+from voicenlu.model import Collator, JointModel, build_model
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class TrainConfig:
-    """Everything that decides a training run; stored in the bundle."""
+class Fit:
+    """A trained model and what the bundle records about its training."""
 
-    backbone: str = DEFAULT_BACKBONE
-    epochs: float = 6.0
-    batch_size: int = 32
-    encoder_lr: float = 1e-4
-    head_lr: float = 1e-3
-    warmup_ratio: float = 0.1
-    weight_decay: float = 0.01
-    label_smoothing: float = 0.0
-    max_length: int = 64
-    seed: int = 13
-    freeze_backbone: bool = False
-    patience: int = 3
-    keep_checkpoints: int = 2
-
-
-@dataclass
-class TrainData:
-    """The utterances to learn from and to choose checkpoints on, where they came from, and
-    the slot types the bundle records for resolving slot values."""
-
-    train: list[Utterance]
-    dev: list[Utterance]
-    test: list[Utterance] | None = None
-    source: dict = dataclasses.field(default_factory=dict)
-    slot_types: SlotTypes = dataclasses.field(default_factory=SlotTypes)
+    model: JointModel
+    hf_tokenizer: object  # the transformers tokenizer, saved into the bundle as it is
+    tokenizer: object  # its fast tokenizer, prepared for max_length
+    intents: list[str]
+    tags: list[str]
+    pad_id: int
+    calibration: dict
+    dev_metrics: dict
+    history: list[dict]
+    seconds: float
+    epochs_run: float
+    world_size: int
+    is_main: bool  # the process that writes (rank 0 under torchrun)
 
 
-class _Features(torch.utils.data.Dataset):
-    """Tokenised utterances with intent and tag ids; ``example_ids`` index a lookup table."""
-
-    def __init__(self, rows: list[dict]):
-        self.rows = rows
-
-    def __len__(self):
-        return len(self.rows)
-
-    def __getitem__(self, i):
-        return self.rows[i]
-
-
-def _featurize(utterances, tokenizer, intent_index, tag_index, first_id):
-    encodings = encode(tokenizer, [u.text for u in utterances])
-    rows = []
-    for k, (u, enc) in enumerate(zip(utterances, encodings, strict=True)):
-        rows.append(
-            {
-                "input_ids": enc.ids,
-                "token_type_ids": enc.type_ids,
-                "intent_labels": intent_index[u.intent],
-                "slot_labels": spans_to_tags(enc, u.slots, tag_index),
-                "example_ids": first_id + k,
-            }
-        )
-    return _Features(rows), encodings
-
-
-class _Collator:
-    """Pads a batch to its longest row: ids with the pad id, tags with IGNORE_INDEX."""
-
-    def __init__(self, pad_id: int):
-        self.pad_id = pad_id
-
-    def __call__(self, rows):
-        width = max(len(r["input_ids"]) for r in rows)
-
-        def pad(key, value):
-            return torch.tensor([r[key] + [value] * (width - len(r[key])) for r in rows])
-
-        batch = {
-            "input_ids": pad("input_ids", self.pad_id),
-            "token_type_ids": pad("token_type_ids", 0),
-            "attention_mask": torch.tensor(
-                [[1] * len(r["input_ids"]) + [0] * (width - len(r["input_ids"])) for r in rows]
-            ),
-            "slot_labels": pad("slot_labels", IGNORE_INDEX),
-            "intent_labels": torch.tensor([r["intent_labels"] for r in rows]),
-            "example_ids": torch.tensor([r["example_ids"] for r in rows]),
-        }
-        if "teacher_slot_logits" in rows[0]:  # distillation targets: training rows only
-            batch["teacher_intent_logits"] = torch.stack([r["teacher_intent_logits"] for r in rows])
-            batch["teacher_slot_logits"] = torch.nn.utils.rnn.pad_sequence(
-                [r["teacher_slot_logits"] for r in rows], batch_first=True
-            )
-        return batch
-
-
-def _attach_teacher_logits(dataset: _Features, teacher: JointModel, collate: _Collator) -> None:
+def _attach_teacher_logits(rows: list[dict], teacher: JointModel, collate: Collator) -> None:
     """Store a teacher's logits on each training row, computed once, for distillation."""
     teacher.eval()
-    rows = dataset.rows
     with torch.no_grad():
         for i in range(0, len(rows), 128):
             chunk = rows[i : i + 128]
@@ -175,7 +95,7 @@ class _Metrics:
         examples = [self.lookup[int(i)] for i in example_ids]
         pred = predict_utterances(examples, intent_logits, slot_logits, self.intents, self.tags)
         m = compute_metrics([u for u, _ in examples], pred)
-        return {k: m[k] for k in ("intent_accuracy", "slot_f1", "exact_match")}
+        return {k: m[k] for k in HEADLINE}
 
 
 def _labels(data: TrainData) -> tuple[list[str], list[str]]:
@@ -207,20 +127,19 @@ def _history(log_history: list[dict]) -> list[dict]:
     return [by_epoch[k] for k in sorted(by_epoch)]
 
 
-def train(
+def fit(
     data: TrainData,
     config: TrainConfig,
     output_dir: Path,
     resume: bool = False,
     start: tuple | None = None,
     teacher: JointModel | None = None,
-    record: dict | None = None,
-) -> Path:
-    """Train, write ``output_dir/bundle`` and return its path (rank 0 only writes).
+) -> Fit:
+    """Train on ``data``, choosing the checkpoint on its dev set; checkpoints and TensorBoard
+    logs go under ``output_dir``.
 
     ``start`` is a (model, tokenizer, intents, tags) to continue from instead of the
-    pretrained backbone (a pruned model); ``teacher`` adds distillation from its logits;
-    ``record`` adds fields to the bundle manifest.
+    pretrained backbone (a pruned model); ``teacher`` adds distillation from its logits.
     """
     output_dir = Path(output_dir)
     set_seed(config.seed)
@@ -239,19 +158,19 @@ def train(
     intent_index = {name: i for i, name in enumerate(intents)}
     tag_index = {tag: i for i, tag in enumerate(tags)}
 
-    train_set, _ = _featurize(data.train, tokenizer, intent_index, tag_index, 0)
-    dev_set, dev_enc = _featurize(data.dev, tokenizer, intent_index, tag_index, len(data.train))
+    train_set, _ = featurize(data.train, tokenizer, intent_index, tag_index, 0)
+    dev_set, dev_enc = featurize(data.dev, tokenizer, intent_index, tag_index, len(data.train))
     # A fixed sample of the training set, scored each epoch like dev, for the learning curves.
     sample = data.train[:: max(1, len(data.train) // len(data.dev))][: len(data.dev)]
     first = len(data.train) + len(data.dev)
-    sample_set, sample_enc = _featurize(sample, tokenizer, intent_index, tag_index, first)
+    sample_set, sample_enc = featurize(sample, tokenizer, intent_index, tag_index, first)
     lookup = {}
     for first_id, utts, encs in ((len(data.train), data.dev, dev_enc), (first, sample, sample_enc)):
         pairs = zip(utts, encs, strict=True)
         lookup.update({first_id + k: pair for k, pair in enumerate(pairs)})
 
     pad_id = tokenizer.token_to_id(hf_tokenizer.pad_token) or 0
-    collate = _Collator(pad_id)
+    collate = Collator(pad_id)
     if teacher is not None:
         _attach_teacher_logits(train_set, teacher, collate)
 
@@ -312,69 +231,22 @@ def train(
     trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - started
     dev_out = trainer.predict(dev_set, metric_key_prefix="dev")  # every rank takes part
-    if not trainer.is_world_process_zero():
-        return output_dir / "bundle"
-
-    calibration = calibrate(dev_out.predictions[0], dev_out.label_ids[0])
-    bundle = output_dir / "bundle"
-    bundle.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()}, bundle / "model.safetensors"
+    return Fit(
+        model=model,
+        hf_tokenizer=hf_tokenizer,
+        tokenizer=tokenizer,
+        intents=intents,
+        tags=tags,
+        pad_id=pad_id,
+        calibration=calibrate(dev_out.predictions[0], dev_out.label_ids[0]),
+        dev_metrics={
+            k.removeprefix("dev_"): v
+            for k, v in dev_out.metrics.items()
+            if k.removeprefix("dev_") in HEADLINE
+        },
+        history=_history(trainer.state.log_history),
+        seconds=seconds,
+        epochs_run=trainer.state.epoch,
+        world_size=args.world_size,
+        is_main=trainer.is_world_process_zero(),
     )
-    hf_tokenizer.save_pretrained(bundle)
-    write_manifest(
-        bundle,
-        {
-            "voicenlu_version": __version__,
-            "backbone": config.backbone,
-            "encoder_config": model.encoder.config.to_diff_dict()
-            | {"model_type": model.encoder.config.model_type},
-            "intents": intents,
-            "slot_tags": tags,
-            "values": data.slot_types.manifest_section(
-                data.train, {t[2:] for t in tags if t != "O"}
-            ),
-            "max_length": config.max_length,
-            "pad_token_id": pad_id,
-            "calibration": calibration,
-            "training": dataclasses.asdict(config)
-            | {
-                "train_seconds": round(seconds, 1),
-                "epochs_run": trainer.state.epoch,
-                "world_size": args.world_size,
-            },
-            "data": data.source | {"train": len(data.train), "dev": len(data.dev)},
-            "dev_metrics": {
-                k.removeprefix("dev_"): v
-                for k, v in dev_out.metrics.items()
-                if k.removeprefix("dev_") in ("intent_accuracy", "slot_f1", "exact_match")
-            },
-            "history": _history(trainer.state.log_history),
-        }
-        | (record or {}),
-    )
-    record_files(bundle, "model.safetensors", "tokenizer.json")
-    write_speech_settings(bundle, data.train)  # the recogniser's bias: this training data only
-    from voicenlu.export import export_onnx
-
-    export_onnx(bundle, [u.text for u in data.dev])
-    if data.test:
-        evaluate_bundle(bundle, data.test)
-    else:  # user data: the held-out dev set is all there is to report on
-        evaluate_bundle(bundle, data.dev, split="dev")
-    return bundle
-
-
-def load_torch_model(bundle: Path):
-    """(JointModel with the bundle's weights, prepared tokenizer, manifest)."""
-    manifest = read_manifest(bundle, need=("model.safetensors", "tokenizer.json"))
-    config = encoder_config_from_dict(manifest["encoder_config"])
-    model = JointModel.from_config(config, len(manifest["intents"]), len(manifest["slot_tags"]))
-    if manifest.get("pruned_heads"):
-        from voicenlu.optimize import remove_heads
-
-        remove_heads(model, manifest["pruned_heads"])
-    model.load_state_dict(load_file(bundle / "model.safetensors"))
-    model.eval()
-    tokenizer = AutoTokenizer.from_pretrained(bundle).backend_tokenizer
-    return model, prepare_tokenizer(tokenizer, manifest["max_length"]), manifest

@@ -11,11 +11,13 @@ slot of a dimension resolves to None and one warning says how to install it. For
 dimension D at ``text[start:end]``:
 
 1. the slot's own text is parsed for D, without latent readings; the longest expression found
-   wins (the earliest among equals);
+   wins (the earliest among equals). For a time, a meal Duckling does not know (``MEAL_TIMES``:
+   breakfast, brunch, elevenses, lunch, tea, dinner, supper) is first read as the hours it
+   usually means ("breakfast tomorrow" as "from 7 am to 10 am tomorrow");
 2. when that finds nothing, the whole utterance is parsed for D and the expression overlapping
    the slot most is taken (the slot "8" of "book it at 8" resolves as "at 8");
 3. when that finds nothing either, the slot's text is parsed again with latent readings (a bare
-   "1958" is a year, "7" an hour), since the model has already said the text is a D.
+   "7" is an hour, "2030" a year), since the model has already said the text is a D.
 
 Where Duckling offers several readings (``values``), the first is taken: for times the nearest
 one at or after the reference time. Numbers written as words ("four", "twenty one") resolve.
@@ -39,6 +41,8 @@ Custom entities need no optional extra.
 from __future__ import annotations
 
 import logging
+import math
+import re
 import threading
 import time
 import zoneinfo
@@ -51,6 +55,8 @@ from voicenlu.data.types import DIMENSIONS, CustomEntity, normalize
 from voicenlu.errors import InputError
 
 __all__ = [
+    "DEFAULT_TIMEZONE",
+    "MEAL_TIMES",
     "CustomEntity",
     "Duckling",
     "EntityResolver",
@@ -103,13 +109,14 @@ class _Table:
         self.extensible = entity.extensible
         self.exact: dict[str, str] = {}
         self.kind: dict[str, str] = {}
-        for canonical, synonyms in entity.values.items():
-            for form, kind in ((canonical, "exact"), *((s, "synonym") for s in synonyms)):
-                key = normalize(form)
-                # The first listing wins: a canonical value is never remapped by a later synonym.
-                if key and key not in self.exact:
-                    self.exact[key] = canonical
-                    self.kind[key] = kind
+        # Canonical values first, so a synonym never remaps one; among synonyms, the first wins.
+        forms = [(c, c, "exact") for c in entity.values]
+        forms += [(s, c, "synonym") for c, synonyms in entity.values.items() for s in synonyms]
+        for form, canonical, kind in forms:
+            key = normalize(form)
+            if key and key not in self.exact:
+                self.exact[key] = canonical
+                self.kind[key] = kind
 
     def resolve(self, text: str) -> tuple[str, str] | None:
         key = normalize(text)
@@ -193,10 +200,6 @@ class Reference:
     timestamp: int  # seconds since 1970-01-01T00:00:00Z
     timezone: str  # an IANA name
 
-    def isoformat(self) -> str:
-        zone = zoneinfo.ZoneInfo(self.timezone)
-        return datetime.fromtimestamp(self.timestamp, zone).isoformat()
-
 
 def reference(
     reference_time: datetime | str | float | None = None,
@@ -223,6 +226,8 @@ def reference(
     if isinstance(reference_time, bool):
         raise InputError("reference_time must be an ISO-8601 date-time, not a boolean.")
     if isinstance(reference_time, int | float):
+        if not math.isfinite(reference_time):
+            raise InputError(f"reference_time must be a finite number, not {reference_time}.")
         return Reference(int(reference_time), zone_name)
     if isinstance(reference_time, str):
         try:
@@ -241,7 +246,10 @@ def reference(
         )
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=zone)
-    return Reference(int(moment.timestamp()), zone_name)
+    try:
+        return Reference(int(moment.timestamp()), zone_name)
+    except (OverflowError, ValueError, OSError):
+        raise InputError(f"reference_time {reference_time!s} is out of range.") from None
 
 
 # --- Duckling, in-process ---
@@ -319,6 +327,18 @@ def load_duckling() -> Duckling | None:
 
 
 # --- Duckling's values -> the shapes of the parse result ---
+
+# Meals Duckling's English grammar does not know, read as the hours they usually mean.
+MEAL_TIMES = {
+    "breakfast": "from 7 am to 10 am",
+    "brunch": "from 10 am to 1 pm",
+    "elevenses": "at 11 am",
+    "lunch": "from noon to 2 pm",
+    "tea": "from 3 pm to 5 pm",
+    "dinner": "from 6 pm to 9 pm",
+    "supper": "from 6 pm to 9 pm",
+}
+_MEAL = re.compile(r"\b(" + "|".join(MEAL_TIMES) + r")\b", re.IGNORECASE)
 
 _UNIT_DIMENSIONS = {"temperature", "amount-of-money", "distance", "volume", "quantity"}
 
@@ -403,6 +423,12 @@ class ValueResolver:
             if duckling is not None:
                 duckling.warm(self.dimensions)
 
+    def reference(
+        self, reference_time: datetime | str | float | None = None, timezone: str | None = None
+    ) -> Reference:
+        """A request's reference time, checked, with this resolver's default time zone."""
+        return reference(reference_time, timezone, self.timezone)
+
     def resolve(
         self,
         text: str,
@@ -411,7 +437,7 @@ class ValueResolver:
         timezone: str | None = None,
     ) -> list[dict | None]:
         """The resolved value of each slot (``slot``, ``start``, ``end``) of ``text``."""
-        ref = reference(reference_time, timezone, self.timezone)
+        ref = self.reference(reference_time, timezone)
         return [self.resolve_slot(text, s["slot"], s["start"], s["end"], ref) for s in slots]
 
     def resolve_slot(self, text: str, slot: str, start: int, end: int, ref: Reference):
@@ -434,6 +460,8 @@ class ValueResolver:
     @staticmethod
     def _duckling_entity(duckling, text, kind, start, end, ref) -> dict | None:
         piece = text[start:end]
+        if kind == "time":
+            piece = _MEAL.sub(lambda m: MEAL_TIMES[m.group(1).lower()], piece)
         found = _longest(duckling.parse(piece, kind, ref))
         if found is not None:
             return found

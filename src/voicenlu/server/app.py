@@ -2,6 +2,7 @@
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 from contextlib import asynccontextmanager
@@ -30,6 +31,12 @@ from voicenlu.server.schemas import (
     to_rasa,
 )
 from voicenlu.speech import AudioError, AudioTooLong, SpeechUnavailable
+from voicenlu.values import DEFAULT_TIMEZONE, reference
+
+# A request's (reference_time, timezone), as it sent them; (None, None) is now, in the
+# server's zone.
+When = tuple[str | None, str | None]
+NOW: When = (None, None)
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +162,8 @@ def create_app(
     limits: Limits | None = None,
     microbatch_ms: float = 0.0,
     threads: int | None = None,
+    timezone: str = DEFAULT_TIMEZONE,
+    digest: str | None = None,
     **limit_fields,
 ) -> FastAPI:
     """The HTTP API for one parser (or a bundle path, loaded now so a bad bundle fails early).
@@ -165,13 +174,22 @@ def create_app(
     ``limits`` (and any of its fields by name, e.g. ``max_chars=200``) bound each request.
     ``microbatch_ms`` > 0 groups concurrent /parse requests into one model run.
     ``threads`` is the model's thread count (default: the runtime's, one per core).
+    ``timezone`` (an IANA name) gives resolved times to requests that name none; a parser
+    passed in keeps the one it was loaded with.
+    ``digest``: load the bundle only if its manifest digest is this one (a checked signature's).
     """
     limits = limits_with(limits, limit_fields)
     if microbatch_ms < 0:
         raise ConfigError(f"microbatch_ms must be 0 (off) or more, not {microbatch_ms}.")
     parser = parser_or_bundle
     if not isinstance(parser, Parser):
-        parser = Parser.load(parser_or_bundle, threads=threads, spin_wait=False)
+        try:
+            reference(0, timezone)
+        except InputError as exc:
+            raise ConfigError(f"The server's timezone setting: {exc}") from None
+        parser = Parser.load(
+            parser_or_bundle, threads=threads, spin_wait=False, timezone=timezone, digest=digest
+        )
     if api_key is None:
         api_key = os.environ.get(API_KEY_ENV)
     metrics = Metrics()
@@ -210,35 +228,45 @@ def create_app(
     app.state.ready = False
     app.state.batcher = None
 
-    async def parse_one(text: str, threshold: float | None) -> dict:
+    async def parse_one(text: str, threshold: float | None, when: When = NOW) -> dict:
         if app.state.batcher:
-            return await app.state.batcher.parse(text, threshold)
-        result = await app.state.lane.run(parser.parse, text, threshold)
+            return await app.state.batcher.parse(text, threshold, when)
+        run = functools.partial(parser.parse, reference_time=when[0], timezone=when[1])
+        result = await app.state.lane.run(run, text, threshold)
         metrics.parsed.inc()
         return result
 
-    async def parse_many(texts: list[str], threshold: float | None) -> list[dict]:
+    async def parse_many(texts: list[str], threshold: float | None, when: When) -> list[dict]:
+        # One reference for the whole batch, fixed before its chunks run.
+        ref = parser.values.reference(*when)
+        run = functools.partial(
+            parser.parse_batch, reference_time=ref.timestamp, timezone=ref.timezone
+        )
         results = []
         for i in range(0, len(texts), BATCH_CHUNK):
             chunk = texts[i : i + BATCH_CHUNK]
-            results += await app.state.lane.run(parser.parse_batch, chunk, threshold)
+            results += await app.state.lane.run(run, chunk, threshold)
             metrics.parsed.inc(len(chunk))
         return results
 
-    async def parse_rasa(text: str) -> dict:
-        return to_rasa(await parse_one(text, None), parser.threshold)
+    async def parse_rasa(text: str, when: When) -> dict:
+        return to_rasa(await parse_one(text, None, when), parser.threshold)
 
     @app.post("/parse", response_model=ParseResult, summary="Parse one request")
     async def parse(body: ParseRequest, request: Request) -> Response:
-        return await unless_gone(request, parse_one(body.text, body.threshold))
+        when = (body.reference_time, body.timezone)
+        return await unless_gone(request, parse_one(body.text, body.threshold, when))
 
     @app.post("/parse/batch", response_model=list[ParseResult], summary="Parse many, in order")
     async def parse_batch(body: BatchRequest, request: Request) -> Response:
-        return await unless_gone(request, parse_many(body.texts, body.threshold))
+        when = (body.reference_time, body.timezone)
+        return await unless_gone(request, parse_many(body.texts, body.threshold, when))
 
     @app.post("/model/parse", response_model=RasaParseResult, summary="Parse, in Rasa's shape")
     async def rasa_parse(body: RasaParseRequest, request: Request) -> Response:
-        return await unless_gone(request, parse_rasa(body.text))
+        return await unless_gone(
+            request, parse_rasa(body.text, (body.reference_time, body.timezone))
+        )
 
     @app.post(
         "/parse/audio",
@@ -279,6 +307,8 @@ def create_app(
             "metrics": parser.manifest.get("dev_metrics", {}),
             "limits": limits.asdict(),
             "microbatch_ms": microbatch_ms,
+            "timezone": parser.values.timezone,
+            "slot_types": parser.values.slot_types,
         }
 
     @app.get("/metrics", summary="Prometheus metrics, all workers together")

@@ -1,6 +1,7 @@
 """The model thread of a worker, and the micro-batcher that groups /parse requests."""
 
 import asyncio
+import functools
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -55,9 +56,10 @@ class MicroBatcher:
         except asyncio.CancelledError:
             pass
 
-    async def parse(self, text: str, threshold: float | None) -> dict:
+    async def parse(self, text: str, threshold: float | None, when: tuple = (None, None)) -> dict:
+        """Parse ``text`` in the next batch; ``when`` is its (reference_time, timezone)."""
         future = asyncio.get_running_loop().create_future()
-        await self.queue.put((text, threshold, future))
+        await self.queue.put((text, (threshold, *when), future))
         return await future
 
     async def _run(self) -> None:
@@ -76,14 +78,15 @@ class MicroBatcher:
                     batch.append(await asyncio.wait_for(self.queue.get(), remaining))
                 except TimeoutError:
                     break
-            # parse_batch takes one threshold: requests that chose different ones run apart.
+            # parse_batch takes one threshold and one reference time: requests that chose
+            # different ones run apart.
             groups = defaultdict(list)
             for item in batch:
                 groups[item[1]].append(item)
-            for threshold, items in groups.items():
-                await self._parse_group(threshold, items)
+            for options, items in groups.items():
+                await self._parse_group(options, items)
 
-    async def _parse_group(self, threshold: float | None, items: list) -> None:
+    async def _parse_group(self, options: tuple, items: list) -> None:
         # A request whose client went away cancelled its future: its text is not parsed.
         items = [item for item in items if not item[2].cancelled()]
         if not items:
@@ -91,8 +94,12 @@ class MicroBatcher:
         self.metrics.observe_batch(len(items))
         self.metrics.parsed.inc(len(items))
         texts = [text for text, _, _ in items]
+        threshold, reference_time, timezone = options
+        run = functools.partial(
+            self.parser.parse_batch, reference_time=reference_time, timezone=timezone
+        )
         try:
-            results = await self.lane.run(self.parser.parse_batch, texts, threshold)
+            results = await self.lane.run(run, texts, threshold)
         except Exception as exc:  # hand the error to every waiting request, keep serving
             for _, _, future in items:
                 if not future.done():

@@ -188,11 +188,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         if self.headers_pending:
             self.header_bytes += len(data)
         super().data_received(data)
-        if self.transport.is_closing():
-            return
-        if self.refusal is not None and not self.headers_pending:
-            self.refuse(self.refusal)
-        elif self.headers_pending and self.header_bytes > self.limits.max_header_bytes:
+        if self.headers_pending and self.header_bytes > self.limits.max_header_bytes:
             limit = self.limits.max_header_bytes
             self.refuse(
                 header_refusal(f"The request line and headers are longer than {limit} bytes.")
@@ -215,6 +211,8 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.disarm_header_timer()
         if self.refusal is None:
             super().on_headers_complete()
+        else:
+            self.refuse(self.refusal)
 
     def on_message_complete(self) -> None:
         self.headers_pending = True  # what comes next is the next request's

@@ -14,6 +14,7 @@ from voicenlu.errors import ConfigError
 from voicenlu.server.app import API_KEY_ENV, create_app, limits_with
 from voicenlu.server.limits import LimitedHttpProtocol, Limits
 from voicenlu.server.metrics import MULTIPROC_ENV
+from voicenlu.values import DEFAULT_TIMEZONE
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +24,8 @@ SETTINGS_ENV = {
     "cors_origins": "VOICENLU_CORS_ORIGINS",
     "microbatch_ms": "VOICENLU_MICROBATCH_MS",
     "threads": "VOICENLU_THREADS",
+    "timezone": "VOICENLU_TIMEZONE",
+    "digest": "VOICENLU_BUNDLE_DIGEST",
 }
 
 
@@ -51,6 +54,8 @@ def app_from_env() -> FastAPI:
         limits=Limits.from_env(),
         microbatch_ms=_env_number(SETTINGS_ENV["microbatch_ms"], float, 0.0),
         threads=_env_number(SETTINGS_ENV["threads"], int, None),
+        timezone=os.environ.get(SETTINGS_ENV["timezone"]) or DEFAULT_TIMEZONE,
+        digest=os.environ.get(SETTINGS_ENV["digest"]) or None,
     )
 
 
@@ -82,6 +87,8 @@ def serve(
     threads: int | None = None,
     access_log: bool = False,
     limits: Limits | None = None,
+    timezone: str = DEFAULT_TIMEZONE,
+    require_signature: str | Path | None = None,
     **limit_fields,
 ) -> None:
     """Serve a bundle over HTTP until interrupted (``voicenlu serve``).
@@ -92,7 +99,10 @@ def serve(
     more CPU than it saved (on 2 cores, 4.5-5.5 ms of server CPU per request against 2.6-2.9
     ms with one), so use more cores with more workers. The access log is off by default: a
     line per request adds about a fifth of a parse's CPU time. ``limits`` (or its fields by
-    name) apply to each worker.
+    name) apply to each worker. ``timezone`` gives resolved times to requests that name none.
+    name) apply to each worker. With ``require_signature`` (a public key), the bundle must
+    carry a valid signature by its private key (``voicenlu bundle sign``), and every worker
+    loads exactly the manifest that was checked.
     """
     import uvicorn
 
@@ -109,6 +119,11 @@ def serve(
             host,
             API_KEY_ENV,
         )
+    digest = None
+    if require_signature:
+        from voicenlu.signing import verify_bundle
+
+        digest = verify_bundle(bundle, require_signature, check_files=False)
     options = {"host": host, "port": port, "access_log": access_log, **uvicorn_settings(limits)}
     if workers == 1:
         app = create_app(
@@ -117,6 +132,8 @@ def serve(
             limits=limits,
             microbatch_ms=microbatch_ms,
             threads=threads,
+            timezone=timezone,
+            digest=digest,
         )
         uvicorn.run(app, **options)
         return
@@ -128,6 +145,8 @@ def serve(
             SETTINGS_ENV["cors_origins"]: ",".join(cors_origins),
             SETTINGS_ENV["microbatch_ms"]: str(microbatch_ms),
             SETTINGS_ENV["threads"]: str(threads),
+            SETTINGS_ENV["timezone"]: timezone,
+            SETTINGS_ENV["digest"]: digest or "",
             **limits.to_env(),
         }
     )

@@ -1,12 +1,13 @@
 """Request and response bodies, and Rasa's /model/parse shape."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
 from voicenlu.errors import InputError
 from voicenlu.runtime import check_text
+from voicenlu.values import reference
 
 # Rasa's FallbackClassifier names a rejected request this way; Rasa clients branch on it.
 RASA_FALLBACK = "nlu_fallback"
@@ -18,6 +19,42 @@ def _valid_text(text: str) -> str:
         return check_text(text)
     except InputError as exc:
         raise PydanticCustomError("blank_text", str(exc)) from None
+
+
+def _valid_timezone(zone: str) -> str:
+    try:
+        reference(0, zone)
+    except InputError as exc:
+        raise PydanticCustomError("timezone", "{message}", {"message": str(exc)}) from None
+    return zone
+
+
+def _valid_reference_time(moment: str) -> str:
+    try:
+        reference(moment, "UTC")
+    except InputError as exc:
+        raise PydanticCustomError("reference_time", "{message}", {"message": str(exc)}) from None
+    return moment
+
+
+ReferenceTime = Annotated[
+    str | None,
+    Field(
+        max_length=64,
+        description="Resolve relative times ('tomorrow at 8') from this instant, ISO-8601 "
+        "(2026-11-28T12:00:00+01:00; without an offset it is read in `timezone`). Default: now.",
+    ),
+    AfterValidator(lambda v: v if v is None else _valid_reference_time(v)),
+]
+Timezone = Annotated[
+    str | None,
+    Field(
+        max_length=64,
+        description="IANA time zone the resolved times are given in (Europe/Zurich). Default: "
+        "the server's (voicenlu serve --timezone).",
+    ),
+    AfterValidator(lambda v: v if v is None else _valid_timezone(v)),
+]
 
 
 def request_models(max_chars: int, max_batch: int, max_batch_chars: int):
@@ -53,6 +90,8 @@ def request_models(max_chars: int, max_batch: int, max_batch_chars: int):
         model_config = strict
         text: Text
         threshold: float | None = Threshold
+        reference_time: ReferenceTime = None
+        timezone: Timezone = None
 
     class BatchRequest(BaseModel):
         model_config = strict
@@ -66,6 +105,8 @@ def request_models(max_chars: int, max_batch: int, max_batch_chars: int):
             AfterValidator(bounded_cost),
         ]
         threshold: float | None = Threshold
+        reference_time: ReferenceTime = None
+        timezone: Timezone = None
 
     class RasaParseRequest(BaseModel):
         """Rasa's /model/parse body: ``message_id`` is accepted and ignored."""
@@ -73,6 +114,8 @@ def request_models(max_chars: int, max_batch: int, max_batch_chars: int):
         model_config = strict
         text: Text
         message_id: str | None = None
+        reference_time: ReferenceTime = None
+        timezone: Timezone = None
 
     return ParseRequest, BatchRequest, RasaParseRequest
 
@@ -93,6 +136,10 @@ class Slot(BaseModel):
     start: int
     end: int
     confidence: float
+    resolved: dict[str, Any] | None = Field(
+        description="What the value means: a time, number, duration... (`kind` says which) or "
+        "a custom entity's canonical value; null when the slot has no type or nothing resolves."
+    )
 
 
 class ParseResult(BaseModel):
@@ -124,11 +171,18 @@ class AudioParseResult(ParseResult):
 
 class RasaEntity(BaseModel):
     entity: str
-    value: str
+    value: Any = Field(
+        description="As Rasa's Duckling extractor and synonym mapper give it: an ISO-8601 time, "
+        "{from, to} for an interval, a number, a canonical value; the text when unresolved."
+    )
+    text: str = Field(description="The slot's text, as spoken.")
     start: int
     end: int
     confidence_entity: float
     extractor: str
+    additional_info: dict[str, Any] | None = Field(
+        None, description="The slot's `resolved` value in full (null when unresolved)."
+    )
 
 
 class RasaParseResult(BaseModel):
@@ -136,6 +190,17 @@ class RasaParseResult(BaseModel):
     intent: RankedIntent
     entities: list[RasaEntity]
     intent_ranking: list[RankedIntent]
+
+
+def rasa_value(slot: dict) -> object:
+    """A slot's entity value the way Rasa fills it: Duckling's value (``{"from", "to"}`` for an
+    interval, an open end null), a synonym's canonical value, else the text."""
+    resolved = slot["resolved"]
+    if resolved is None:
+        return slot["value"]
+    if resolved.get("type") == "interval":
+        return {end: (resolved[end] or {}).get("value") for end in ("to", "from")}
+    return resolved["value"]
 
 
 def to_rasa(result: dict, threshold: float) -> dict:
@@ -153,11 +218,13 @@ def to_rasa(result: dict, threshold: float) -> dict:
     entities = [
         {
             "entity": s["slot"],
-            "value": s["value"],
+            "value": rasa_value(s),
+            "text": s["value"],
             "start": s["start"],
             "end": s["end"],
             "confidence_entity": s["confidence"],
             "extractor": "voicenlu",
+            "additional_info": s["resolved"],
         }
         for s in result["slots"]
     ]

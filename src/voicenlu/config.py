@@ -1,0 +1,115 @@
+"""Settings that decide a run, as validated dataclasses. Standard library only.
+
+The CLI builds its options (and their defaults) from these fields, and the Python API passes
+keyword options straight into them, so each default lives here and nowhere else, and a bad
+value is refused the same way wherever it comes from: a ``ConfigError`` naming the field.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from voicenlu.errors import ConfigError
+
+DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_OUTPUT_DIR = "runs/snips"  # a training run: checkpoints, TensorBoard logs, bundle/
+
+# User data has no dev set of its own: this share of each intent is held out to choose the
+# checkpoint and calibrate (with the run's seed).
+DEV_FRACTION = 0.1
+
+# `--quick`: one epoch on a stratified slice, to see the whole pipeline work in minutes.
+QUICK_EPOCHS = 1.0
+QUICK_PER_INTENT = 100
+
+# Experiments that train several models.
+OOS_PER_INTENT = 300  # training utterances per intent in each leave-one-intent-out fold
+OOS_EPOCHS = 3.0
+PRUNE_EPOCHS = 2.0  # distillation epochs that recover a pruned model
+# Learning curve: a draw of 70 utterances is 3 batches, so epochs grow until this many steps.
+# At 70 per intent, 400 steps gave 81.3 slot F1 where 150 gave 73.5 (same draw;
+# benchmarks/learning_curve.md).
+MIN_STEPS = 400
+
+
+def _option(default, help: str, minimum=None, below=None, above=None):
+    """A field with its CLI help and bounds: ``minimum`` <= value, ``above`` < value < ``below``."""
+    bounds = {"minimum": minimum, "below": below, "above": above}
+    return field(default=default, metadata={"help": help, **bounds})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides a training run; stored in the bundle's manifest."""
+
+    backbone: str = _option(
+        DEFAULT_BACKBONE, "Hugging Face encoder name or local path (the default ships offline)"
+    )
+    epochs: float = _option(6.0, "training epochs", above=0)
+    batch_size: int = _option(32, "utterances per optimizer step", minimum=1)
+    encoder_lr: float = _option(1e-4, "learning rate of the encoder", above=0)
+    head_lr: float = _option(1e-3, "learning rate of the intent and slot heads", above=0)
+    warmup_ratio: float = _option(
+        0.1, "share of steps with a rising learning rate", minimum=0, below=1
+    )
+    weight_decay: float = _option(0.01, "AdamW weight decay", minimum=0)
+    label_smoothing: float = _option(0.0, "label smoothing of both losses", minimum=0, below=1)
+    max_length: int = _option(64, "sub-tokens per request (longer ones are truncated)", minimum=8)
+    seed: int = _option(13, "random seed (also draws the dev hold-out of your own data)")
+    freeze_backbone: bool = _option(
+        False, "train the heads only, on frozen pretrained features (the original plan)"
+    )
+    patience: int = _option(3, "early stopping: epochs without a better dev score", minimum=1)
+    keep_checkpoints: int = _option(2, "checkpoints kept on disk", minimum=1)
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            _check(f, getattr(self, f.name))
+
+    @classmethod
+    def from_options(cls, **options) -> TrainConfig:
+        """The config from keyword options, refusing unknown names with the list of known ones."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        unknown = sorted(set(options) - set(names))
+        if unknown:
+            raise ConfigError(
+                f"Unknown training option {unknown[0]!r}: choose from {', '.join(names)}."
+            )
+        return cls(**options)
+
+
+def flag(name: str) -> str:
+    """The command-line spelling of a field: ``batch_size`` -> ``--batch-size``."""
+    return "--" + name.replace("_", "-")
+
+
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool}
+
+
+def field_type(f: dataclasses.Field) -> type:
+    """The Python type of a config field (annotations are strings here)."""
+    return _TYPES[str(f.type)]
+
+
+def _check(f: dataclasses.Field, value) -> None:
+    kind = field_type(f)
+    name = f"{f.name} ({flag(f.name)})"
+    ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        ok = True
+    if not ok:
+        raise ConfigError(f"{name} must be {kind.__name__}, got {value!r}.")
+    if kind is str and not value.strip():
+        raise ConfigError(f"{name} must not be empty.")
+    if kind in (int, float):
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}.")
+        meta = f.metadata
+        if meta.get("minimum") is not None and value < meta["minimum"]:
+            raise ConfigError(f"{name} must be at least {meta['minimum']}, got {value!r}.")
+        if meta.get("above") is not None and value <= meta["above"]:
+            raise ConfigError(f"{name} must be more than {meta['above']}, got {value!r}.")
+        if meta.get("below") is not None and value >= meta["below"]:
+            raise ConfigError(f"{name} must be less than {meta['below']}, got {value!r}.")

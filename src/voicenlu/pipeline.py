@@ -1,0 +1,322 @@
+"""The one place that runs the steps in order: train -> bundle -> export -> evaluate.
+
+The CLI, the Python API (``voicenlu.train``, ``voicenlu.evaluate``) and the experiments
+(pruning recovery, out-of-scope folds, learning curve) all come through here, so a bundle is
+made the same way whoever asks for it. Commands that work on a finished bundle find its
+training data from the origin recorded in the manifest, or take other data (``data=``,
+the CLI's ``--data``).
+
+Heavy modules (torch, transformers, onnx) are imported inside the functions that need them,
+after the check for the extra that provides them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from voicenlu import bundle as bundles
+from voicenlu import speech
+from voicenlu.config import (
+    DEFAULT_OUTPUT_DIR,
+    PRUNE_EPOCHS,
+    QUICK_EPOCHS,
+    QUICK_PER_INTENT,
+    TrainConfig,
+)
+from voicenlu.data.training import (
+    TrainData,
+    describe,
+    evaluation_file,
+    file_data,
+    recorded_data,
+    snips_data,
+)
+from voicenlu.errors import ConfigError, DataError
+from voicenlu.extras import require_extra
+from voicenlu.version import __version__
+
+# --- making a bundle ----------------------------------------------------------------------
+
+
+def train_bundle(
+    data: TrainData,
+    config: TrainConfig,
+    output_dir: str | Path,
+    resume: bool = False,
+    start: tuple | None = None,
+    teacher=None,
+    record: dict | None = None,
+) -> Path:
+    """Train on ``data``, then write, export, score and complete ``output_dir/bundle``.
+
+    ``start``/``teacher`` continue from a pruned model with distillation (see
+    ``train.fit``); ``record`` adds fields to the manifest. Under torchrun only rank 0 writes.
+    """
+    require_extra("train", "train")
+    from voicenlu.train import fit
+
+    output_dir = Path(output_dir)
+    bundle = output_dir / "bundle"
+    trained = fit(data, config, output_dir, resume=resume, start=start, teacher=teacher)
+    if not trained.is_main:
+        return bundle
+    _write_trained(bundle, trained, data, config, record or {})
+    _finish(bundle, data)
+    return bundle
+
+
+def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, record: dict):
+    """Weights, tokenizer and manifest of a new bundle (not complete yet)."""
+    from voicenlu.model import save_weights
+
+    encoder_config = trained.model.encoder.config
+    manifest = {
+        "voicenlu_version": __version__,
+        "backbone": config.backbone,
+        "encoder_config": encoder_config.to_diff_dict() | {"model_type": encoder_config.model_type},
+        "intents": trained.intents,
+        "slot_tags": trained.tags,
+        "values": data.slot_types.manifest_section(
+            data.train, {t[2:] for t in trained.tags if t != "O"}
+        ),
+        "max_length": config.max_length,
+        "pad_token_id": trained.pad_id,
+        "calibration": trained.calibration,
+        "training": dataclasses.asdict(config)
+        | {
+            "train_seconds": round(trained.seconds, 1),
+            "epochs_run": trained.epochs_run,
+            "world_size": trained.world_size,
+        },
+        "data": describe(data),
+        "dev_metrics": trained.dev_metrics,
+        "history": trained.history,
+    }
+    bundles.create(bundle, manifest | record)
+    bundles.put_file(bundle, "model.safetensors", lambda path: save_weights(trained.model, path))
+    bundles.put_files(bundle, trained.hf_tokenizer.save_pretrained)
+    # The recogniser's bias for spoken requests: this training data only.
+    bundles.put_text(bundle, speech.SETTINGS_FILE, speech.settings_json(data.train))
+
+
+def _finish(bundle: Path, data: TrainData) -> None:
+    """Export (checked on dev), score on the held-out split, then mark the bundle complete."""
+    from voicenlu.evaluate import evaluate_bundle
+    from voicenlu.export import export_onnx
+
+    export_onnx(bundle, [u.text for u in data.dev], partial=True)
+    split, gold = data.evaluation
+    evaluate_bundle(bundle, gold, split=split, write_bundle=True, partial=True)
+    bundles.mark_complete(bundle)
+
+
+# --- the Python API -----------------------------------------------------------------------
+
+
+def training_data(
+    data: str | Path | None = None,
+    seed: int = TrainConfig.seed,
+    per_intent: int = 0,
+    data_dir: str | Path | None = None,
+) -> TrainData:
+    """A user's file (validated, 10% per intent held out as dev) or the SNIPS split."""
+    if data is not None:
+        if per_intent:
+            raise ConfigError(
+                "per_intent (--per-intent) slices the SNIPS benchmark; it does not apply to "
+                "your own data (--data)."
+            )
+        return file_data(data, seed)
+    return snips_data(data_dir, per_intent=per_intent, seed=seed, dev_per_intent=per_intent)
+
+
+def train(
+    data: str | Path | None = None,
+    output_dir: str | Path = DEFAULT_OUTPUT_DIR,
+    *,
+    resume: bool = False,
+    quick: bool = False,
+    per_intent: int = 0,
+    data_dir: str | Path | None = None,
+    **options,
+) -> Path:
+    """Train a model and return the path of its bundle (``output_dir/bundle``).
+
+    ``data`` is your own file (Snips NLU JSON, Rasa YAML, CSV, JSONL), validated first, with
+    10% of each intent held out as dev; without it, the SNIPS benchmark (``data_dir``: where
+    its files are). ``options`` are ``TrainConfig`` fields (``epochs=3``, ``seed=5``...).
+    ``quick``: one epoch, and 100 SNIPS utterances per intent. The same checks and errors as
+    ``voicenlu train``.
+    """
+    config = TrainConfig.from_options(**options)
+    if quick:
+        config = dataclasses.replace(config, epochs=QUICK_EPOCHS)
+        if data is None and not per_intent:
+            per_intent = QUICK_PER_INTENT
+    require_extra("train", "train")
+    return train_bundle(
+        training_data(data, config.seed, per_intent, data_dir), config, output_dir, resume
+    )
+
+
+def evaluate(
+    bundle: str | Path,
+    data: str | Path | None = None,
+    *,
+    out: str | Path | None = None,
+    write_bundle: bool = False,
+    precision: str = "auto",
+    data_dir: str | Path | None = None,
+) -> dict:
+    """Score a bundle and return the metrics (intent accuracy, slot F1, exact match, per
+    intent and per slot, confusion matrix).
+
+    Without ``data``, on the held-out split of the data it was trained on (the SNIPS test set,
+    or the dev hold-out of your file); with ``data``, on every utterance of that file. The
+    report goes to ``out`` when given; only ``write_bundle`` rewrites the bundle's own
+    ``metrics.json``, ``MODEL_CARD.md`` and ``report/``.
+    """
+    if out is not None or write_bundle:
+        require_extra("train", "evaluate")  # the report's figures need matplotlib
+    from voicenlu.evaluate import evaluate_bundle
+
+    manifest = bundles.read_manifest(bundle)
+    if write_bundle and data is not None:
+        raise ConfigError(
+            "--write-bundle records the bundle's own figures: it cannot be combined with --data."
+        )
+    found = bundle_data(manifest, data, data_dir)
+    split, gold = ("data", found.test) if data is not None else found.evaluation
+    return evaluate_bundle(
+        Path(bundle), gold, Path(out) if out else None, precision, split, write_bundle
+    )
+
+
+# --- commands on a finished bundle --------------------------------------------------------
+
+
+def bundle_data(
+    manifest: dict, data: str | Path | None = None, data_dir: str | Path | None = None
+) -> TrainData:
+    """``data`` (every utterance scored) or else the data the bundle records it was trained on."""
+    if data is not None:
+        return evaluation_file(data, like=manifest.get("data"))
+    return recorded_data(manifest.get("data", {}), data_dir)
+
+
+def _check_labels(manifest: dict, data: TrainData) -> None:
+    """Data to train on must use the bundle's intents and slots only."""
+    utterances = data.train + data.dev
+    intents = sorted({u.intent for u in utterances} - set(manifest["intents"]))
+    slots = {t[2:] for t in manifest["slot_tags"] if t != "O"}
+    unknown_slots = sorted({s.slot for u in utterances for s in u.slots} - slots)
+    if intents or unknown_slots:
+        raise DataError(
+            f"The data has intents or slots this bundle does not know ({intents + unknown_slots})"
+            ": pass --data with the bundle's own training data, or train a new bundle on it."
+        )
+
+
+def export(bundle: str | Path, data: str | Path | None = None, data_dir=None) -> dict:
+    """Write ``model.onnx``, checked against PyTorch on the bundle's dev texts (or ``data``)."""
+    require_extra("train", "export")
+    from voicenlu.export import export_onnx
+
+    manifest = bundles.read_manifest(bundle)
+    found = bundle_data(manifest, data, data_dir)
+    texts = found.test if data is not None else found.dev
+    return export_onnx(Path(bundle), [u.text for u in texts])
+
+
+def quantize(
+    bundle: str | Path, data: str | Path | None = None, per_channel: bool = False, data_dir=None
+) -> dict:
+    """Write ``model.int8.onnx``; score it and fp32 on the bundle's dev and test data."""
+    require_extra("quantize", "quantize")
+    from voicenlu.quantize import quantize as quantize_bundle
+
+    manifest = bundles.read_manifest(bundle)
+    found = bundle_data(manifest, data, data_dir)
+    return quantize_bundle(Path(bundle), found.dev, found.test, per_channel=per_channel)
+
+
+def prune(
+    bundle: str | Path,
+    output_dir: str | Path,
+    data: str | Path | None = None,
+    *,
+    layers: int | None = None,
+    heads: float = 0.0,
+    epochs: float = PRUNE_EPOCHS,
+    seed: int = TrainConfig.seed,
+    data_dir=None,
+) -> Path:
+    """A smaller bundle in ``output_dir/bundle``: layers and heads chosen on the bundle's dev
+    data, removed, then recovered by distillation on its training data (or ``data``)."""
+    require_extra("train", "prune")
+    from transformers import AutoTokenizer
+
+    from voicenlu.model import load_torch_model
+    from voicenlu.prune import check_settings, prune_model
+
+    bundle = Path(bundle)
+    manifest = bundles.read_manifest(bundle)
+    check_settings(manifest, layers, heads)
+    found = bundle_data(manifest, data, data_dir)
+    if data is not None:  # every utterance of the file is in train or dev: nothing is held out
+        found = dataclasses.replace(found, test=None)
+    _check_labels(manifest, found)
+    teacher, tokenizer, manifest = load_torch_model(bundle)
+    student, record = prune_model(teacher, tokenizer, manifest, found.dev, layers, heads)
+    record["pruning"] |= {
+        "from": str(bundle),
+        "recovery": f"{epochs:g} epochs, distilled from the unpruned model",
+    }
+    if "values" in manifest:  # the slots are the same: so are their types
+        record["values"] = manifest["values"]
+    config = TrainConfig(
+        backbone=manifest["backbone"],
+        epochs=epochs,
+        max_length=manifest["max_length"],
+        seed=seed,
+        encoder_lr=manifest["training"]["encoder_lr"],
+        head_lr=manifest["training"]["encoder_lr"],  # the task heads are trained already
+        warmup_ratio=0.0,
+    )
+    start = (
+        student,
+        AutoTokenizer.from_pretrained(bundle),
+        manifest["intents"],
+        manifest["slot_tags"],
+    )
+    return train_bundle(found, config, output_dir, start=start, teacher=teacher, record=record)
+
+
+def bench(
+    bundle: str | Path,
+    pruned: list[Path],
+    out: Path,
+    runs: int,
+    requests: int,
+    data: str | Path | None = None,
+    data_dir=None,
+) -> dict:
+    """The deployment table, on the bundle's held-out data (or every utterance of ``data``)."""
+    require_extra("train", "bench")
+    from voicenlu.bench import run_bench
+
+    manifest = bundles.read_manifest(bundle)
+    found = bundle_data(manifest, data, data_dir)
+    split, gold = ("data", found.test) if data is not None else found.evaluation
+    described = f"{len(gold)} {split} utterances of {found.source.get('description', 'the data')}"
+    return run_bench(
+        Path(bundle),
+        [Path(p) for p in pruned],
+        Path(out),
+        runs,
+        requests,
+        gold=gold,
+        train=found.train,
+        data=described,
+    )

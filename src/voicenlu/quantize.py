@@ -1,0 +1,97 @@
+"""A smaller, faster bundle: int8 quantization of the ONNX graph (onnxruntime + onnx, no torch).
+
+Quantization is ONNX Runtime's dynamic int8 (weights stored int8, activations quantized on
+the fly), after ORT's transformer graph fusions (attention, layer norm, GELU), which cut
+the node count and let the quantized MatMuls run fused.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+
+from voicenlu.bundle import put_file, read_manifest, update_manifest
+from voicenlu.data.records import Utterance
+from voicenlu.metrics import HEADLINE, compute_metrics
+from voicenlu.runtime import Parser, result_to_utterance
+
+log = logging.getLogger(__name__)
+
+
+def fuse_transformer_graph(src: Path, dst: Path, manifest: dict) -> bool:
+    """ORT's offline fusions for BERT-like encoders; False (and a plain copy) when unsupported."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    config = manifest["encoder_config"]
+    if manifest.get("pruned_heads"):  # layers of unequal width: ORT's attention fusion assumes one
+        shutil.copyfile(src, dst)
+        return False
+    try:
+        model = optimize_model(
+            str(src),
+            model_type="bert",
+            num_heads=config.get("num_attention_heads", 0),
+            hidden_size=config.get("hidden_size", 0),
+            opt_level=1,
+            only_onnxruntime=False,
+        )
+        model.save_model_to_file(str(dst))
+        return True
+    except Exception as exc:  # fusion is an optimisation: fall back to the plain graph
+        log.warning("graph fusion skipped (%s); quantizing the plain graph", exc)
+        shutil.copyfile(src, dst)
+        return False
+
+
+def quantize(
+    bundle: Path,
+    dev: list[Utterance] | None = None,
+    test: list[Utterance] | None = None,
+    per_channel: bool = False,
+    fuse: bool = True,
+) -> dict:
+    """Write ``model.int8.onnx``; score it (and fp32) on dev and test when given; record it."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    bundle = Path(bundle)
+    manifest = read_manifest(bundle, need=("model.onnx",))
+    with tempfile.TemporaryDirectory() as tmp:
+        fused = Path(tmp) / "fused.onnx"
+        if fuse:
+            did_fuse = fuse_transformer_graph(bundle / "model.onnx", fused, manifest)
+        else:
+            did_fuse = False
+            shutil.copyfile(bundle / "model.onnx", fused)
+        put_file(
+            bundle,
+            "model.int8.onnx",
+            lambda path: quantize_dynamic(
+                str(fused), str(path), weight_type=QuantType.QInt8, per_channel=per_channel
+            ),
+        )
+    summary = {
+        "weight_type": "int8",
+        "per_channel": per_channel,
+        "fused": bool(did_fuse),
+        "size_mb": round((bundle / "model.int8.onnx").stat().st_size / 2**20, 2),
+    }
+    summary.update(_score(bundle, {"dev": dev, "test": test}))
+    update_manifest(bundle, quantization=summary)
+    return summary
+
+
+def _score(bundle: Path, splits: dict[str, list[Utterance] | None]) -> dict:
+    """Headline metrics of fp32 and int8 on each split given."""
+    scores = {}
+    for precision in ("fp32", "int8"):
+        parser = Parser.load(bundle, precision=precision)
+        for split, gold in splits.items():
+            if not gold:
+                continue
+            results = parser.parse_batch([u.text for u in gold], threshold=0.0)  # closed set
+            pred = [result_to_utterance(r) for r in results]
+            m = compute_metrics(gold, pred)
+            scores[f"{split}_{precision}"] = {k: round(m[k], 4) for k in HEADLINE}
+    return scores

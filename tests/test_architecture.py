@@ -1,0 +1,97 @@
+"""The shape of the package: no import cycles, no private names across modules, light imports."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import voicenlu
+
+PACKAGE = Path(voicenlu.__file__).parent
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def imports(name: str) -> list[tuple[str, str | None, int]]:
+    """(module imported, name taken from it or None, line) for every import, at any depth."""
+    tree = ast.parse(MODULES[name].read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(a.name, None, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                sub = f"{node.module}.{alias.name}"
+                if sub in MODULES:  # `from voicenlu import bundle`: the submodule itself
+                    found.append((sub, None, node.lineno))
+                else:
+                    found.append((node.module, alias.name, node.lineno))
+    return [f for f in found if f[0] in MODULES]
+
+
+def graph() -> dict[str, set[str]]:
+    return {name: {target for target, _, _ in imports(name)} - {name} for name in MODULES}
+
+
+def test_the_walk_sees_the_package():
+    edges = graph()
+    assert len(MODULES) > 20
+    assert "voicenlu.bundle" in edges["voicenlu.runtime"]
+    assert "voicenlu.train" in edges["voicenlu.pipeline"]  # an import inside a function
+
+
+def test_no_import_cycles():
+    edges = graph()
+    state: dict[str, str] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> None:
+        state[node] = "open"
+        stack.append(node)
+        for nxt in sorted(edges[node]):
+            if state.get(nxt) == "open":
+                cycle = stack[stack.index(nxt) :] + [nxt]
+                raise AssertionError("import cycle: " + " -> ".join(cycle))
+            if nxt not in state:
+                visit(nxt)
+        stack.pop()
+        state[node] = "done"
+
+    for name in sorted(edges):
+        if name not in state:
+            visit(name)
+
+
+def test_no_module_imports_another_modules_private_names():
+    offences = []
+    for name in MODULES:
+        for target, imported, line in imports(name):
+            if imported and imported.startswith("_") and not imported.startswith("__"):
+                offences.append(f"{MODULES[name].name}:{line} imports {target}.{imported}")
+    assert not offences, offences
+
+
+def test_training_is_a_leaf():
+    reach = graph()["voicenlu.train"]
+    for module in ("export", "evaluate", "quantize", "prune", "pipeline", "bundle"):
+        assert f"voicenlu.{module}" not in reach
+
+
+def test_light_modules_do_not_import_torch():
+    """The runtime, the config, the data and the package root load without torch."""
+    code = (
+        "import sys, voicenlu, voicenlu.config, voicenlu.runtime, voicenlu.features, "
+        "voicenlu.data.training, voicenlu.pipeline, voicenlu.evaluate, voicenlu.cli\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+        "assert 'transformers' not in sys.modules, 'transformers was imported'"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
