@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -112,7 +113,7 @@ def main() -> None:
     resolver = ValueResolver.from_manifest(section)
     ref = resolver.reference(sample["reference_time"], sample["timezone"])
     result = {
-        "command": "python benchmarks/values.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/values.py " + shlex.join(sys.argv[1:]),
         "duckling": version("pyduckling-native-phihos"),
         "reference_time": sample["reference_time"],
         "timezone": sample["timezone"],

@@ -254,13 +254,27 @@ def cmd_predict(args) -> int:
     from voicenlu.runtime import Parser
 
     parser = Parser.load(args.bundle, precision=args.precision)
-    texts = _read_texts(args)
-    results = parser.parse_batch(
-        texts,
-        threshold=args.threshold,
-        reference_time=args.reference_time,
-        timezone=args.timezone,
-    )
+    if args.audio:
+        if args.texts:
+            raise ConfigError("Give texts or --audio files, not both.")
+        results = [
+            parser.parse_audio(
+                path,
+                threshold=args.threshold,
+                reference_time=args.reference_time,
+                timezone=args.timezone,
+            )
+            for path in args.audio
+        ]
+    elif not args.texts:
+        raise ConfigError("Give the requests to parse: TEXT..., - for stdin, or --audio FILE.wav.")
+    else:
+        results = parser.parse_batch(
+            _read_texts(args),
+            threshold=args.threshold,
+            reference_time=args.reference_time,
+            timezone=args.timezone,
+        )
     for result in results:
         print(json.dumps(result, ensure_ascii=False) if args.json else format_result(result))
     return 0
@@ -557,7 +571,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="parse requests: intent, slots, confidence")
     p.add_argument("bundle", help="model bundle directory")
-    p.add_argument("texts", nargs="+", metavar="TEXT", help="requests to parse, or - for stdin")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="requests to parse, or - for stdin")
+    p.add_argument(
+        "--audio",
+        nargs="+",
+        metavar="FILE.wav",
+        help="spoken requests to parse instead: 16 kHz mono 16-bit WAV (needs voicenlu[speech])",
+    )
     p.add_argument("--json", action="store_true", help="print the full JSON result per request")
     p.add_argument(
         "--threshold",
