@@ -1,11 +1,14 @@
-"""Load test of POST /parse: throughput, latency percentiles and server memory.
+"""Load test of POST /parse against the model's own ceiling, plus where one request's time goes.
 
-Starts `voicenlu.server.serve` as a subprocess on a free loopback port for each worker count,
-with micro-batching off and on, sends a fixed number of requests at each concurrency, and
-stops by itself. Writes serve.md and serve.json. The load generator shares the machine with
-the server, so run it when nothing else is busy, and read the figures as one machine's.
+For each worker count, with micro-batching off and on: first the model-only ceiling (the same
+number of processes, each calling ``Parser.parse`` in a loop with the server's thread settings,
+no HTTP), then `voicenlu.server.serve` as a subprocess on a free loopback port, a fixed number
+of requests at each concurrency, and a hostile mix (slow connections, oversized headers and
+idle sockets beside the normal load). Ceiling and served rate are measured back to back in
+one run, so both see the same machine. Also times each stage of one request in-process.
+Writes serve.md and serve.json.
 
-    python benchmarks/serve_load.py runs/snips/bundle --requests 7000 --workers 1,2
+    python benchmarks/serve_load.py runs/snips/bundle --requests 7000 --workers 2
 """
 
 from __future__ import annotations
@@ -16,10 +19,12 @@ import itertools
 import json
 import os
 import platform
+import resource
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -40,6 +45,16 @@ TEXTS = [
 SERVE = (
     "import sys; from voicenlu.server import serve; serve(sys.argv[1], port=int(sys.argv[2]), "
     "microbatch_ms=float(sys.argv[3]), workers=int(sys.argv[4]))"
+)
+# One worker's model loop, as the server runs it: one thread, no spinning between runs.
+CEILING = (
+    "import sys, time; from voicenlu.runtime import Parser; "
+    "p = Parser.load(sys.argv[1], threads=1, spin_wait=False); texts = sys.argv[3:]; "
+    "[p.parse(t) for t in texts * 5]; print('ready', flush=True); sys.stdin.readline(); "
+    "n, end = 0, time.perf_counter() + float(sys.argv[2]); start = time.perf_counter()\n"
+    "while time.perf_counter() < end:\n"
+    "    p.parse(texts[n % len(texts)]); n += 1\n"
+    "print(n / (time.perf_counter() - start))"
 )
 
 
@@ -179,57 +194,284 @@ def percentile_ms(sorted_seconds: list[float], q: float) -> float | None:
     return round(sorted_seconds[index] * 1000, 2)
 
 
+def ceiling_rps(bundle: Path, workers: int, seconds: float) -> float:
+    """Requests a second of ``workers`` processes calling the Parser in a loop, together:
+    each loads and warms its model, then all start at once."""
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", CEILING, str(bundle), str(seconds), *TEXTS],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(workers)
+    ]
+    for p in procs:
+        if p.stdout.readline().strip() != "ready":
+            sys.exit("A model-only process failed to start.")
+    for p in procs:
+        p.stdin.write("go\n")
+        p.stdin.flush()
+    return round(sum(float(p.communicate()[0]) for p in procs), 1)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children so far, from /proc (Linux)."""
+    total = 0
+    for proc in _descendants(pid):
+        try:
+            fields = Path(f"/proc/{proc}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def hostile_traffic(url: str, stop: threading.Event) -> None:
+    """Slow-drip connections, oversized headers and idle sockets until ``stop``."""
+    host, port = url.removeprefix("http://").split(":")
+    socks: list[socket.socket] = []
+
+    def connect() -> socket.socket | None:
+        try:
+            return socket.create_connection((host, int(port)), timeout=2)
+        except OSError:
+            return None
+
+    while not stop.is_set():
+        while len(socks) < 100:  # slow ones: a byte of header a second; half say nothing
+            sock = connect()
+            if sock is None:
+                break
+            if len(socks) % 2:
+                sock.sendall(b"GET /health HTTP/1.1\r\n")
+            socks.append(sock)
+        for sock in list(socks):
+            try:
+                sock.sendall(b"X")
+            except OSError:
+                socks.remove(sock)
+                sock.close()
+        big = connect()  # a 1 MiB header, cut off by the server after its limit
+        if big is not None:
+            try:
+                big.sendall(b"GET /metadata HTTP/1.1\r\nX-Pad: " + b"a" * 2**20)
+            except OSError:
+                pass
+            big.close()
+        stop.wait(1.0)
+    for sock in socks:
+        sock.close()
+
+
+def run_row(url, pid, requests, concurrency) -> dict:
+    rss_start, cpu_start = rss_mb(pid), cpu_seconds(pid)
+    own_start = resource.getrusage(resource.RUSAGE_SELF)
+    latencies, errors, seconds = asyncio.run(load(url, requests, concurrency))
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    latencies.sort()
+    client_cpu = own.ru_utime + own.ru_stime - own_start.ru_utime - own_start.ru_stime
+    return {
+        "concurrency": concurrency,
+        "requests": requests,
+        "errors": errors,
+        "rps": round(len(latencies) / seconds, 1),
+        "p50_ms": percentile_ms(latencies, 0.50),
+        "p95_ms": percentile_ms(latencies, 0.95),
+        "p99_ms": percentile_ms(latencies, 0.99),
+        "server_cpu_ms": round(1000 * (cpu_seconds(pid) - cpu_start) / requests, 3),
+        "client_cpu_ms": round(1000 * client_cpu / requests, 3),
+        "rss_start_mb": rss_start,
+        "rss_end_mb": rss_mb(pid),
+    }
+
+
 def measure(bundle, requests, concurrencies, microbatch_ms, workers, start_timeout) -> list[dict]:
     rows = []
     for n_workers, window in itertools.product(workers, (0.0, microbatch_ms)):
-        with running_server(bundle, window, n_workers, start_timeout) as (url, pid):
-            # Warm every worker's connection handling and model.
-            asyncio.run(load(url, 50 * n_workers, 2 * n_workers))
-            for concurrency in concurrencies:
-                rss_start = rss_mb(pid)
-                latencies, errors, seconds = asyncio.run(load(url, requests, concurrency))
-                latencies.sort()
-                row = {
-                    "workers": n_workers,
-                    "concurrency": concurrency,
-                    "microbatch": window,
-                    "requests": requests,
-                    "errors": errors,
-                    "rps": round(len(latencies) / seconds, 1),
-                    "p50_ms": percentile_ms(latencies, 0.50),
-                    "p95_ms": percentile_ms(latencies, 0.95),
-                    "p99_ms": percentile_ms(latencies, 0.99),
-                    "rss_start_mb": rss_start,
-                    "rss_end_mb": rss_mb(pid),
-                }
-                print(json.dumps(row), flush=True)
-                rows.append(row)
+        for concurrency in [*concurrencies, "hostile"]:
+            hostile = concurrency == "hostile"
+            # The ceiling right before the served row, so both see the same machine.
+            ceiling = ceiling_rps(bundle, n_workers, seconds=8)
+            with running_server(bundle, window, n_workers, start_timeout) as (url, pid):
+                asyncio.run(load(url, 50 * n_workers, 2 * n_workers))  # warm every worker
+                stop = threading.Event()
+                mix = threading.Thread(target=hostile_traffic, args=(url, stop), daemon=True)
+                if hostile:
+                    mix.start()
+                    time.sleep(2)
+                try:
+                    row = run_row(
+                        url, pid, requests, max(concurrencies) if hostile else concurrency
+                    )
+                finally:
+                    stop.set()
+                    if hostile:
+                        mix.join()
+            row = {
+                "workers": n_workers,
+                "microbatch": window,
+                "mix": "hostile" if hostile else "normal",
+                **row,
+            }
+            row["ceiling_rps"] = ceiling
+            row["share_of_ceiling"] = round(row["rps"] / ceiling, 3)
+            print(json.dumps(row), flush=True)
+            rows.append(row)
     return rows
 
 
-def write_report(rows: list[dict], setup: dict, out: Path) -> None:
-    (out / "serve.json").write_text(json.dumps({"setup": setup, "rows": rows}, indent=2) + "\n")
+def breakdown(bundle: Path, repeats: int = 2000) -> dict:
+    """Microseconds of one /parse request per stage, timed in this process on one thread."""
+    from voicenlu.calibration import in_scope_scores, softmax
+    from voicenlu.features import encode, pad_batch
+    from voicenlu.runtime import Parser
+    from voicenlu.server import create_app
+
+    parser = Parser.load(bundle, threads=1, spin_wait=False)
+    texts = [TEXTS[i % len(TEXTS)] for i in range(repeats)]
+
+    def per_call(fn, args) -> float:
+        for a in args[:50]:
+            fn(a)
+        start = time.perf_counter()
+        for a in args:
+            fn(a)
+        return round(1e6 * (time.perf_counter() - start) / len(args), 1)
+
+    encodings = [encode(parser.tokenizer, [t]) for t in TEXTS]
+    feeds = [pad_batch(e, parser.pad_id) for e in encodings]
+    names = [i.name for i in parser.session.get_inputs()]
+    outputs = [parser.session.run(None, {k: f[k] for k in names}) for f in feeds]
+    cycle = [i % len(TEXTS) for i in range(repeats)]
+    stages = {
+        "tokenise": per_call(lambda i: encode(parser.tokenizer, [TEXTS[i]]), cycle),
+        "pad": per_call(lambda i: pad_batch(encodings[i], parser.pad_id), cycle),
+        "model (onnxruntime)": per_call(
+            lambda i: parser.session.run(None, {k: feeds[i][k] for k in names}), cycle
+        ),
+        "scores": per_call(
+            lambda i: (
+                softmax(outputs[i][0], parser.temperature),
+                in_scope_scores(outputs[i][0], parser.calibration),
+            ),
+            cycle,
+        ),
+    }
+    whole = per_call(parser.parse, texts)
+    stages["slots and result"] = round(whole - sum(stages.values()), 1)
+    stages["Parser.parse, all of the above"] = whole
+
+    app = create_app(parser, api_key="")
+    bodies = [json.dumps({"text": t}).encode() for t in TEXTS]
+
+    async def through_app(n: int) -> float:
+        async with app.router.lifespan_context(app):
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": "POST",
+                "scheme": "http",
+                "path": "/parse",
+                "raw_path": b"/parse",
+                "query_string": b"",
+                "root_path": "",
+                "server": ("127.0.0.1", 8000),
+                "client": ("127.0.0.1", 5000),
+                "state": {},
+            }
+
+            async def call(body: bytes) -> None:
+                headers = [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ]
+                messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+                async def receive():
+                    if messages:
+                        return messages.pop()
+                    await asyncio.Event().wait()  # the client stays: nothing more comes
+
+                async def send(message):
+                    pass
+
+                await app({**scope, "headers": headers}, receive, send)
+
+            for b in bodies * 10:
+                await call(b)
+            start = time.perf_counter()
+            for i in range(n):
+                await call(bodies[i % len(bodies)])
+            return 1e6 * (time.perf_counter() - start) / n
+
+    app_total = asyncio.run(through_app(repeats))
+    stages["ASGI app: middleware, routing, validation, JSON (without the parse)"] = round(
+        app_total - whole, 1
+    )
+    stages["ASGI app, all of the above"] = round(app_total, 1)
+    return stages
+
+
+def write_report(rows: list[dict], stages: dict, setup: dict, out: Path) -> None:
+    (out / "serve.json").write_text(
+        json.dumps({"setup": setup, "rows": rows, "breakdown_us": stages}, indent=2) + "\n"
+    )
     header = (
-        "| workers | concurrency | micro-batch (ms) | requests | errors | req/s | p50 ms | p95 ms "
-        "| p99 ms | RSS start MB | RSS end MB |"
+        "| workers | micro-batch (ms) | traffic | concurrency | requests | errors | req/s "
+        "| ceiling req/s | share | p50 ms | p95 ms | p99 ms | server CPU ms/req "
+        "| client CPU ms/req | RSS start MB | RSS end MB |"
     )
     lines = [
         "# Serving load test: POST /parse",
         "",
+        f"{setup['note']}",
+        "",
         f"Bundle `{setup['bundle']}`, {setup['cpus']} CPUs ({setup['machine']}), Python "
-        f"{setup['python']}. Each worker runs its model on one thread; the load "
-        f"generator (one process, keep-alive connections) ran on the same machine: "
-        f"`{setup['command']}`. Micro-batch 0 means off. RSS is the server's, all its "
-        "processes together.",
+        f"{setup['python']}, load average {setup['load_before']} before the run. Each worker "
+        "runs its model on one thread. The ceiling is the same number of processes calling "
+        "`Parser.parse` in a loop on the same texts with the same thread settings, no HTTP, "
+        "measured just before each served row. The load generator (one process, keep-alive "
+        "connections) ran on the same machine; its CPU per request is shown. The hostile rows "
+        "add 100 slow or silent connections and a 1 MiB header each second to the normal "
+        f"load at the highest concurrency. Command: `{setup['command']}`.",
         "",
         header,
-        "|" + "---|" * 11,
+        "|" + "---|" * 16,
     ]
+    keys = (
+        "workers",
+        "microbatch",
+        "mix",
+        "concurrency",
+        "requests",
+        "errors",
+        "rps",
+        "ceiling_rps",
+        "share_of_ceiling",
+        "p50_ms",
+        "p95_ms",
+        "p99_ms",
+        "server_cpu_ms",
+        "client_cpu_ms",
+        "rss_start_mb",
+        "rss_end_mb",
+    )
     for r in rows:
-        cells = [r[k] for k in ("workers", "concurrency", "microbatch", "requests", "errors")]
-        cells.append(r["rps"])
-        cells += [r[k] for k in ("p50_ms", "p95_ms", "p99_ms", "rss_start_mb", "rss_end_mb")]
-        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+        lines.append("| " + " | ".join(str(r[k]) for k in keys) + " |")
+    lines += [
+        "",
+        "## Where one request's time goes",
+        "",
+        "Microseconds per request on one thread, in-process (no sockets), the request texts "
+        "above in turn. Under load the server also spends its CPU on HTTP parsing, the event "
+        "loop and the sockets: compare with server CPU ms/req in the table above.",
+        "",
+        "| stage | µs |",
+        "|---|---|",
+    ]
+    lines += [f"| {name} | {us} |" for name, us in stages.items()]
     (out / "serve.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
@@ -240,7 +482,8 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=1000, help="requests per row")
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated levels")
     parser.add_argument("--microbatch-ms", type=float, default=2.0, help="window when on")
-    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument("--workers", default="2", help="comma-separated worker counts")
+    parser.add_argument("--note", default="", help="a sentence on the conditions, for serve.md")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for serve.md/json")
     parser.add_argument("--start-timeout", type=float, default=120.0, help="seconds")
     args = parser.parse_args()
@@ -251,10 +494,14 @@ def main() -> None:
         parser.error("--concurrency and --workers take comma-separated whole numbers")
     if args.requests < 1 or min(concurrencies + workers) < 1 or args.microbatch_ms <= 0:
         parser.error("--requests, --concurrency, --workers and --microbatch-ms must be positive")
+    load_before = round(os.getloadavg()[0], 2)
+    stages = breakdown(args.bundle)
     rows = measure(
         args.bundle, args.requests, concurrencies, args.microbatch_ms, workers, args.start_timeout
     )
     setup = {
+        "note": args.note,
+        "load_before": load_before,
         "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
         "bundle": str(args.bundle),
         "cpus": os.cpu_count(),
@@ -262,7 +509,7 @@ def main() -> None:
         "python": platform.python_version(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    write_report(rows, setup, args.out)
+    write_report(rows, stages, setup, args.out)
 
 
 if __name__ == "__main__":

@@ -47,3 +47,15 @@ def test_table_shows_speedups_against_the_pipeline():
     assert "**pruned_4layers_int8** (recommended)" in table
     assert "| 8.5x |" in table  # 17 ms / 2 ms
     assert table.count("\n| ") == len(ROWS) + 1
+
+
+def test_values_overhead_is_measured_per_request_pair(tiny_bundle, tiny_data):
+    from voicenlu.bench import values_overhead
+
+    texts = [u.text for u in tiny_data.test][:30]
+    found = values_overhead(str(tiny_bundle), "fp32", texts, runs=1, requests=30)
+    assert 0 < found["cpu_p50_ms_without"] and 0 < found["p50_ms_without"]
+    assert 0 <= found["requests_with_dimension_slots"] <= 1
+    # The same requests, so the overhead is a difference of two like times, not a total.
+    assert abs(found["cpu_overhead_p50_ms"]) < found["cpu_p50_ms_with"]
+    assert len(found["load_average"]) == 3

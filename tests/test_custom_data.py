@@ -62,6 +62,24 @@ def test_rasa_assistant_parses_its_own_examples(rasa_bundle):
     assert timer["intent"]["name"] == "SetTimer"
 
 
+def test_rasa_assistant_resolves_synonyms_and_durations(rasa_bundle):
+    values = json.loads((rasa_bundle / "voicenlu.json").read_text())["values"]
+    assert values["slot_types"]["duration"] == "duration"
+    assert values["entities"]["city"]["values"]["Zürich"] == ["Zurich", "Zuerich"]
+    parser = Parser.load(rasa_bundle)
+    umbrella = parser.parse("do I need an umbrella in Zurich", threshold=0.0)
+    [city] = [s for s in umbrella["slots"] if s["slot"] == "city"]
+    assert city["value"] == "Zurich" and city["resolved"]["value"] == "Zürich"
+    timer = parser.parse("set a timer for 10 minutes", threshold=0.0)
+    [duration] = [s for s in timer["slots"] if s["slot"] == "duration"]
+    assert duration["resolved"] == {
+        "kind": "duration",
+        "value": 10,
+        "unit": "minute",
+        "seconds": 600,
+    }
+
+
 def test_stored_threshold_rejects_out_of_scope_text(rasa_bundle):
     parser = Parser.load(rasa_bundle)
     assert 0 < parser.threshold < 1

@@ -82,11 +82,38 @@ def test_examples_record_where_each_utterance_is():
     assert load_dataset(EXAMPLES / "assistant.csv").origins[0][1] == "line 2"
 
 
-def test_rasa_notes_skipped_items_and_synonym_values():
-    notes = load_dataset(RASA).notes
-    assert any("synonym item skipped" in n for n in notes)
-    assert any("lookup item skipped" in n for n in notes)
-    assert any("synonym values ignored: 1" in n for n in notes)
+def test_rasa_reads_synonyms_lookups_and_dimensions():
+    data = load_dataset(RASA)
+    types = data.slot_types
+    assert types.types == {"state": "state", "room": "room", "duration": "duration", "city": "city"}
+    # The synonym item and the inline "value" both map to Zürich; the lookup lists the rooms.
+    assert types.entities["city"].values == {"Zürich": ("Zurich", "Zuerich")}
+    assert list(types.entities["room"].values) == [
+        "kitchen",
+        "living room",
+        "bedroom",
+        "hallway",
+        "garage",
+    ]
+    assert all(e.extensible for e in types.entities.values())
+    assert "duration" not in types.entities  # a Duckling dimension, named as Rasa names it
+    assert types.origins["duration"] == (str(RASA), "line 19")
+    assert not any("synonym" in n or "lookup" in n for n in data.notes)
+
+
+def test_snips_nlu_reads_entities_and_builtins():
+    data = load_dataset(SNIPS_NLU)
+    types = data.slot_types
+    assert types.types == {
+        "state": "on_off",
+        "room": "room",
+        "duration": "duration",
+        "city": "city",
+    }
+    assert types.entities["city"].values == {"Zürich": ("Zurich", "Zuerich")}
+    assert types.entities["on_off"].values == {"on": (), "off": ()}
+    assert not types.entities["on_off"].extensible and types.entities["city"].extensible
+    assert types.unknown() == {}
 
 
 def test_snips_nlu_slot_comes_from_slot_name_not_entity():
@@ -115,7 +142,17 @@ def test_rasa_annotation_forms(tmp_path):
         [("size", "small")],
     ]
     assert data.utterances[0].text == "fly from Berlin to LA"
-    assert any("synonym values ignored: 2" in n for n in data.notes)
+    assert data.slot_types.types == {
+        "city.origin": "city",
+        "city.destination": "city",
+        "city": "city",
+        "date": "date",
+        "size": "size",
+    }
+    assert data.slot_types.entities["city"].values == {
+        "Los Angeles": ("LA",),
+        "New York City": ("NYC",),
+    }
     assert any("entity groups ignored: 1" in n for n in data.notes)
 
 
@@ -226,6 +263,65 @@ def test_round_trip_snips_nlu_rasa_loses_nothing(tmp_path):
     assert json.loads((tmp_path / "b.json").read_text("utf-8"))["language"] == "en"
 
 
+def test_round_trip_keeps_types_and_synonyms(tmp_path):
+    rasa = load_dataset(RASA).slot_types
+    convert(RASA, tmp_path / "a.json")
+    doc = json.loads((tmp_path / "a.json").read_text("utf-8"))
+    assert doc["entities"]["snips/duration"] == {}
+    assert doc["entities"]["city"]["data"] == [
+        {"value": "Zürich", "synonyms": ["Zurich", "Zuerich"]}
+    ]
+    back = load_dataset(tmp_path / "a.json").slot_types
+    assert back.types == rasa.types
+    assert {n: e.values for n, e in back.entities.items()} == {
+        n: e.values for n, e in rasa.entities.items()
+    }
+    convert(tmp_path / "a.json", tmp_path / "b.yml")
+    again = load_dataset(tmp_path / "b.yml").slot_types
+    assert again.types == rasa.types
+    assert again.entities["city"].values == {"Zürich": ("Zurich", "Zuerich")}
+    assert list(again.entities["room"].values) == list(rasa.entities["room"].values)
+
+
+def test_rasa_writer_notes_what_rasa_cannot_hold(tmp_path):
+    result = convert(SNIPS_NLU, tmp_path / "a.yml")
+    assert any("['on_off'] will read back as extensible" in n for n in result.notes)
+    text = (tmp_path / "a.yml").read_text("utf-8")
+    assert "- lookup: state\n  examples: |\n    - on\n    - off\n" in text
+    assert load_dataset(tmp_path / "a.yml").slot_types.entities["state"].values == {
+        "on": (),
+        "off": (),
+    }
+    path = tmp_path / "typed.json"
+    path.write_text(
+        json.dumps(
+            {
+                "language": "en",
+                "intents": {
+                    "Wake": {
+                        "utterances": [
+                            {
+                                "data": [
+                                    {"text": "wake me "},
+                                    {
+                                        "text": "at 7",
+                                        "entity": "snips/datetime",
+                                        "slot_name": "when",
+                                    },
+                                ]
+                            }
+                        ]
+                    }
+                },
+                "entities": {"snips/datetime": {}},
+            }
+        ),
+        "utf-8",
+    )
+    notes = convert(path, tmp_path / "typed.yml").notes
+    assert any("types of slots when (time) are not written" in n for n in notes)
+
+
 def test_round_trip_rasa_roles(tmp_path):
     path = one_intent(
         tmp_path,
@@ -279,7 +375,7 @@ def test_round_trip_property(tmp_path_factory, pieces):
     for plain, value in pieces:
         if not value:
             continue
-        text += plain + " "
+        text += f"{plain} " if plain else ""  # a blank piece adds nothing: no leading space
         slots.append(SlotSpan(f"s{len(slots)}", len(text), len(text) + len(value)))
         text += value + " "
     utt = Utterance(text.strip(), "I", tuple(slots))
@@ -400,6 +496,25 @@ def test_validate_reports_each_problem(tmp_path):
     assert "has 2 examples, fewer than the 3 needed" in text
     assert "labelled with different intents: Ask, Volume" in text
     assert text.startswith("5 problems:") and "      fix: add at least 1 more" in text
+
+
+def test_validate_reports_unknown_types_by_line(tmp_path):
+    doc = json.loads(SNIPS_NLU.read_text("utf-8"))
+    for utterance in doc["intents"]["SetTimer"]["utterances"]:
+        for chunk in utterance["data"]:
+            if chunk.get("entity") == "snips/duration":
+                chunk["entity"] = "snips/durationn"
+    path = tmp_path / "typo.json"
+    path.write_text(json.dumps(doc, indent=2, ensure_ascii=False), "utf-8")
+    problems = validate_path(path)
+    assert len(problems) == 1
+    line = int(problems[0].where.removeprefix("line "))
+    assert '"snips/durationn"' in path.read_text("utf-8").splitlines()[line - 1]
+    assert problems[0].file == str(path)
+    assert "slot 'duration' has the unknown type 'snips/durationn'" in problems[0].message
+    assert "snips/datetime" in problems[0].fix
+    # Reading still works: the slot is kept, untyped until the type is fixed.
+    assert load_dataset(path).slot_types.unknown() == {"duration": "snips/durationn"}
 
 
 def test_validate_spans_on_records():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -145,3 +146,57 @@ def test_runtime_only_install_parses(tiny_bundle, tmp_path):
         text=True,
     )
     assert cli.returncode == 0 and "->" in cli.stdout, cli.stderr[-2000:]
+
+
+# --- slot values ---
+
+REF, ZONE = "2026-11-28T12:00:00+01:00", "Europe/Zurich"
+
+
+def test_bundle_records_the_slot_types(tiny_bundle):
+    values = json.loads((tiny_bundle / "voicenlu.json").read_text())["values"]
+    assert values["slot_types"]["timeRange"] == "time"
+    assert values["slot_types"]["party_size_number"] == "number"
+    assert values["entities"]["service"]["values"]["Last.fm"] == ["Lastfm", "Last Fm"]
+
+
+def test_every_slot_is_resolved_by_its_type(parser, tiny_data):
+    typed = [
+        u for u in tiny_data.train if {"timeRange", "party_size_number"} & {s.slot for s in u.slots}
+    ]
+    results = parser.parse_batch([u.text for u in typed], reference_time=REF, timezone=ZONE)
+    ref = parser.values.reference(REF, ZONE)
+    kinds = []
+    for result in results:
+        for s in result["slots"]:
+            expected = parser.values.resolve_slot(
+                result["text"], s["slot"], s["start"], s["end"], ref
+            )
+            assert s["resolved"] == expected
+            if s["resolved"] is not None:
+                kinds.append(s["resolved"]["kind"])
+                if s["resolved"]["kind"] == "time":  # times are given in the request's zone
+                    assert re.search(r"\+0[12]:00", json.dumps(s["resolved"]))
+    assert {"time", "number"} <= set(kinds)
+    # Another reference time moves the times, not the numbers.
+    later = parser.parse_batch(
+        [u.text for u in typed], reference_time="2027-01-01T08:00:00", timezone="Asia/Tokyo"
+    )
+    moved = [
+        (a["resolved"], b["resolved"])
+        for r1, r2 in zip(results, later, strict=True)
+        for a, b in zip(r1["slots"], r2["slots"], strict=True)
+        if a["resolved"] is not None
+    ]
+    assert all(a != b for a, b in moved if a["kind"] == "time" and b is not None)
+    assert all(a == b for a, b in moved if a["kind"] == "number")
+
+
+def test_values_off_and_bad_reference(tiny_bundle, parser):
+    quiet = Parser.load(tiny_bundle, values=False)
+    text = "book a table for four people tomorrow at 8 pm"
+    assert all(s["resolved"] is None for s in quiet.parse(text)["slots"])
+    with pytest.raises(InputError, match="Unknown timezone 'Mars/Base'"):
+        parser.parse(text, timezone="Mars/Base")
+    with pytest.raises(InputError, match="reference_time 'soon' is not an ISO-8601"):
+        parser.parse_batch([text], reference_time="soon")

@@ -4,6 +4,8 @@ Every variant is measured in fresh processes of its own (one for single-request 
 peak RSS at 1 thread; one for accuracy and batch throughput at 2 threads), side by side in one
 run, against
 what a user would otherwise run: a Hugging Face ``pipeline`` and a TF-IDF classifier.
+The model variants parse without slot value resolution; the ``_values`` row adds it, and its
+cost is measured apart, by parsing each request with and without it in one process.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from pathlib import Path
 
 from voicenlu.data.records import SlotSpan, Utterance
+from voicenlu.data.types import DIMENSIONS
 from voicenlu.metrics import HEADLINE
 
 WARMUP = 50
@@ -64,7 +67,9 @@ def _predictor(spec: dict, threads: int, train: list[Utterance]):
         from voicenlu.runtime import PRECISIONS, Parser, result_to_utterance
 
         if kind == "ort":
-            parser = Parser.load(path, precision=spec["precision"], threads=threads)
+            parser = Parser.load(
+                path, precision=spec["precision"], threads=threads, values=spec.get("values", False)
+            )
             size = (Path(path) / PRECISIONS[spec["precision"]]).stat().st_size
         else:
             import torch
@@ -74,7 +79,9 @@ def _predictor(spec: dict, threads: int, train: list[Utterance]):
 
             torch.set_num_threads(threads)
             model, _, manifest = load_torch_model(Path(path))
-            parser = Parser(Path(path), read_manifest(path), _TorchSession(model), "torch-fp32")
+            parser = Parser(
+                Path(path), read_manifest(path), _TorchSession(model), "torch-fp32", values=False
+            )
             size = (Path(path) / "model.safetensors").stat().st_size
 
         def batch(texts):
@@ -123,12 +130,76 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def values_overhead(bundle: str, precision: str, texts: list[str], runs: int, requests: int):
+    """What resolving slot values adds to a single parse, 1 thread: each request is parsed
+    with and without it, in turns, by two parsers sharing one model session.
+
+    Both wall-clock time and the process's CPU time are recorded: on a machine shared with
+    other jobs, wall-clock time also counts the waits for a core, CPU time only the work
+    (on an idle machine, one thread's latency is its CPU time)."""
+    from voicenlu.runtime import Parser
+
+    with_values = Parser.load(bundle, precision=precision, threads=1)
+    without = Parser(
+        with_values.bundle, with_values.manifest, with_values.session, precision, values=False
+    )
+    for text in texts[:WARMUP]:
+        with_values.parse(text), without.parse(text)
+    clocks = {"wall": time.perf_counter, "cpu": time.process_time}
+    per_run: dict[tuple, list[float]] = {}
+    paired: dict[str, list[float]] = {"wall": [], "cpu": []}
+    typed: dict[str, list[float]] = {"wall": [], "cpu": []}  # requests with a dimension slot
+    for _ in range(runs):
+        times: dict[tuple, list[float]] = {}
+        for i in range(requests):
+            text = texts[i % len(texts)]
+            order = (with_values, without) if i % 2 else (without, with_values)
+            spent = {}
+            for parser in order:
+                started = {name: clock() for name, clock in clocks.items()}
+                result = parser.parse(text)
+                for name, clock in clocks.items():
+                    spent[name, parser is with_values] = (clock() - started[name]) * 1000
+            for key, ms in spent.items():
+                times.setdefault(key, []).append(ms)
+            dimension = any(
+                with_values.values.slot_types.get(s["slot"]) in DIMENSIONS for s in result["slots"]
+            )
+            for name in clocks:
+                difference = spent[name, True] - spent[name, False]
+                paired[name].append(difference)
+                if dimension:
+                    typed[name].append(difference)
+        for key, values in times.items():
+            per_run.setdefault((*key, 0.5), []).append(_percentile(values, 0.5))
+            per_run.setdefault((*key, 0.99), []).append(_percentile(values, 0.99))
+    found = {q: statistics.median(v) for q, v in per_run.items()}
+    out = {"requests_with_dimension_slots": len(typed["wall"]) / len(paired["wall"])}
+    for name in clocks:
+        prefix = "" if name == "wall" else "cpu_"
+        out |= {
+            f"{prefix}p50_ms_without": found[name, False, 0.5],
+            f"{prefix}p50_ms_with": found[name, True, 0.5],
+            f"{prefix}overhead_p50_ms": found[name, True, 0.5] - found[name, False, 0.5],
+            f"{prefix}overhead_p99_ms": found[name, True, 0.99] - found[name, False, 0.99],
+            f"{prefix}paired_overhead_median_ms": statistics.median(paired[name]),
+            f"{prefix}overhead_median_ms_on_those": (
+                statistics.median(typed[name]) if typed[name] else None
+            ),
+        }
+    out["load_average"] = os.getloadavg()
+    return out
+
+
 def _worker(spec: dict, mode: str, runs: int, requests: int) -> dict:
     """``latency``: single requests at 1 thread, then the process's peak RSS (nothing else is
-    loaded, so it is what serving costs); ``batch``: accuracy and throughput at 2 threads."""
+    loaded, so it is what serving costs); ``batch``: accuracy and throughput at 2 threads;
+    ``values``: what slot value resolution adds to a single request (``values_overhead``)."""
     data = json.loads(Path(spec["data"]).read_text(encoding="utf-8"))
     test = _load(data["gold"])
     texts = [u.text for u in test]
+    if mode == "values":
+        return values_overhead(spec["path"], spec["precision"], texts, runs, requests)
     threads = 1 if mode == "latency" else 2
     predict_batch, predict_one, size = _predictor(spec, threads, _load(data["train"]))
     if mode == "batch":
@@ -199,7 +270,8 @@ def export_hf_classifier(bundle: Path, out_dir: Path) -> Path | None:
 
 def _measure(spec: dict, runs: int, requests: int) -> dict:
     row = {"name": spec["name"]}
-    for mode in ("latency", "batch"):
+    modes = ("latency", "batch", "values") if spec.get("values") else ("latency", "batch")
+    for mode in modes:
         cmd = [
             sys.executable,
             "-m",
@@ -212,7 +284,8 @@ def _measure(spec: dict, runs: int, requests: int) -> dict:
         done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
         if done.returncode:
             raise RuntimeError(f"{spec['name']} ({mode}) failed:\n{done.stderr[-3000:]}")
-        row |= json.loads(done.stdout.strip().splitlines()[-1])
+        found = json.loads(done.stdout.strip().splitlines()[-1])
+        row |= {"values_overhead": found} if mode == "values" else found
     return row
 
 
@@ -271,6 +344,15 @@ def run_bench(
         )
         specs.append(
             {"name": "voicenlu_ort_int8", "kind": "ort", "path": str(bundle), "precision": "int8"}
+        )
+        specs.append(
+            {
+                "name": "voicenlu_ort_int8_values",
+                "kind": "ort",
+                "path": str(bundle),
+                "precision": "int8",
+                "values": True,
+            }
         )
         for p in pruned:
             layers = read_manifest(p)["encoder_config"]["num_hidden_layers"]
@@ -344,6 +426,21 @@ def render_table(result: dict) -> str:
             f"{r['p99_ms']:.2f} | {r['throughput_utt_s']:.0f} | {r['rss_mb']:.0f} | {up} "
             f"| {up_batch} |"
         )
+    for r in result["rows"]:
+        if "values_overhead" in r:
+            v = r["values_overhead"]
+            on_those = v["cpu_overhead_median_ms_on_those"]
+            lines += [
+                "",
+                f"{r['name']}: slot values resolved (Duckling in-process and custom entities). "
+                "Each request parsed with and without resolution, in turns, in one process: "
+                f"p50 CPU time {v['cpu_p50_ms_without']:.2f} -> {v['cpu_p50_ms_with']:.2f} ms "
+                f"(+{v['cpu_overhead_p50_ms']:.2f} ms; wall clock +{v['overhead_p50_ms']:.2f} "
+                f"ms), p99 +{v['cpu_overhead_p99_ms']:.2f} ms. "
+                f"{100 * v['requests_with_dimension_slots']:.0f}% of the requests have a slot "
+                "of a Duckling dimension"
+                + (f"; on those resolution takes {on_those:.2f} ms." if on_those else "."),
+            ]
     return "\n".join(lines) + "\n"
 
 

@@ -12,22 +12,31 @@ must be, writable by its owner). A new bundle's manifest says ``"complete": fals
 the last file is in; a run that stops halfway leaves a bundle that loading refuses and that
 resumed experiments train again.
 
+The manifest also records a SHA-256 digest of its own content (``digest``: labels,
+calibration, settings and the checksums of the files), so an edited manifest is refused like
+an edited file, and its fields are checked at load, each error naming its field. The digest
+is what ``voicenlu bundle sign`` signs.
+
 Only the standard library is used here: the torch-free runtime loads bundles too.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from voicenlu.data.download import file_sha256 as sha256_file
 from voicenlu.errors import BundleError
 
-FORMAT_VERSION = 2  # 2: the completion marker and the training data's origin
+# 2: the completion marker and the training data's origin; 3: the manifest's digest of itself
+FORMAT_VERSION = 3
 MANIFEST = "voicenlu.json"
 FILE_MODE = 0o644
 DIR_MODE = 0o755
@@ -127,36 +136,55 @@ def is_complete(bundle: Path) -> bool:
     return True
 
 
+def manifest_digest(manifest: dict) -> str:
+    """SHA-256 of the manifest without its ``digest`` field, as canonical JSON (sorted keys)."""
+    content = {k: v for k, v in manifest.items() if k != "digest"}
+    text = json.dumps(content, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def read_manifest(
     bundle: Path | str,
-    verify: bool = True,
+    verify: bool | Iterable[str] = True,
     need: tuple[str, ...] = (),
     require_complete: bool = True,
 ) -> dict:
-    """The manifest of a bundle, after checking its version, completeness and checksums.
+    """The manifest of a bundle, after checking its version, digest, fields and checksums.
 
-    With ``verify``, every listed file present is checked; files in ``need`` must exist.
+    ``verify``: True checks every listed file present, False none, a list of names exactly
+    those (a server checks the files it reads, and no others). Files in ``need`` must exist.
     ``require_complete=False`` is for the pipeline, which reads a bundle it is still writing.
     """
     bundle = Path(bundle)
-    if not bundle.is_dir():
+    if not bundle.exists():
         raise BundleError(
             f"No model bundle at {bundle}: the directory does not exist. "
             "Train one with `voicenlu train --output-dir DIR` and pass DIR/bundle."
+        )
+    if not bundle.is_dir():
+        raise BundleError(
+            f"{bundle} is a file, not a bundle: pass the bundle's directory (the one holding "
+            f"{MANIFEST})."
         )
     path = bundle / MANIFEST
     if not path.is_file():
         raise BundleError(f"{bundle} is not a voicenlu bundle: {MANIFEST} is missing.")
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        manifest = json.loads(_read(path).decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path} is not valid JSON: {exc}") from exc
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
     if version != FORMAT_VERSION:
         raise BundleError(
             f"{path}: bundle format version {version!r}, but this voicenlu reads version "
-            f"{FORMAT_VERSION} (which records the training data and when the bundle is "
-            "complete). Train the bundle again with this version."
+            f"{FORMAT_VERSION} (which records the training data, when the bundle is complete "
+            "and a digest of the manifest). Train the bundle again with this version."
+        )
+    if manifest.get("digest") != manifest_digest(manifest):
+        raise BundleError(
+            f"{path} was changed after the bundle was written: its content no longer matches "
+            "the digest it records (an edited label, threshold or checksum is never served). "
+            "Copy the bundle again or train it again."
         )
     if require_complete and manifest.get("complete") is not True:
         raise BundleError(
@@ -164,22 +192,128 @@ def read_manifest(
             "finished. Run that command again (`voicenlu train --resume` continues training "
             "from its last checkpoint)."
         )
-    files = manifest.get("files", {})
+    check_fields(manifest, path, complete=require_complete)
+    files = manifest["files"]
     for name in need:
         if name not in files or not (bundle / name).is_file():
             raise BundleError(f"{bundle}: the bundle has no {name}.")
-    if verify:
-        for name, expected in files.items():
-            file = bundle / name
-            if not file.is_file():
-                continue
-            if sha256_file(file) != expected:
-                raise BundleError(
-                    f"{file} does not match the checksum recorded in {MANIFEST}: the file was "
-                    "changed or damaged after the bundle was written. Copy the bundle again "
-                    "or re-export it."
-                )
+    if verify is True:
+        verify_files(bundle, manifest, [n for n in files if (bundle / n).is_file()])
+    elif verify:
+        verify_files(bundle, manifest, verify)
     return manifest
+
+
+def verify_files(bundle: Path, manifest: dict, names: Iterable[str]) -> None:
+    """Check ``names`` against the checksums the manifest records; each must be listed."""
+    for name in names:
+        file = Path(bundle) / name
+        if name not in manifest["files"]:
+            raise BundleError(f"{bundle}: {name} is not listed in {MANIFEST}.")
+        if _checksum(file) != manifest["files"][name]:
+            raise BundleError(
+                f"{file} does not match the checksum recorded in {MANIFEST}: the file was "
+                "changed or damaged after the bundle was written. Copy the bundle again "
+                "or re-export it."
+            )
+
+
+def _read(file: Path) -> bytes:
+    """A bundle file's bytes, or a one-line error saying why it cannot be read."""
+    try:
+        return file.read_bytes()
+    except OSError as exc:
+        raise _unreadable(file, exc) from None
+
+
+def _checksum(file: Path) -> str:
+    try:
+        return sha256_file(file)
+    except OSError as exc:
+        raise _unreadable(file, exc) from None
+
+
+def _unreadable(file: Path, exc: OSError) -> BundleError:
+    if isinstance(exc, FileNotFoundError):
+        return BundleError(f"{file} is missing: copy the bundle again.")
+    if isinstance(exc, IsADirectoryError):
+        return BundleError(f"{file} is a directory, where the bundle needs a file.")
+    if isinstance(exc, PermissionError):
+        return BundleError(
+            f"Cannot read {file}: permission denied. Make the bundle readable by this user "
+            f"(bundles are written with mode {FILE_MODE:o}: `chmod -R a+rX {file.parent}`)."
+        )
+    return BundleError(f"Cannot read {file}: {exc.strerror or exc}.")
+
+
+SHA256 = re.compile(r"[0-9a-f]{64}")
+SCORES = ("max_softmax", "energy")
+
+
+def check_fields(manifest: dict, path: Path, complete: bool = True) -> None:
+    """The manifest's fields have the types and ranges loading relies on; say which does not.
+
+    A bundle still being written (``complete=False``) has only some of them yet.
+    """
+
+    def bad(field: str, expected: str) -> BundleError:
+        value = manifest
+        for part in field.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        shown = repr(value) if len(repr(value)) < 60 else repr(value)[:57] + "..."
+        return BundleError(f"{path}: {field} must be {expected}, not {shown}.")
+
+    def number(value) -> bool:
+        return (
+            isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+        )
+
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(
+        isinstance(v, str) and SHA256.fullmatch(v) for v in files.values()
+    ):
+        raise bad("files", "an object of file names and SHA-256 checksums")
+    if not complete and "intents" not in manifest:
+        return
+    intents = manifest.get("intents")
+    if not (
+        isinstance(intents, list)
+        and intents
+        and all(isinstance(i, str) and i for i in intents)
+        and len(set(intents)) == len(intents)
+    ):
+        raise bad("intents", "a list of distinct intent names")
+    tags = manifest.get("slot_tags")
+    if not (
+        isinstance(tags, list)
+        and tags[:1] == ["O"]
+        and all(isinstance(t, str) and t[:2] in ("B-", "I-") and t[2:] for t in tags[1:])
+        and len(set(tags)) == len(tags)
+    ):
+        raise bad("slot_tags", 'a list of distinct tags, "O" first and then B-/I- tags')
+    for field, least in (("max_length", 2), ("pad_token_id", 0)):
+        value = manifest.get(field)
+        if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
+            raise bad(field, f"a whole number of at least {least}")
+    if not isinstance(manifest.get("backbone"), str):
+        raise bad("backbone", "the name or path of the encoder")
+    calibration = manifest.get("calibration", {})
+    if not isinstance(calibration, dict):
+        raise bad("calibration", "an object")
+    if "temperature" in calibration and not (
+        number(calibration["temperature"]) and calibration["temperature"] > 0
+    ):
+        raise bad("calibration.temperature", "a number above 0")
+    if "threshold" in calibration and not (
+        number(calibration["threshold"]) and 0 <= calibration["threshold"] <= 1
+    ):
+        raise bad("calibration.threshold", "a number from 0 to 1")
+    if calibration.get("score", "max_softmax") not in SCORES:
+        raise bad("calibration.score", f"one of {', '.join(SCORES)}")
+    if calibration.get("score") == "energy":
+        reference = calibration.get("reference")
+        if not (isinstance(reference, list) and reference and all(map(number, reference))):
+            raise bad("calibration.reference", "a list of numbers (the dev set's energies)")
 
 
 def _install(bundle: Path, moves: list[tuple[Path, str]]) -> None:
@@ -197,6 +331,7 @@ def _install(bundle: Path, moves: list[tuple[Path, str]]) -> None:
 
 
 def _write_manifest(bundle: Path, manifest: dict) -> None:
+    manifest = {**manifest, "digest": manifest_digest(manifest)}
     tmp = bundle / f".{MANIFEST}.partial"
     tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     tmp.chmod(FILE_MODE)

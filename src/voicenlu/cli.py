@@ -23,12 +23,14 @@ from voicenlu.config import (
     PRUNE_EPOCHS,
     QUICK_EPOCHS,
     QUICK_PER_INTENT,
+    Limits,
     TrainConfig,
     field_type,
     flag,
 )
 from voicenlu.errors import ConfigError, VoiceNLUError
 from voicenlu.extras import extra_providing, missing_extra
+from voicenlu.values import DEFAULT_TIMEZONE
 from voicenlu.version import __version__
 
 
@@ -123,7 +125,9 @@ def cmd_evaluate(args) -> int:
             "evaluate needs a BUNDLE (or --oos or --learning-curve, which train their own models)."
         )
     bundle = Path(args.bundle)
-    out = None if args.write_bundle else Path(args.out or default_evaluation_dir(bundle))
+    out = Path(args.out) if args.out else None
+    if out is None and not args.write_bundle:
+        out = default_evaluation_dir(bundle)
     metrics = evaluate(
         bundle,
         args.data,
@@ -136,8 +140,8 @@ def cmd_evaluate(args) -> int:
     if args.spoken_form:
         print(format_spoken_form(metrics["spoken_form"]))
     print(json.dumps({k: metrics[k] for k in ("n", "intent_accuracy", "slot_f1", "exact_match")}))
-    report = (bundle / "report" if args.write_bundle else out) / "report.md"
-    print(f"report: {report}", file=sys.stderr)
+    for folder in ([bundle / "report"] if args.write_bundle else []) + ([out] if out else []):
+        print(f"report: {folder / 'report.md'}", file=sys.stderr)
     return 0
 
 
@@ -221,8 +225,29 @@ def format_result(result: dict) -> str:
         head = f"out of scope (nearest: {nearest['name']} {nearest['confidence']:.2f})"
     else:
         head = f"{intent['name']} ({intent['confidence']:.2f})"
-    slots = "  ".join(f'{s["slot"]}="{s["value"]}"' for s in result["slots"])
-    return f"{result['text']}\n  -> {head}  {slots}".rstrip()
+    slots = "  ".join(
+        f'{s["slot"]}="{s["value"]}"'
+        + (f" ({_value_text(s['resolved'])})" if s["resolved"] else "")
+        for s in result["slots"]
+    )
+    line = f"{result['text']}\n  -> {head}  {slots}".rstrip()
+    if result.get("truncated"):
+        line += "\n  (truncated: longer than the model reads; only its start was parsed)"
+    return line
+
+
+def _value_text(resolved: dict) -> str:
+    """A resolved slot value in a few words: ``2026-11-29T20:00:00.000+01:00``, ``4``,
+    ``90 minute = 5400 s``, ``20 $``, ``from ... to ...``."""
+    if resolved.get("type") == "interval":
+        ends = [(k, resolved[k]) for k in ("from", "to") if resolved[k] is not None]
+        return " ".join(f"{k} {_value_text(end)}" for k, end in ends)
+    text = str(resolved["value"])
+    if resolved.get("unit") is not None:
+        text += f" {resolved['unit']}"
+    if "seconds" in resolved:
+        text += f" = {resolved['seconds']} s"
+    return text
 
 
 def cmd_predict(args) -> int:
@@ -230,7 +255,13 @@ def cmd_predict(args) -> int:
 
     parser = Parser.load(args.bundle, precision=args.precision)
     texts = _read_texts(args)
-    for result in parser.parse_batch(texts, threshold=args.threshold):
+    results = parser.parse_batch(
+        texts,
+        threshold=args.threshold,
+        reference_time=args.reference_time,
+        timezone=args.timezone,
+    )
+    for result in results:
         print(json.dumps(result, ensure_ascii=False) if args.json else format_result(result))
     return 0
 
@@ -284,19 +315,56 @@ def cmd_serve(args) -> int:
     require_extra("serve", "serve")
     from voicenlu.server import serve
 
+    chosen = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(Limits)}
+    limits = {name: value for name, value in chosen.items() if value is not None}
     serve(
         args.bundle,
         host=args.host,
         port=args.port,
         workers=args.workers,
         cors_origins=args.cors_origin,
-        max_chars=args.max_chars,
-        max_batch=args.max_batch,
         microbatch_ms=args.microbatch_ms,
         threads=args.threads,
         access_log=args.access_log,
+        timezone=args.timezone,
+        require_signature=args.require_signature,
+        **limits,
     )
     return 0
+
+
+def cmd_bundle_keygen(args) -> int:
+    from voicenlu.signing import generate_key
+
+    public = generate_key(args.key)
+    print(f"private key: {args.key} (keep it off the bundle storage)\npublic key:  {public}")
+    return 0
+
+
+def cmd_bundle_sign(args) -> int:
+    from voicenlu.signing import sign_bundle
+
+    print(f"signed: {sign_bundle(args.bundle, args.key)}")
+    return 0
+
+
+def cmd_bundle_verify(args) -> int:
+    from voicenlu.signing import verify_bundle
+
+    digest = verify_bundle(args.bundle, args.public_key)
+    print(f"{args.bundle}: signature good (manifest digest {digest})")
+    return 0
+
+
+def add_limit_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per server limit, named, typed and explained by the Limits dataclass."""
+    group = p.add_argument_group("limits (per worker; also VOICENLU_<NAME> in the environment)")
+    for f in dataclasses.fields(Limits):
+        group.add_argument(
+            flag(f.name),
+            type=field_type(f),
+            help=f"{f.metadata['help']} (default: {f.default})",
+        )
 
 
 def add_config_options(p: argparse.ArgumentParser) -> None:
@@ -497,6 +565,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="override the out-of-scope threshold: reject below this in-scope score (0 to 1)",
     )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
+    p.add_argument(
+        "--reference-time",
+        metavar="ISO",
+        help="resolve relative times from this instant, e.g. 2026-11-28T12:00:00+01:00 "
+        "(default: now)",
+    )
+    p.add_argument(
+        "--timezone",
+        metavar="NAME",
+        help="IANA time zone the resolved times are given in, e.g. Europe/Zurich "
+        f"(default: {DEFAULT_TIMEZONE})",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -559,12 +639,32 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_option(p, "measure on every utterance of this file instead")
     p.set_defaults(func=cmd_bench)
 
+    bundle = sub.add_parser(
+        "bundle",
+        help="sign a bundle and check its signature (Ed25519; needs voicenlu[sign])",
+        description="Sign the manifest digest of a bundle, which covers the manifest and "
+        "every file it lists, so a server started with --require-signature refuses a bundle "
+        "changed by anyone without the private key.",
+    )
+    bundle_sub = bundle.add_subparsers(dest="bundle_command", required=True, metavar="ACTION")
+    p = bundle_sub.add_parser("keygen", help="make a key pair: KEY (private) and KEY.pub")
+    p.add_argument("key", help="path of the private key to write")
+    p.set_defaults(func=cmd_bundle_keygen)
+    p = bundle_sub.add_parser("sign", help="write BUNDLE/voicenlu.sig")
+    p.add_argument("bundle", help="model bundle directory")
+    p.add_argument("--key", required=True, help="the private key (from `bundle keygen`)")
+    p.set_defaults(func=cmd_bundle_sign)
+    p = bundle_sub.add_parser("verify", help="check BUNDLE/voicenlu.sig with a public key")
+    p.add_argument("bundle", help="model bundle directory")
+    p.add_argument("--public-key", required=True, help="the public key (KEY.pub)")
+    p.set_defaults(func=cmd_bundle_verify)
+
     p = sub.add_parser(
         "serve",
         help="HTTP service: /parse, /parse/batch, Rasa-compatible /model/parse, demo page at /",
         description="Serves a bundle's ONNX model (int8 when present) with FastAPI/uvicorn. "
         "Set VOICENLU_API_KEY to require `Authorization: Bearer <key>` on every endpoint but "
-        "/health. OpenAPI docs at /docs, Prometheus metrics at /metrics.",
+        "/health. The OpenAPI description is at /openapi.json, Prometheus metrics at /metrics.",
     )
     p.add_argument("bundle", help="model bundle directory")
     p.add_argument("--host", default="127.0.0.1", help="bind address (default: %(default)s)")
@@ -578,8 +678,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)"
     )
-    p.add_argument("--max-chars", type=int, default=1000, help="longest text accepted")
-    p.add_argument("--max-batch", type=int, default=256, help="most texts in one batch request")
     p.add_argument(
         "--microbatch-ms",
         type=float,
@@ -593,6 +691,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="model threads per worker (default: 1; to use more cores, add workers)",
     )
     p.add_argument("--access-log", action="store_true", help="log a line per request")
+    p.add_argument(
+        "--timezone",
+        metavar="NAME",
+        default=DEFAULT_TIMEZONE,
+        help="IANA time zone of resolved times when a request names none (default: %(default)s)",
+    )
+    p.add_argument(
+        "--require-signature",
+        metavar="PUBLIC_KEY",
+        help="serve only a bundle signed with this key's private half (`voicenlu bundle sign`)",
+    )
+    add_limit_flags(p)
     p.set_defaults(func=cmd_serve)
     return parser
 

@@ -14,7 +14,8 @@ from voicenlu.errors import MissingExtraError
 EXTRAS: dict[str, tuple[str, ...]] = {
     "train": ("torch", "transformers", "safetensors", "onnx", "matplotlib", "sklearn"),
     "quantize": ("onnx",),
-    "serve": ("fastapi", "uvicorn"),
+    "serve": ("fastapi", "uvicorn", "httptools", "prometheus_client", "orjson"),
+    "sign": ("cryptography",),
 }
 
 

@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Sequence
 
 from voicenlu.data.records import Utterance
+from voicenlu.data.types import DIMENSIONS
+from voicenlu.values import Reference, ValueResolver
 
 HEADLINE = ("intent_accuracy", "slot_f1", "exact_match")
 
@@ -108,3 +110,45 @@ def misclassified(gold: Sequence[Utterance], pred: Sequence[Utterance]) -> list[
         for g, p in zip(gold, pred, strict=True)
         if g.intent != p.intent or _spans(g) != _spans(p)
     ]
+
+
+def value_coverage(resolver: ValueResolver, gold: Sequence[Utterance], ref: Reference) -> dict:
+    """The share of gold spans of each typed slot that resolve to a value at all, per slot and
+    pooled by kind (``time``, ``number``, ``custom``: all custom entities together)."""
+    seen: dict[str, Counter] = {}
+    for utt in gold:
+        for span in utt.slots:
+            kind = resolver.slot_types.get(span.slot)
+            if kind is None:
+                continue
+            found = resolver.resolve_slot(utt.text, span.slot, span.start, span.end, ref)
+            for key in (span.slot, kind if kind in DIMENSIONS else "custom"):
+                seen.setdefault(key, Counter())[found is not None] += 1
+    share = {k: _ratio(c[True], c[True] + c[False]) for k, c in seen.items()}
+    per_slot = {s: share[s] for s in sorted(resolver.slot_types) if s in share}
+    return {k: share.get(k) for k in ("time", "number", "custom")} | {"per_slot": per_slot}
+
+
+def checked_values(resolver: ValueResolver, test: Sequence[Utterance], sample: dict) -> dict:
+    """Resolve each slot of a hand-checked sample (``test_index``, ``slot``, ``text``,
+    ``expected``, relative to its ``reference_time`` and ``timezone``) and compare."""
+    ref = resolver.reference(sample["reference_time"], sample["timezone"])
+    wrong = []
+    for item in sample["items"]:
+        utt = test[item["test_index"]]
+        spans = [
+            s
+            for s in utt.slots
+            if (s.slot, utt.text[s.start : s.end]) == (item["slot"], item["text"])
+        ]
+        if not spans:
+            raise ValueError(
+                f"test utterance {item['test_index']} has no {item['slot']} slot "
+                f"{item['text']!r}: the sample belongs to other data"
+            )
+        span = spans[0]
+        found = resolver.resolve_slot(utt.text, span.slot, span.start, span.end, ref)
+        if found != item["expected"]:
+            wrong.append(item | {"found": found})
+    n = len(sample["items"])
+    return {"n": n, "right": _ratio(n - len(wrong), n), "wrong": wrong}

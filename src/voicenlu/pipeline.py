@@ -53,7 +53,7 @@ def train_bundle(
     ``train.fit``); ``record`` adds fields to the manifest. Under torchrun only rank 0 writes.
     """
     require_extra("train", "train")
-    from voicenlu.train import fit
+    from voicenlu.trainer import fit
 
     output_dir = Path(output_dir)
     bundle = output_dir / "bundle"
@@ -76,6 +76,9 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
         "encoder_config": encoder_config.to_diff_dict() | {"model_type": encoder_config.model_type},
         "intents": trained.intents,
         "slot_tags": trained.tags,
+        "values": data.slot_types.manifest_section(
+            data.train, {t[2:] for t in trained.tags if t != "O"}
+        ),
         "max_length": config.max_length,
         "pad_token_id": trained.pad_id,
         "calibration": trained.calibration,
@@ -96,7 +99,7 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
 
 def _finish(bundle: Path, data: TrainData) -> None:
     """Export (checked on dev), score on the held-out split, then mark the bundle complete."""
-    from voicenlu.evaluate import evaluate_bundle
+    from voicenlu.evaluation import evaluate_bundle
     from voicenlu.export import export_onnx
 
     export_onnx(bundle, [u.text for u in data.dev], partial=True)
@@ -175,7 +178,7 @@ def evaluate(
     """
     if out is not None or write_bundle:
         require_extra("train", "evaluate")  # the report's figures need matplotlib
-    from voicenlu.evaluate import evaluate_bundle
+    from voicenlu.evaluation import evaluate_bundle
 
     manifest = bundles.read_manifest(bundle)
     if write_bundle and data is not None:
@@ -275,6 +278,8 @@ def prune(
         "from": str(bundle),
         "recovery": f"{epochs:g} epochs, distilled from the unpruned model",
     }
+    if "values" in manifest:  # the slots are the same: so are their types
+        record["values"] = manifest["values"]
     config = TrainConfig(
         backbone=manifest["backbone"],
         epochs=epochs,

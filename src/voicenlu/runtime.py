@@ -1,20 +1,22 @@
 """Parser: parse requests with a bundle's ONNX model. onnxruntime + tokenizers + numpy, no torch.
 
-The session is created once; batches are padded to their longest request only.
+The session is created once; batches are padded to their longest request only. Each slot's
+value is resolved (``voicenlu.values``) from the types the bundle records.
 """
 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-from voicenlu.bundle import read_manifest
+from voicenlu.bundle import read_manifest, verify_files
 from voicenlu.calibration import in_scope_scores, softmax
-from voicenlu.data.records import SlotSpan, Utterance
+from voicenlu.data.records import SlotSpan, Utterance, is_blank
 from voicenlu.errors import BundleError, InputError
 from voicenlu.features import (
     allowed_transitions,
@@ -23,6 +25,7 @@ from voicenlu.features import (
     pad_batch,
     prepare_tokenizer,
 )
+from voicenlu.values import DEFAULT_TIMEZONE, Reference, ValueResolver
 
 log = logging.getLogger(__name__)
 
@@ -33,20 +36,46 @@ def check_text(text: object) -> str:
     """A request must be a non-blank string; say which rule it broke."""
     if not isinstance(text, str):
         raise InputError(f"The text to parse must be a string, not {type(text).__name__}.")
-    if not text.strip():
-        raise InputError("The text to parse is empty (or only white space).")
+    if is_blank(text):
+        raise InputError(
+            "The text to parse is empty (or only white space, control, zero-width or "
+            "combining characters)."
+        )
     return text
+
+
+def check_outputs(model_file: Path, session: ort.InferenceSession, manifest: dict) -> None:
+    """The model must score exactly the labels the manifest lists, or every name is wrong."""
+    sizes = {o.name: o.shape[-1] for o in session.get_outputs()}
+    for output, labels in (("intent_logits", "intents"), ("slot_logits", "slot_tags")):
+        size = sizes.get(output)
+        if isinstance(size, int) and size != len(manifest[labels]):
+            raise BundleError(
+                f"{model_file} scores {size} {labels.replace('_', ' ')} but the manifest lists "
+                f"{len(manifest[labels])}: the labels and the model are from different bundles."
+            )
 
 
 class Parser:
     """Turns text into an intent and slots (the result of DESIGN section 4).
+
+    A text longer than the model reads (the bundle's ``max_length`` sub-tokens) is parsed from
+    its beginning and its result says ``"truncated": true``; the key is absent otherwise.
 
     >>> parser = Parser.load("runs/snips/bundle")
     >>> parser.parse("add Diamonds to my roadtrip playlist")["intent"]["name"]
     'AddToPlaylist'
     """
 
-    def __init__(self, bundle: Path, manifest: dict, session: ort.InferenceSession, precision: str):
+    def __init__(
+        self,
+        bundle: Path,
+        manifest: dict,
+        session: ort.InferenceSession,
+        precision: str,
+        timezone: str = DEFAULT_TIMEZONE,
+        values: bool = True,
+    ):
         self.bundle = bundle
         self.manifest = manifest
         self.precision = precision
@@ -62,9 +91,14 @@ class Parser:
         self.tokenizer = prepare_tokenizer(
             Tokenizer.from_file(str(bundle / "tokenizer.json")), manifest["max_length"]
         )
+        self.max_length = manifest["max_length"]
         self.pad_id = manifest["pad_token_id"]
         self._constraints = allowed_transitions(self.tags)
         self._input_names = [i.name for i in session.get_inputs()]
+        # Without types (values=False) every slot resolves to None, at no cost.
+        self.values = ValueResolver.from_manifest(
+            manifest.get("values") if values else None, timezone
+        )
 
     @classmethod
     def load(
@@ -73,17 +107,29 @@ class Parser:
         precision: str = "auto",
         threads: int | None = None,
         spin_wait: bool = True,
+        timezone: str = DEFAULT_TIMEZONE,
+        values: bool = True,
+        digest: str | None = None,
         partial: bool = False,
     ) -> Parser:
         """Load a bundle; ``precision`` is ``auto`` (int8 when present), ``fp32`` or ``int8``.
 
         ``threads`` caps the model's threads (default: one per core). ``spin_wait=False``
         stops them busy-waiting for the next run, which a server wants: its event loop needs
-        those cores between runs. ``partial`` accepts a bundle that is still being written
-        (the pipeline scores it before marking it complete).
+        those cores between runs. ``timezone`` (an IANA name) is the default for resolving
+        times; ``values=False`` skips slot value resolution (``resolved`` is then null).
+        ``digest``: refuse the bundle unless its manifest digest is this one (the one whose
+        signature was checked). ``partial`` accepts a bundle that is still being written (the
+        pipeline scores it before marking it complete).
         """
         bundle = Path(path)
-        manifest = read_manifest(bundle, need=("tokenizer.json",), require_complete=not partial)
+        manifest = read_manifest(
+            bundle, verify=False, need=("tokenizer.json",), require_complete=not partial
+        )
+        if digest is not None and manifest.get("digest") != digest:
+            raise BundleError(
+                f"{bundle}: the manifest changed after its signature was checked; start again."
+            )
         if precision == "auto":
             precision = "int8" if PRECISIONS["int8"] in manifest["files"] else "fp32"
         if precision not in PRECISIONS:
@@ -95,6 +141,8 @@ class Parser:
                 + (f" then `voicenlu quantize {bundle}`" if precision == "int8" else "")
                 + "."
             )
+        # Only the files the runtime reads: the training weights may not even be readable here.
+        verify_files(bundle, manifest, ["tokenizer.json", model_file])
         options = ort.SessionOptions()
         if not spin_wait:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -107,7 +155,10 @@ class Parser:
             )
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise BundleError(f"{bundle / model_file} could not be loaded: {exc}") from exc
-        return cls(bundle, manifest, session, precision)
+        check_outputs(bundle / model_file, session, manifest)
+        parser = cls(bundle, manifest, session, precision, timezone, values)
+        parser.values.warm()
+        return parser
 
     def logits(self, texts: list[str]):
         """(encodings, intent logits, slot logits) for a batch, padded to its longest text."""
@@ -118,17 +169,36 @@ class Parser:
         )
         return encodings, intent_logits, slot_logits
 
-    def parse(self, text: str, threshold: float | None = None) -> dict:
-        """Parse one request."""
-        return self.parse_batch([text], threshold=threshold)[0]
+    def parse(
+        self,
+        text: str,
+        threshold: float | None = None,
+        *,
+        reference_time: datetime | str | float | None = None,
+        timezone: str | None = None,
+    ) -> dict:
+        """Parse one request; times resolve relative to ``reference_time`` (a datetime or
+        ISO-8601 string; default now) in ``timezone`` (an IANA name; default the parser's)."""
+        return self.parse_batch(
+            [text], threshold=threshold, reference_time=reference_time, timezone=timezone
+        )[0]
 
     def parse_batch(
-        self, texts: list[str], threshold: float | None = None, batch_size: int = 64
+        self,
+        texts: list[str],
+        threshold: float | None = None,
+        batch_size: int = 64,
+        *,
+        reference_time: datetime | str | float | None = None,
+        timezone: str | None = None,
     ) -> list[dict]:
-        """Parse many requests, in order; batches of ``batch_size`` go through the model."""
+        """Parse many requests, in order; batches of ``batch_size`` go through the model.
+
+        One reference time serves the whole batch (see ``parse``)."""
         if isinstance(texts, str):
             raise InputError("parse_batch takes a list of texts; use parse() for one text.")
         texts = [check_text(t) for t in texts]
+        ref = self.values.reference(reference_time, timezone)
         threshold = self.threshold if threshold is None else threshold
         results = []
         for i in range(0, len(texts), batch_size):
@@ -137,10 +207,10 @@ class Parser:
             probs = softmax(intent_logits, self.temperature)
             in_scope = in_scope_scores(intent_logits, self.calibration) >= threshold
             for row in zip(chunk, encodings, probs, in_scope, slot_logits, strict=True):
-                results.append(self._result(*row))
+                results.append(self._result(*row, ref))
         return results
 
-    def _result(self, text, encoding, probs, accepted, slot_logits) -> dict:
+    def _result(self, text, encoding, probs, accepted, slot_logits, ref: Reference) -> dict:
         order = np.argsort(-probs)
         ranking = [
             {"name": self.intents[j], "confidence": round(float(probs[j]), 4)} for j in order
@@ -156,9 +226,12 @@ class Parser:
                         "start": span.start,
                         "end": span.end,
                         "confidence": round(score, 4),
+                        "resolved": self.values.resolve_slot(
+                            text, span.slot, span.start, span.end, ref
+                        ),
                     }
                 )
-        return {
+        result = {
             "text": text,
             "intent": {
                 "name": ranking[0]["name"] if in_scope else None,
@@ -168,6 +241,17 @@ class Parser:
             "intent_ranking": ranking,
             "slots": slots,
         }
+        if self._truncated(text, encoding):
+            result["truncated"] = True
+        return result
+
+    def _truncated(self, text: str, encoding) -> bool:
+        """The model reads ``max_length`` sub-tokens: was there visible text after them?"""
+        if len(encoding.ids) < self.max_length:
+            return False
+        pairs = zip(encoding.offsets, encoding.special, strict=True)
+        ends = [end for (_, end), special in pairs if not special]
+        return not is_blank(text[max(ends, default=0) :])
 
 
 def result_to_utterance(result: dict) -> Utterance:

@@ -20,13 +20,17 @@ from voicenlu.data.snips import (
     stats,
     stratified_slice,
 )
+from voicenlu.data.types import DIMENSIONS, CustomEntity, SlotTypes, snips_benchmark_types
 
 __all__ = [
+    "DIMENSIONS",
     "FILES",
     "INTENTS",
     "UPSTREAM_COMMIT",
+    "CustomEntity",
     "FileRead",
     "SlotSpan",
+    "SlotTypes",
     "SnipsData",
     "StatsRow",
     "Utterance",
@@ -38,6 +42,7 @@ __all__ = [
     "load_small_train",
     "load_snips",
     "read_benchmark_file",
+    "snips_benchmark_types",
     "stats",
     "holdout",
     "stratified_slice",

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass, field
+
+# Characters that show nothing on their own: controls (NUL...), format characters (zero-width
+# spaces, the BOM) and combining marks with nothing to combine with.
+INVISIBLE = frozenset({"Cc", "Cf", "Mn", "Me"})
+
+
+def is_blank(text: str) -> bool:
+    """True when the text shows nothing: only white space and invisible characters."""
+    return all(c.isspace() or unicodedata.category(c) in INVISIBLE for c in text)
 
 
 @dataclass(frozen=True)

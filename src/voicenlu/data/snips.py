@@ -11,11 +11,12 @@ import random
 import re
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 from voicenlu.data.records import SlotSpan, Utterance
+from voicenlu.data.types import SlotTypes, snips_benchmark_types
 from voicenlu.errors import ConfigError, DataError
 
 INTENTS: tuple[str, ...] = (
@@ -46,13 +47,15 @@ class FileRead:
 
 @dataclass(frozen=True)
 class SnipsData:
-    """The standard split, the number of CESU-8 repairs made reading it, and the data commit."""
+    """The standard split, the number of CESU-8 repairs made reading it, the data commit, and
+    the types shipped for the benchmark's slots."""
 
     train: list[Utterance]
     dev: list[Utterance]
     test: list[Utterance]
     repairs: int
     commit: str = UPSTREAM_COMMIT
+    slot_types: SlotTypes = field(default_factory=snips_benchmark_types)
 
     def splits(self) -> dict[str, list[Utterance]]:
         return {"train": self.train, "dev": self.dev, "test": self.test}

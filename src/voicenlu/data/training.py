@@ -24,6 +24,7 @@ from voicenlu.data.snips import (
     load_snips,
     stratified_slice,
 )
+from voicenlu.data.types import SlotTypes
 from voicenlu.data.validate import format_problems, validate
 from voicenlu.errors import DataError
 
@@ -35,13 +36,15 @@ class TrainData:
     """The utterances to learn from and to choose checkpoints on, and where they came from.
 
     ``test`` is the held-out set a bundle is scored on; data without one (a user's file) is
-    scored on ``dev``. ``source`` is the origin recorded in the bundle (see ``describe``).
+    scored on ``dev``. ``source`` is the origin recorded in the bundle (see ``describe``);
+    ``slot_types`` the slot types it records for resolving slot values.
     """
 
     train: list[Utterance]
     dev: list[Utterance]
     test: list[Utterance] | None = None
     source: dict = dataclasses.field(default_factory=dict)
+    slot_types: SlotTypes = dataclasses.field(default_factory=SlotTypes)
 
     @property
     def evaluation(self) -> tuple[str, list[Utterance]]:
@@ -90,7 +93,7 @@ def snips_split(
         "exclude": list(exclude),
         "language": SNIPS_LANGUAGE,
     }
-    return TrainData(train=train, dev=dev, test=test, source=source)
+    return TrainData(train=train, dev=dev, test=test, source=source, slot_types=snips.slot_types)
 
 
 def file_data(path: str | Path, seed: int, fraction: float = DEV_FRACTION) -> TrainData:
@@ -113,7 +116,7 @@ def file_data(path: str | Path, seed: int, fraction: float = DEV_FRACTION) -> Tr
         "language": dataset.language,
         "has_slots": dataset.has_slots,
     }
-    return TrainData(train=train, dev=dev, source=source)
+    return TrainData(train=train, dev=dev, source=source, slot_types=dataset.slot_types)
 
 
 def evaluation_file(path: str | Path, like: dict | None = None) -> TrainData:
@@ -140,7 +143,11 @@ def evaluation_file(path: str | Path, like: dict | None = None) -> TrainData:
         "has_slots": dataset.has_slots,
     }
     return TrainData(
-        train=train, dev=dev or dataset.utterances, test=dataset.utterances, source=source
+        train=train,
+        dev=dev or dataset.utterances,
+        test=dataset.utterances,
+        source=source,
+        slot_types=dataset.slot_types,
     )
 
 

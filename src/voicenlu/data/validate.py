@@ -6,13 +6,13 @@ run lists everything to fix; ``format_problems`` renders them for the CLI.
 
 from __future__ import annotations
 
-import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from voicenlu.data.formats import Dataset, FormatError, Problem, load_dataset
-from voicenlu.data.records import Utterance
+from voicenlu.data.formats.snips_nlu import SNIPS_BUILTINS
+from voicenlu.data.records import Utterance, is_blank
 from voicenlu.errors import DataError
 
 __all__ = ["Problem", "format_problems", "validate", "validate_path"]
@@ -27,16 +27,18 @@ def validate(
     """Problems in ``data``, and between ``splits`` (e.g. train/dev/test) when given.
 
     Checks: no utterances, empty texts, intents with fewer than ``min_per_intent`` examples,
-    empty / out-of-range / overlapping slot spans, one text labelled with two intents, and
-    intents or slots present in some splits but missing from others.
+    empty / out-of-range / overlapping slot spans, one text labelled with two intents, slot
+    types that are neither a Duckling dimension nor a custom entity, and intents or slots
+    present in some splits but missing from others.
     """
+    problems: list[Problem] = []
     if isinstance(data, Dataset):
         utterances, origins, file = data.utterances, data.origins, data.path
+        problems.extend(_unknown_types(data))
     else:
         utterances, origins, file = list(data), [], ""
     if len(origins) != len(utterances):
         origins = [(file, f"utterance {i}") for i in range(len(utterances))]
-    problems: list[Problem] = []
     if not utterances and not splits:
         problems.append(Problem(file, "", "no utterances", "add examples for each intent"))
     for utt, (src, where) in zip(utterances, origins, strict=True):
@@ -72,14 +74,9 @@ def format_problems(problems: Sequence[Problem]) -> str:
     return "\n".join(lines)
 
 
-def _is_blank(text: str) -> bool:
-    # Zero-width characters (category Cf) are invisible: a text of only those says nothing.
-    return all(c.isspace() or unicodedata.category(c) == "Cf" for c in text)
-
-
 def _utterance_problems(utt: Utterance, file: str, where: str) -> list[Problem]:
     problems = []
-    if _is_blank(utt.text):
+    if is_blank(utt.text):
         problems.append(
             Problem(file, where, "empty utterance", "write the request's text or delete it")
         )
@@ -97,7 +94,7 @@ def _utterance_problems(utt: Utterance, file: str, where: str) -> list[Problem]:
             )
             continue
         value = utt.text[s.start : s.end]
-        if _is_blank(value):
+        if is_blank(value):
             problems.append(
                 Problem(
                     file,
@@ -118,6 +115,23 @@ def _utterance_problems(utt: Utterance, file: str, where: str) -> list[Problem]:
             )
         if previous is None or s.end > previous.end:
             previous = s
+    return problems
+
+
+def _unknown_types(data: Dataset) -> list[Problem]:
+    builtins = ", ".join(name for name, dim in SNIPS_BUILTINS.items() if dim)
+    problems = []
+    for slot, kind in data.slot_types.unknown().items():
+        file, where = data.slot_types.origins.get(slot, (data.path, ""))
+        problems.append(
+            Problem(
+                file,
+                where,
+                f"slot {slot!r} has the unknown type {kind!r}: neither a built-in voicenlu "
+                "resolves nor a custom entity",
+                f"use one of {builtins}, or a custom entity declared in 'entities'",
+            )
+        )
     return problems
 
 

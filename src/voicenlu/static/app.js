@@ -11,6 +11,8 @@ const EXAMPLES = [
 
 const $ = (id) => document.getElementById(id);
 let apiKey = "";
+// Resolved times come back in the reader's own time zone.
+const TIMEZONE = Intl.DateTimeFormat().resolvedOptions().timeZone;
 
 async function call(path, body) {
   const headers = { "Content-Type": "application/json" };
@@ -37,6 +39,20 @@ function hue(name) {
   let h = 0;
   for (const c of name) h = (h * 31 + c.charCodeAt(0)) % 360;
   return h;
+}
+
+// A resolved slot value in a few words: a time, "from ... to ...", "90 minute = 5400 s", "20 $".
+function valueText(resolved) {
+  if (resolved.type === "interval") {
+    return ["from", "to"]
+      .filter((end) => resolved[end])
+      .map((end) => `${end} ${valueText(resolved[end])}`)
+      .join(" ");
+  }
+  let text = String(resolved.value);
+  if (resolved.unit != null) text += ` ${resolved.unit}`;
+  if (resolved.seconds != null) text += ` = ${resolved.seconds} s`;
+  return text;
 }
 
 function el(tag, className, text) {
@@ -81,7 +97,9 @@ function show(result) {
     const item = el("li");
     const name = el("span", "slot-name", slot.slot);
     name.style.setProperty("--hue", hue(slot.slot));
-    item.append(name, el("span", "slot-value", slot.value), el("span", "muted", percent(slot.confidence)));
+    item.append(name, el("span", "slot-value", slot.value));
+    if (slot.resolved) item.append(el("span", "slot-resolved", `= ${valueText(slot.resolved)}`));
+    item.append(el("span", "muted", percent(slot.confidence)));
     slots.append(item);
   }
 
@@ -103,7 +121,7 @@ async function parse(event) {
   $("error").hidden = true;
   $("submit").disabled = true;
   try {
-    show(await call("/parse", { text: $("text").value }));
+    show(await call("/parse", { text: $("text").value, timezone: TIMEZONE }));
   } catch (error) {
     $("error").textContent = error.message;
     $("error").hidden = false;

@@ -1,0 +1,480 @@
+"""Slot values a program can use: dates, times, durations, numbers and custom entities.
+
+Each slot of a parse gains ``resolved``: the value its text stands for, or None. The slot's type
+comes from the bundle manifest's ``values`` section (``voicenlu.data.types``): a Duckling
+dimension or a custom entity.
+
+Dimensions are resolved by Duckling itself, in-process (the optional extra
+``voicenlu[values]``, the ``pyduckling-native-phihos`` wheel). Its context (time zones, locale,
+dimensions) is built once per process and warmed when a model loads. Without the extra, every
+slot of a dimension resolves to None and one warning says how to install it. For a slot of
+dimension D at ``text[start:end]``:
+
+1. the slot's own text is parsed for D, without latent readings; the longest expression found
+   wins (the earliest among equals). For a time, a meal Duckling does not know (``MEAL_TIMES``:
+   breakfast, brunch, elevenses, lunch, tea, dinner, supper) is first read as the hours it
+   usually means ("breakfast tomorrow" as "from 7 am to 10 am tomorrow");
+2. when that finds nothing, the whole utterance is parsed for D and the expression overlapping
+   the slot most is taken (the slot "8" of "book it at 8" resolves as "at 8");
+3. when that finds nothing either, the slot's text is parsed again with latent readings (a bare
+   "7" is an hour, "2030" a year), since the model has already said the text is a D.
+
+Where Duckling offers several readings (``values``), the first is taken: for times the nearest
+one at or after the reference time. Numbers written as words ("four", "twenty one") resolve.
+Times are computed relative to ``reference_time`` (default: now) in ``timezone`` (an IANA name;
+default: the resolver's default, UTC unless set); the reference time's own UTC offset only fixes
+the instant. A Duckling failure on one slot leaves that slot unresolved and is logged.
+
+A custom entity is a list of canonical values, each with its synonyms (Snips NLU ``entities``,
+Rasa ``synonym:`` and ``lookup:`` items, and the values annotated in the training data). A slot
+text resolves to the canonical value whose value or synonym it equals, compared after
+normalisation (Unicode NFKC, case folded, runs of white space made one space, ends trimmed).
+For an entity marked extensible (it may take values beyond its list, Snips NLU's
+``automatically_extensible``) a text with no exact match also resolves to the nearest value or
+synonym within ``max_edit_distance(len(text))`` edits (Damerau-Levenshtein, adjacent swaps count
+one): none for texts under 4 characters, 1 up to 8 characters, 2 beyond. When two canonical
+values are equally near, the text is ambiguous and resolves to nothing. A closed entity (not
+extensible) only resolves exact and synonym matches, so a near miss is never forced onto it.
+Custom entities need no optional extra.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import threading
+import time
+import zoneinfo
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from voicenlu.data.types import DIMENSIONS, CustomEntity, normalize
+from voicenlu.errors import InputError
+
+__all__ = [
+    "DEFAULT_TIMEZONE",
+    "MEAL_TIMES",
+    "CustomEntity",
+    "Duckling",
+    "EntityResolver",
+    "Reference",
+    "ValueResolver",
+    "edit_distance",
+    "load_duckling",
+    "max_edit_distance",
+    "normalize",
+    "reference",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEZONE = "UTC"
+
+
+def max_edit_distance(length: int) -> int:
+    """Edits a fuzzy match may need for a normalised text of ``length`` characters."""
+    if length < 4:
+        return 0
+    return 1 if length <= 8 else 2
+
+
+def edit_distance(a: str, b: str, limit: int | None = None) -> int:
+    """Damerau-Levenshtein distance (optimal string alignment); ``limit + 1`` once it exceeds
+    ``limit``, so comparing against a long list stays cheap."""
+    if limit is not None and abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, start=1):
+            cost = 0 if ca == cb else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        # Once two rows in a row exceed the limit, no later cell can come back under it.
+        if limit is not None and min(current) > limit and min(previous) > limit:
+            return limit + 1
+        previous2, previous = previous, current
+    return previous[-1]
+
+
+class _Table:
+    """Lookup structures of one entity: normalised surface form -> canonical value."""
+
+    def __init__(self, entity: CustomEntity):
+        self.extensible = entity.extensible
+        self.exact: dict[str, str] = {}
+        self.kind: dict[str, str] = {}
+        # Canonical values first, so a synonym never remaps one; among synonyms, the first wins.
+        forms = [(c, c, "exact") for c in entity.values]
+        forms += [(s, c, "synonym") for c, synonyms in entity.values.items() for s in synonyms]
+        for form, canonical, kind in forms:
+            key = normalize(form)
+            if key and key not in self.exact:
+                self.exact[key] = canonical
+                self.kind[key] = kind
+
+    def resolve(self, text: str) -> tuple[str, str] | None:
+        key = normalize(text)
+        if not key:
+            return None
+        if key in self.exact:
+            return self.exact[key], self.kind[key]
+        if not self.extensible:
+            return None
+        limit = max_edit_distance(len(key))
+        if limit == 0:
+            return None
+        best, found = limit + 1, set()
+        for form, canonical in self.exact.items():
+            distance = edit_distance(key, form, limit)
+            if distance < best:
+                best, found = distance, {canonical}
+            elif distance == best:
+                found.add(canonical)
+        if best > limit or len(found) != 1:
+            return None
+        return found.pop(), "fuzzy"
+
+
+class EntityResolver:
+    """Maps slot texts of custom entities to canonical values.
+
+    >>> resolver = EntityResolver({"city": {"Zürich": ["Zurich", "Zuerich"]}}, extensible={"city"})
+    >>> resolver.resolve("city", " ZURICH ")
+    {'kind': 'custom', 'entity': 'city', 'value': 'Zürich', 'match': 'synonym'}
+    >>> resolver.resolve("city", "Zuerihc")["match"]
+    'fuzzy'
+    """
+
+    def __init__(
+        self,
+        entities: Mapping[str, Mapping[str, Iterable[str]] | CustomEntity],
+        extensible: Iterable[str] = (),
+    ):
+        """``entities``: entity name -> ``{canonical: [synonyms]}`` or a ``CustomEntity``;
+        ``extensible`` names the plain-dict entities that allow fuzzy matches."""
+        open_ended = set(extensible)
+        self.entities: dict[str, CustomEntity] = {}
+        for name, spec in entities.items():
+            if not isinstance(spec, CustomEntity):
+                values = {str(k): tuple(str(s) for s in v) for k, v in spec.items()}
+                spec = CustomEntity(name, values, name in open_ended)
+            self.entities[name] = spec
+        self._tables = {name: _Table(e) for name, e in self.entities.items()}
+
+    def __contains__(self, entity: str) -> bool:
+        return entity in self._tables
+
+    def resolve(self, entity: str, text: str) -> dict | None:
+        """``{"kind": "custom", "entity", "value", "match"}`` for ``text`` as a value of
+        ``entity``, ``match`` being ``exact``, ``synonym`` or ``fuzzy``; None when nothing
+        matches or the entity is unknown."""
+        table = self._tables.get(entity)
+        found = table.resolve(text) if table is not None else None
+        if found is None:
+            return None
+        value, match = found
+        return {"kind": "custom", "entity": entity, "value": value, "match": match}
+
+    def to_dict(self) -> dict:
+        """Entity name -> JSON form, as stored in a bundle manifest."""
+        return {name: e.to_dict() for name, e in self.entities.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Mapping]) -> EntityResolver:
+        return cls({name: CustomEntity.from_dict(name, spec) for name, spec in data.items()})
+
+
+# --- reference time ---
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The instant relative times are computed from, and the time zone they are given in."""
+
+    timestamp: int  # seconds since 1970-01-01T00:00:00Z
+    timezone: str  # an IANA name
+
+
+def reference(
+    reference_time: datetime | str | float | None = None,
+    timezone: str | None = None,
+    default_timezone: str = DEFAULT_TIMEZONE,
+) -> Reference:
+    """Check and combine a request's ``reference_time`` and ``timezone``; ``InputError`` names
+    the bad one. ``reference_time`` is a datetime, an ISO-8601 string or seconds since the
+    epoch (default: now); one without an offset is read in ``timezone``."""
+    zone_name = default_timezone if timezone is None else timezone
+    if not isinstance(zone_name, str) or not zone_name.strip():
+        raise InputError(
+            f"timezone must be an IANA time zone name such as Europe/Zurich, not {zone_name!r}."
+        )
+    try:
+        zone = zoneinfo.ZoneInfo(zone_name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        raise InputError(
+            f"Unknown timezone {zone_name!r}: use an IANA time zone name such as "
+            "Europe/Zurich or America/New_York."
+        ) from None
+    if reference_time is None:
+        return Reference(int(time.time()), zone_name)
+    if isinstance(reference_time, bool):
+        raise InputError("reference_time must be an ISO-8601 date-time, not a boolean.")
+    if isinstance(reference_time, int | float):
+        if not math.isfinite(reference_time):
+            raise InputError(f"reference_time must be a finite number, not {reference_time}.")
+        return Reference(int(reference_time), zone_name)
+    if isinstance(reference_time, str):
+        try:
+            moment = datetime.fromisoformat(reference_time.strip())
+        except ValueError:
+            raise InputError(
+                f"reference_time {reference_time!r} is not an ISO-8601 date-time: write it "
+                "like 2026-11-28T20:00:00+01:00."
+            ) from None
+    elif isinstance(reference_time, datetime):
+        moment = reference_time
+    else:
+        raise InputError(
+            "reference_time must be a datetime or an ISO-8601 string, "
+            f"not {type(reference_time).__name__}."
+        )
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone)
+    try:
+        return Reference(int(moment.timestamp()), zone_name)
+    except (OverflowError, ValueError, OSError):
+        raise InputError(f"reference_time {reference_time!s} is out of range.") from None
+
+
+# --- Duckling, in-process ---
+
+_WARMUP = {"time": "tomorrow at 8 pm", "number": "twenty one", "duration": "an hour and a half"}
+
+
+class Duckling:
+    """Duckling's parser with its time zone database, English locale and dimensions loaded once.
+
+    Build it with ``load_duckling()``, which shares one per process.
+    """
+
+    def __init__(self, module):
+        self._duckling = module
+        self._zones = module.load_time_zones(str(_zoneinfo_dir()))
+        language = module.parse_lang("EN")
+        self._locale = module.parse_locale("EN_US", module.default_locale_lang(language))
+        names = {d: "number" if d == "percentage" else d for d in DIMENSIONS}
+        self._dimensions = {d: module.parse_dimensions([name]) for d, name in names.items()}
+
+    def parse(self, text: str, dimension: str, ref: Reference, latent: bool = False) -> list:
+        """Duckling's entities of ``dimension`` in ``text`` (dicts with start, end, body and
+        Duckling's ``value``), times relative to ``ref``."""
+        when = self._duckling.parse_ref_time(self._zones, ref.timezone, ref.timestamp)
+        context = self._duckling.Context(when, self._locale)
+        wanted = "number" if dimension == "percentage" else dimension
+        found = self._duckling.parse(text, context, self._dimensions[dimension], latent)
+        return [e for e in found if e.get("dim") == wanted]
+
+    def warm(self, dimensions: Iterable[str] = ("time", "number")) -> None:
+        """Run each dimension once: Duckling's first call is about 100 times slower."""
+        ref = reference()
+        for dimension in dimensions:
+            self.parse(_WARMUP.get(dimension, "twenty one"), dimension, ref)
+
+
+def _zoneinfo_dir() -> Path:
+    """The system's time zone database, or the ``tzdata`` package's copy of it."""
+    for path in zoneinfo.TZPATH:
+        if (Path(path) / "UTC").is_file():
+            return Path(path)
+    try:
+        import tzdata
+    except ImportError:
+        raise FileNotFoundError(
+            "no time zone database: install the tzdata package (pip install tzdata)"
+        ) from None
+    return Path(tzdata.__file__).parent / "zoneinfo"
+
+
+_duckling_lock = threading.Lock()
+_duckling_state: dict[str, Duckling | None] = {}
+
+
+def load_duckling() -> Duckling | None:
+    """The process's Duckling, built on first use; None (with one warning) when the
+    ``voicenlu[values]`` extra is missing or cannot load."""
+    with _duckling_lock:
+        if "instance" not in _duckling_state:
+            instance = None
+            try:
+                import duckling
+
+                instance = Duckling(duckling)
+            except (ImportError, OSError) as exc:
+                log.warning(
+                    "Slot values of dates, times and numbers are not resolved (they come back "
+                    "with resolved: null): Duckling could not be loaded (%s). Install it with "
+                    "pip install 'voicenlu[values]' (Linux x86_64).",
+                    exc,
+                )
+            _duckling_state["instance"] = instance
+        return _duckling_state["instance"]
+
+
+# --- Duckling's values -> the shapes of the parse result ---
+
+# Meals Duckling's English grammar does not know, read as the hours they usually mean.
+MEAL_TIMES = {
+    "breakfast": "from 7 am to 10 am",
+    "brunch": "from 10 am to 1 pm",
+    "elevenses": "at 11 am",
+    "lunch": "from noon to 2 pm",
+    "tea": "from 3 pm to 5 pm",
+    "dinner": "from 6 pm to 9 pm",
+    "supper": "from 6 pm to 9 pm",
+}
+_MEAL = re.compile(r"\b(" + "|".join(MEAL_TIMES) + r")\b", re.IGNORECASE)
+
+_UNIT_DIMENSIONS = {"temperature", "amount-of-money", "distance", "volume", "quantity"}
+
+
+def _shape(kind: str, value: dict) -> dict | None:
+    """One Duckling value as the result's ``resolved`` object (documented in the README)."""
+    if kind == "time":
+        if value.get("type") == "interval":
+            return {
+                "kind": "time",
+                "type": "interval",
+                "from": _bound(value.get("from"), "grain"),
+                "to": _bound(value.get("to"), "grain"),
+            }
+        return {"kind": "time", "type": "value", "value": value["value"], "grain": value["grain"]}
+    if kind == "duration":
+        seconds = value["normalized"]["value"]
+        return {"kind": kind, "value": value["value"], "unit": value["unit"], "seconds": seconds}
+    if kind in _UNIT_DIMENSIONS:
+        if value.get("type") == "interval":
+            return {
+                "kind": kind,
+                "type": "interval",
+                "from": _bound(value.get("from"), "unit"),
+                "to": _bound(value.get("to"), "unit"),
+            }
+        shaped = {"kind": kind, "type": "value", "value": value["value"], "unit": value.get("unit")}
+        if "product" in value:
+            shaped["product"] = value["product"]
+        return shaped
+    shaped = {"kind": kind, "value": value["value"]}
+    for extra in ("domain", "issuer"):  # url, credit-card-number
+        if extra in value:
+            shaped[extra] = value[extra]
+    return shaped
+
+
+def _bound(end: dict | None, key: str) -> dict | None:
+    return None if end is None else {"value": end["value"], key: end.get(key)}
+
+
+def _longest(entities: list[dict]) -> dict | None:
+    return min(entities, key=lambda e: (e["start"] - e["end"], e["start"]), default=None)
+
+
+# --- resolving the slots of a parse ---
+
+
+class ValueResolver:
+    """Resolves the slots of parse results from the types a bundle records.
+
+    >>> resolver = ValueResolver({"when": "time", "city": "city"},
+    ...                          EntityResolver({"city": {"New York": ["NYC"]}}))
+    >>> resolver.resolve("fly to NYC", [{"slot": "city", "start": 7, "end": 10}])
+    [{'kind': 'custom', 'entity': 'city', 'value': 'New York', 'match': 'synonym'}]
+    """
+
+    def __init__(
+        self,
+        slot_types: Mapping[str, str],
+        entities: EntityResolver | None = None,
+        timezone: str = DEFAULT_TIMEZONE,
+    ):
+        self.slot_types = dict(slot_types)
+        self.entities = entities or EntityResolver({})
+        self.timezone = reference(0, timezone).timezone  # checked once, here
+        self.dimensions = sorted({t for t in self.slot_types.values() if t in DIMENSIONS})
+
+    @classmethod
+    def from_manifest(
+        cls, section: Mapping | None, timezone: str = DEFAULT_TIMEZONE
+    ) -> ValueResolver:
+        """From a bundle manifest's ``values`` section (absent in older bundles: no types)."""
+        section = section or {}
+        entities = EntityResolver.from_dict(section.get("entities", {}))
+        return cls(section.get("slot_types", {}), entities, timezone)
+
+    def warm(self) -> None:
+        """Load Duckling now, when the bundle needs it, rather than on the first request."""
+        if self.dimensions:
+            duckling = load_duckling()
+            if duckling is not None:
+                duckling.warm(self.dimensions)
+
+    def reference(
+        self, reference_time: datetime | str | float | None = None, timezone: str | None = None
+    ) -> Reference:
+        """A request's reference time, checked, with this resolver's default time zone."""
+        return reference(reference_time, timezone, self.timezone)
+
+    def resolve(
+        self,
+        text: str,
+        slots: Iterable[Mapping],
+        reference_time: datetime | str | float | None = None,
+        timezone: str | None = None,
+    ) -> list[dict | None]:
+        """The resolved value of each slot (``slot``, ``start``, ``end``) of ``text``."""
+        ref = self.reference(reference_time, timezone)
+        return [self.resolve_slot(text, s["slot"], s["start"], s["end"], ref) for s in slots]
+
+    def resolve_slot(self, text: str, slot: str, start: int, end: int, ref: Reference):
+        """One slot's value: a custom entity's canonical value, a dimension's value, or None."""
+        kind = self.slot_types.get(slot)
+        if kind is None:
+            return None
+        if kind not in DIMENSIONS:
+            return self.entities.resolve(kind, text[start:end])
+        duckling = load_duckling()
+        if duckling is None:
+            return None
+        try:
+            found = self._duckling_entity(duckling, text, kind, start, end, ref)
+        except Exception as exc:  # a Duckling failure must not fail the request
+            log.warning("Duckling failed on %s %r: %s", kind, text[start:end], exc)
+            return None
+        return None if found is None else _shape(kind, found["value"])
+
+    @staticmethod
+    def _duckling_entity(duckling, text, kind, start, end, ref) -> dict | None:
+        piece = text[start:end]
+        if kind == "time":
+            piece = _MEAL.sub(lambda m: MEAL_TIMES[m.group(1).lower()], piece)
+        found = _longest(duckling.parse(piece, kind, ref))
+        if found is not None:
+            return found
+        overlapping = [
+            e for e in duckling.parse(text, kind, ref) if e["start"] < end and e["end"] > start
+        ]
+        if overlapping:
+            return min(
+                overlapping,
+                key=lambda e: (
+                    -(min(e["end"], end) - max(e["start"], start)),
+                    e["start"] - e["end"],
+                    e["start"],
+                ),
+            )
+        return _longest(duckling.parse(piece, kind, ref, latent=True))
