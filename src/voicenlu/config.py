@@ -143,7 +143,7 @@ class Limits:
     )
     max_audio_seconds: float = _option(
         15.0,
-        f"longest recording /parse/audio accepts, in seconds (413 beyond; at most {MAX_AUDIO_SECONDS:.0f})",
+        "longest recording /parse/audio accepts, in seconds (413 beyond; at most 30)",
         above=0,
     )
     max_audio_bytes: int = _option(
@@ -194,7 +194,8 @@ class Limits:
             object.__setattr__(self, "max_body_bytes", 4 * room + 16 * self.max_batch + 1024)
         if self.max_audio_seconds > MAX_AUDIO_SECONDS:
             raise ConfigError(
-                f"max_audio_seconds must be at most {MAX_AUDIO_SECONDS:.0f} (one recogniser window)."
+                f"max_audio_seconds must be at most {MAX_AUDIO_SECONDS:.0f} "
+                "(one recogniser window)."
             )
         if self.max_audio_bytes == 0:
             # 16-bit samples at the recogniser's rate, plus room for the WAV header and framing.

@@ -35,11 +35,10 @@ from pathlib import Path
 import numpy as np
 
 from voicenlu.bundle import verify_files
-from voicenlu.data.records import Utterance
-from voicenlu.errors import InputError, MissingExtraError
-
 from voicenlu.config import AUDIO_SAMPLE_RATE as SAMPLE_RATE
 from voicenlu.config import MAX_AUDIO_SECONDS as MAX_SECONDS
+from voicenlu.data.records import Utterance
+from voicenlu.errors import InputError, MissingExtraError
 
 SETTINGS_FILE = "speech.json"
 PROMPT_WORDS = 120
