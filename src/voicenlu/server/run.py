@@ -69,12 +69,18 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# uvicorn kills a worker that misses a 5 s health check; one loading its model on a busy
+# host can miss it, be restarted, miss it again, and never serve.
+WORKER_HEALTHCHECK_S = 60
+
+
 def uvicorn_settings(limits: Limits) -> dict:
     """The uvicorn options that enforce ``limits`` at the connection level."""
     return {
         "http": functools.partial(LimitedHttpProtocol, limits=limits),
         "timeout_keep_alive": limits.keepalive_timeout,
         "timeout_graceful_shutdown": limits.shutdown_timeout,
+        "timeout_worker_healthcheck": WORKER_HEALTHCHECK_S,
     }
 
 
