@@ -176,18 +176,25 @@ def settings_json(utterances: Iterable[Utterance]) -> str:
 
 _NUMBERS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen twenty"
+    "fifteen sixteen seventeen eighteen nineteen"
 ).split()
-_TENS = {30: "thirty", 40: "forty", 50: "fifty", 60: "sixty", 70: "seventy", 80: "eighty"}
+_TENS = dict(
+    zip(
+        range(20, 100, 10),
+        "twenty thirty forty fifty sixty seventy eighty ninety".split(),
+        strict=True,
+    )
+)
 
 
 def _spell(number: int) -> str | None:
-    if 0 <= number < len(_NUMBERS):
+    """0..99 in words ("twelve", "twenty one"); None beyond."""
+    if number < len(_NUMBERS):
         return _NUMBERS[number]
-    if number < 100 and (number // 10 * 10) in _TENS | {20: "twenty"}:
-        tens = _TENS.get(number // 10 * 10, "twenty")
-        return tens if number % 10 == 0 else f"{tens} {_NUMBERS[number % 10]}"
-    return None
+    tens = _TENS.get(number - number % 10)
+    if tens is None:
+        return None
+    return tens if number % 10 == 0 else f"{tens} {_NUMBERS[number % 10]}"
 
 
 def _distance(a: str, b: str, limit: int) -> int:
