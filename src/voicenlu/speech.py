@@ -5,8 +5,10 @@ The recogniser is Whisper tiny.en, the CTranslate2 conversion shipped with its w
 Both come with the optional extra ``voicenlu[speech]``. The weights are checked against the
 SHA-256 recorded here when they load.
 
-Biasing, measured on clean recordings of coffee orders (benchmarks/speech.md): Whisper writes
-"12 ounce", "ice coffee", "dark rose" unless it is shown how the assistant's requests read. So
+Biasing: Whisper writes "12 ounce", "ice coffee", "dark rose" unless it is shown how the
+assistant's requests read. On the first 40 clean coffee orders of the Picovoice recordings
+(beam 5), every labelled slot value was in the transcript verbatim for 24 when the prompt listed
+the slot values, and for 38 when it was training sentences covering the vocabulary. So
 training writes ``speech.json`` into the bundle (``settings_json``), made from the training
 utterances only:
 
