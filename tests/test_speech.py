@@ -57,7 +57,7 @@ def speak(text: str, rate: int = 16_000) -> bytes:
     if rate != source:
         g = np.gcd(rate, source)
         pcm = resample_poly(pcm, rate // g, source // g)
-    return wav_bytes(np.clip(np.round(pcm), -32768, 32767))
+    return wav_bytes(np.clip(np.round(pcm), -32768, 32767), rate=rate)
 
 
 # --- audio checks ---

@@ -5,8 +5,10 @@ The recogniser is Whisper tiny.en, the CTranslate2 conversion shipped with its w
 Both come with the optional extra ``voicenlu[speech]``. The weights are checked against the
 SHA-256 recorded here when they load.
 
-Biasing, measured on clean recordings of coffee orders (benchmarks/speech.md): Whisper writes
-"12 ounce", "ice coffee", "dark rose" unless it is shown how the assistant's requests read. So
+Biasing: Whisper writes "12 ounce", "ice coffee", "dark rose" unless it is shown how the
+assistant's requests read. On the first 40 clean coffee orders of the Picovoice recordings
+(beam 5), every labelled slot value was in the transcript verbatim for 24 when the prompt listed
+the slot values, and for 38 when it was training sentences covering the vocabulary. So
 training writes ``speech.json`` into the bundle (``settings_json``), made from the training
 utterances only:
 
@@ -176,18 +178,25 @@ def settings_json(utterances: Iterable[Utterance]) -> str:
 
 _NUMBERS = (
     "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen twenty"
+    "fifteen sixteen seventeen eighteen nineteen"
 ).split()
-_TENS = {30: "thirty", 40: "forty", 50: "fifty", 60: "sixty", 70: "seventy", 80: "eighty"}
+_TENS = dict(
+    zip(
+        range(20, 100, 10),
+        "twenty thirty forty fifty sixty seventy eighty ninety".split(),
+        strict=True,
+    )
+)
 
 
 def _spell(number: int) -> str | None:
-    if 0 <= number < len(_NUMBERS):
+    """0..99 in words ("twelve", "twenty one"); None beyond."""
+    if number < len(_NUMBERS):
         return _NUMBERS[number]
-    if number < 100 and (number // 10 * 10) in _TENS | {20: "twenty"}:
-        tens = _TENS.get(number // 10 * 10, "twenty")
-        return tens if number % 10 == 0 else f"{tens} {_NUMBERS[number % 10]}"
-    return None
+    tens = _TENS.get(number - number % 10)
+    if tens is None:
+        return None
+    return tens if number % 10 == 0 else f"{tens} {_NUMBERS[number % 10]}"
 
 
 def _distance(a: str, b: str, limit: int) -> int:

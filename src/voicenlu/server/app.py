@@ -124,6 +124,22 @@ async def audio_body(request: Request) -> bytes:
     return await request.body()
 
 
+# /parse/audio reads its body itself (a WAV file is not JSON); this describes it for clients.
+AUDIO_BODY = {
+    "required": True,
+    "content": {
+        "audio/wav": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            }
+        },
+    },
+}
+
+
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     error = "The server failed to answer this request; its log has the details."
@@ -308,6 +324,7 @@ def create_app(
         response_model=AudioParseResult,
         summary="Parse a spoken request: a 16 kHz mono 16-bit WAV body (or multipart 'file')",
         responses={413: {"description": "too large or too long"}, 415: {}, 422: {}, 501: {}},
+        openapi_extra={"requestBody": AUDIO_BODY},
     )
     async def parse_audio(
         request: Request, threshold: float | None = Query(None, ge=0, le=1)
