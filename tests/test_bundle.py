@@ -11,7 +11,6 @@ import pytest
 from voicenlu import bundle as bundles
 from voicenlu.errors import BundleError
 
-
 # The fields a complete bundle must have for loading to accept it.
 FIELDS = {"backbone": "b", "intents": ["A"], "slot_tags": ["O"], "max_length": 8, "pad_token_id": 0}
 
