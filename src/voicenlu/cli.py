@@ -255,8 +255,6 @@ def cmd_predict(args) -> int:
 
     parser = Parser.load(args.bundle, precision=args.precision)
     if args.audio:
-        if args.texts:
-            raise ConfigError("Give texts or --audio files, not both.")
         results = [
             parser.parse_audio(
                 path,
@@ -264,10 +262,8 @@ def cmd_predict(args) -> int:
                 reference_time=args.reference_time,
                 timezone=args.timezone,
             )
-            for path in args.audio
+            for path in args.texts
         ]
-    elif not args.texts:
-        raise ConfigError("Give the requests to parse: TEXT..., - for stdin, or --audio FILE.wav.")
     else:
         results = parser.parse_batch(
             _read_texts(args),
@@ -571,12 +567,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="parse requests: intent, slots, confidence")
     p.add_argument("bundle", help="model bundle directory")
-    p.add_argument("texts", nargs="*", metavar="TEXT", help="requests to parse, or - for stdin")
+    # One positional list for both kinds of input: a second, optional one would swallow nothing
+    # before an option and leave the texts after it unrecognised.
+    p.add_argument(
+        "texts", nargs="+", metavar="TEXT", help="requests to parse, - for stdin, or WAV files"
+    )
     p.add_argument(
         "--audio",
-        nargs="+",
-        metavar="FILE.wav",
-        help="spoken requests to parse instead: 16 kHz mono 16-bit WAV (needs voicenlu[speech])",
+        action="store_true",
+        help="the inputs are 16 kHz mono 16-bit WAV files of spoken requests (voicenlu[speech])",
     )
     p.add_argument("--json", action="store_true", help="print the full JSON result per request")
     p.add_argument(
