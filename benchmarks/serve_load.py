@@ -8,7 +8,7 @@ idle sockets beside the normal load). Ceiling and served rate are measured back 
 one run, so both see the same machine. Also times each stage of one request in-process.
 Writes serve.md and serve.json.
 
-    python benchmarks/serve_load.py runs/snips/bundle --requests 7000 --workers 2
+    python benchmarks/serve_load.py runs/snips/bundle --requests 7000 --microbatch-ms 0,2
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import socket
 import subprocess
 import sys
@@ -49,12 +50,13 @@ SERVE = (
 # One worker's model loop, as the server runs it: one thread, no spinning between runs.
 CEILING = (
     "import sys, time; from voicenlu.runtime import Parser; "
-    "p = Parser.load(sys.argv[1], threads=1, spin_wait=False); texts = sys.argv[4:]; "
-    "[p.parse(t) for t in texts * 5]; time.sleep(max(0, float(sys.argv[3]) - time.time())); "
-    "n, end = 0, time.perf_counter() + float(sys.argv[2]); start = time.perf_counter()\n"
-    "while time.perf_counter() < end:\n"
-    "    p.parse(texts[n % len(texts)]); n += 1\n"
-    "print(n / (time.perf_counter() - start))"
+    "p = Parser.load(sys.argv[1], threads=1, spin_wait=False); texts = sys.argv[3:]; "
+    "[p.parse(t) for t in texts * 5]; print('ready', flush=True)\n"
+    "while sys.stdin.readline():\n"
+    "    n, end = 0, time.perf_counter() + float(sys.argv[2]); start = time.perf_counter()\n"
+    "    while time.perf_counter() < end:\n"
+    "        p.parse(texts[n % len(texts)]); n += 1\n"
+    "    print(n / (time.perf_counter() - start), flush=True)"
 )
 
 
@@ -194,17 +196,36 @@ def percentile_ms(sorted_seconds: list[float], q: float) -> float | None:
     return round(sorted_seconds[index] * 1000, 2)
 
 
-def ceiling_rps(bundle: Path, workers: int, seconds: float) -> float:
-    """Requests a second of ``workers`` processes calling the Parser in a loop, together."""
-    begin = time.time() + 20  # after every process has loaded its model
+@contextmanager
+def model_only(bundle: Path, workers: int, seconds: float):
+    """``workers`` processes with the model loaded and warm, each calling the Parser in a loop
+    on request; yields a function that runs them together once and returns their total
+    requests a second (the ceiling)."""
     procs = [
         subprocess.Popen(
-            [sys.executable, "-c", CEILING, str(bundle), str(seconds), str(begin), *TEXTS],
+            [sys.executable, "-c", CEILING, str(bundle), str(seconds), *TEXTS],
+            stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
+            text=True,
         )
         for _ in range(workers)
     ]
-    return round(sum(float(p.communicate()[0]) for p in procs), 1)
+    try:
+        for p in procs:
+            if p.stdout.readline().strip() != "ready":
+                sys.exit("A model-only process failed to start.")
+
+        def run() -> float:
+            for p in procs:
+                p.stdin.write("go\n")
+                p.stdin.flush()
+            return round(sum(float(p.stdout.readline()) for p in procs), 1)
+
+        yield run
+    finally:
+        for p in procs:
+            p.stdin.close()
+            p.wait()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -278,43 +299,46 @@ def run_row(url, pid, requests, concurrency) -> dict:
     }
 
 
-def measure(bundle, requests, concurrencies, microbatch_ms, workers, start_timeout) -> list[dict]:
+def measure(bundle, requests, concurrencies, windows, workers, start_timeout) -> list[dict]:
     rows = []
-    for n_workers, window in itertools.product(workers, (0.0, microbatch_ms)):
-        for concurrency in [*concurrencies, "hostile"]:
-            hostile = concurrency == "hostile"
-            # The ceiling right before the served row, so both see the same machine.
-            ceiling = ceiling_rps(bundle, n_workers, seconds=8)
-            with running_server(bundle, window, n_workers, start_timeout) as (url, pid):
-                asyncio.run(load(url, 50 * n_workers, 2 * n_workers))  # warm every worker
+    for n_workers, window in itertools.product(workers, windows):
+        with (
+            model_only(bundle, n_workers, seconds=8) as ceiling_now,
+            running_server(bundle, window, n_workers, start_timeout) as (url, pid),
+        ):
+            asyncio.run(load(url, 50 * n_workers, 2 * n_workers))  # warm every worker
+            for concurrency in [*concurrencies, "hostile"]:
+                hostile = concurrency == "hostile"
+                # The ceiling right before the served row (the server idle meanwhile), so
+                # both see the same machine.
+                ceiling = ceiling_now()
                 stop = threading.Event()
                 mix = threading.Thread(target=hostile_traffic, args=(url, stop), daemon=True)
                 if hostile:
                     mix.start()
                     time.sleep(2)
                 try:
-                    row = run_row(
-                        url, pid, requests, max(concurrencies) if hostile else concurrency
-                    )
+                    level = max(concurrencies) if hostile else concurrency
+                    row = run_row(url, pid, requests, level)
                 finally:
                     stop.set()
                     if hostile:
                         mix.join()
-            row = {
-                "workers": n_workers,
-                "microbatch": window,
-                "mix": "hostile" if hostile else "normal",
-                **row,
-            }
-            row["ceiling_rps"] = ceiling
-            row["share_of_ceiling"] = round(row["rps"] / ceiling, 3)
-            print(json.dumps(row), flush=True)
-            rows.append(row)
+                row = {
+                    "workers": n_workers,
+                    "microbatch": window,
+                    "mix": "hostile" if hostile else "normal",
+                    **row,
+                    "ceiling_rps": ceiling,
+                    "share_of_ceiling": round(row["rps"] / ceiling, 3),
+                }
+                print(json.dumps(row), flush=True)
+                rows.append(row)
     return rows
 
 
 def breakdown(bundle: Path, repeats: int = 2000) -> dict:
-    """Microseconds of one /parse request per stage, timed in this process on one thread."""
+    """CPU microseconds of one /parse request per stage, timed in this process."""
     from voicenlu.calibration import in_scope_scores, softmax
     from voicenlu.features import encode, pad_batch
     from voicenlu.runtime import Parser
@@ -324,16 +348,18 @@ def breakdown(bundle: Path, repeats: int = 2000) -> dict:
     texts = [TEXTS[i % len(TEXTS)] for i in range(repeats)]
 
     def per_call(fn, args) -> float:
+        """CPU time (all threads of this process), not wall time: other jobs on the machine
+        stretch the wall clock, not the work."""
         for a in args[:50]:
             fn(a)
-        start = time.perf_counter()
+        start = time.process_time()
         for a in args:
             fn(a)
-        return round(1e6 * (time.perf_counter() - start) / len(args), 1)
+        return round(1e6 * (time.process_time() - start) / len(args), 1)
 
     encodings = [encode(parser.tokenizer, [t]) for t in TEXTS]
     feeds = [pad_batch(e, parser.pad_id) for e in encodings]
-    names = parser._input_names  # noqa: SLF001 - the feed the Parser builds
+    names = [i.name for i in parser.session.get_inputs()]
     outputs = [parser.session.run(None, {k: f[k] for k in names}) for f in feeds]
     cycle = [i % len(TEXTS) for i in range(repeats)]
     stages = {
@@ -393,10 +419,10 @@ def breakdown(bundle: Path, repeats: int = 2000) -> dict:
 
             for b in bodies * 10:
                 await call(b)
-            start = time.perf_counter()
+            start = time.process_time()
             for i in range(n):
                 await call(bodies[i % len(bodies)])
-            return 1e6 * (time.perf_counter() - start) / n
+            return 1e6 * (time.process_time() - start) / n
 
     app_total = asyncio.run(through_app(repeats))
     stages["ASGI app: middleware, routing, validation, JSON (without the parse)"] = round(
@@ -456,8 +482,8 @@ def write_report(rows: list[dict], stages: dict, setup: dict, out: Path) -> None
         "",
         "## Where one request's time goes",
         "",
-        "Microseconds per request on one thread, in-process (no sockets), the request texts "
-        "above in turn. Under load the server also spends its CPU on HTTP parsing, the event "
+        "CPU microseconds per request, in-process (no sockets), the request texts above in "
+        "turn. Under load the server also spends its CPU on HTTP parsing, the event "
         "loop and the sockets: compare with server CPU ms/req in the table above.",
         "",
         "| stage | µs |",
@@ -473,28 +499,31 @@ def main() -> None:
     parser.add_argument("bundle", type=Path, help="the model bundle to serve")
     parser.add_argument("--requests", type=int, default=1000, help="requests per row")
     parser.add_argument("--concurrency", default="1,8,32", help="comma-separated levels")
-    parser.add_argument("--microbatch-ms", type=float, default=2.0, help="window when on")
+    parser.add_argument("--microbatch-ms", default="0,2", help="comma-separated windows (0: off)")
     parser.add_argument("--workers", default="2", help="comma-separated worker counts")
     parser.add_argument("--note", default="", help="a sentence on the conditions, for serve.md")
     parser.add_argument("--out", type=Path, default=HERE, help="folder for serve.md/json")
-    parser.add_argument("--start-timeout", type=float, default=120.0, help="seconds")
+    parser.add_argument("--start-timeout", type=float, default=600.0, help="seconds")
+    parser.add_argument(
+        "--breakdown-repeats", type=int, default=500, help="requests timed per stage"
+    )
     args = parser.parse_args()
     try:
         concurrencies = [int(c) for c in args.concurrency.split(",")]
         workers = [int(w) for w in args.workers.split(",")]
+        windows = [float(w) for w in args.microbatch_ms.split(",")]
     except ValueError:
-        parser.error("--concurrency and --workers take comma-separated whole numbers")
-    if args.requests < 1 or min(concurrencies + workers) < 1 or args.microbatch_ms <= 0:
-        parser.error("--requests, --concurrency, --workers and --microbatch-ms must be positive")
+        parser.error("--concurrency, --workers and --microbatch-ms take comma-separated numbers")
+    if args.requests < 1 or min(concurrencies + workers) < 1 or min(windows) < 0:
+        parser.error("--requests, --concurrency and --workers must be positive, windows 0 or more")
     load_before = round(os.getloadavg()[0], 2)
-    stages = breakdown(args.bundle)
-    rows = measure(
-        args.bundle, args.requests, concurrencies, args.microbatch_ms, workers, args.start_timeout
-    )
+    stages = breakdown(args.bundle, args.breakdown_repeats)
+    rows = measure(args.bundle, args.requests, concurrencies, windows, workers, args.start_timeout)
     setup = {
         "note": args.note,
         "load_before": load_before,
-        "command": "python benchmarks/serve_load.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/serve_load.py "
+        + shlex.join(a for a in sys.argv[1:] if a not in (args.note, "--note")),
         "bundle": str(args.bundle),
         "cpus": os.cpu_count(),
         "machine": platform.machine(),

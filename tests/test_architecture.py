@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import importlib
 import subprocess
 import sys
 from pathlib import Path
@@ -45,7 +46,7 @@ def test_the_walk_sees_the_package():
     edges = graph()
     assert len(MODULES) > 20
     assert "voicenlu.bundle" in edges["voicenlu.runtime"]
-    assert "voicenlu.train" in edges["voicenlu.pipeline"]  # an import inside a function
+    assert "voicenlu.trainer" in edges["voicenlu.pipeline"]  # an import inside a function
 
 
 def test_no_import_cycles():
@@ -80,16 +81,27 @@ def test_no_module_imports_another_modules_private_names():
 
 
 def test_training_is_a_leaf():
-    reach = graph()["voicenlu.train"]
+    reach = graph()["voicenlu.trainer"]
     for module in ("export", "evaluate", "quantize", "prune", "pipeline", "bundle"):
         assert f"voicenlu.{module}" not in reach
+
+
+def test_api_names_are_not_shadowed_by_submodules():
+    """Importing a submodule sets it as an attribute of the package: one named like an API
+    function would replace that function."""
+    for name in voicenlu.__all__:
+        assert f"voicenlu.{name}" not in MODULES, name
+    importlib.import_module("voicenlu.evaluation")
+    importlib.import_module("voicenlu.pipeline")
+    assert callable(voicenlu.train) and callable(voicenlu.evaluate)
+    assert voicenlu.train.__module__ == "voicenlu.pipeline"
 
 
 def test_light_modules_do_not_import_torch():
     """The runtime, the config, the data and the package root load without torch."""
     code = (
         "import sys, voicenlu, voicenlu.config, voicenlu.runtime, voicenlu.features, "
-        "voicenlu.data.training, voicenlu.pipeline, voicenlu.evaluate, voicenlu.cli\n"
+        "voicenlu.data.training, voicenlu.pipeline, voicenlu.evaluation, voicenlu.cli\n"
         "assert 'torch' not in sys.modules, 'torch was imported'\n"
         "assert 'transformers' not in sys.modules, 'transformers was imported'"
     )

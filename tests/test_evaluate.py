@@ -7,7 +7,8 @@ import json
 import pytest
 
 from voicenlu.data.records import SlotSpan, Utterance
-from voicenlu.evaluate import OUT_OF_SCOPE, compute_metrics, misclassified, write_report
+from voicenlu.evaluation import write_report
+from voicenlu.metrics import OUT_OF_SCOPE, compute_metrics, misclassified
 
 TEXT_A = "add Diamonds to my roadtrip playlist"  # entity_name 4:12, playlist 19:27
 TEXT_B = "what is the weather in Paris"  # city 23:28

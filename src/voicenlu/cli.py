@@ -23,6 +23,7 @@ from voicenlu.config import (
     PRUNE_EPOCHS,
     QUICK_EPOCHS,
     QUICK_PER_INTENT,
+    Limits,
     TrainConfig,
     field_type,
     flag,
@@ -124,7 +125,9 @@ def cmd_evaluate(args) -> int:
             "evaluate needs a BUNDLE (or --oos or --learning-curve, which train their own models)."
         )
     bundle = Path(args.bundle)
-    out = None if args.write_bundle else Path(args.out or default_evaluation_dir(bundle))
+    out = Path(args.out) if args.out else None
+    if out is None and not args.write_bundle:
+        out = default_evaluation_dir(bundle)
     metrics = evaluate(
         bundle,
         args.data,
@@ -132,15 +135,33 @@ def cmd_evaluate(args) -> int:
         write_bundle=args.write_bundle,
         precision=args.precision,
         data_dir=args.data_dir,
+        spoken_form=args.spoken_form,
     )
+    if args.spoken_form:
+        print(format_spoken_form(metrics["spoken_form"]))
     print(json.dumps({k: metrics[k] for k in ("n", "intent_accuracy", "slot_f1", "exact_match")}))
-    report = (bundle / "report" if args.write_bundle else out) / "report.md"
-    print(f"report: {report}", file=sys.stderr)
+    for folder in ([bundle / "report"] if args.write_bundle else []) + ([out] if out else []):
+        print(f"report: {folder / 'report.md'}", file=sys.stderr)
     return 0
+
+
+def format_spoken_form(comparison: dict) -> str:
+    """The written and spoken forms' figures side by side, with the drop, in points."""
+    names = {
+        "intent_accuracy": "intent accuracy",
+        "slot_f1": "slot F1",
+        "exact_match": "exact match",
+    }
+    lines = [f"{'':16} {'written':>8} {'spoken':>8} {'drop':>6}"]
+    for key, name in names.items():
+        w, s, d = (100 * comparison[form][key] for form in ("written", "spoken", "drop"))
+        lines.append(f"{name:16} {w:8.2f} {s:8.2f} {d:6.2f}")
+    return "\n".join(lines)
 
 
 def default_evaluation_dir(bundle: Path) -> Path:
     """Where ``evaluate`` writes its report by default: beside the bundle, never inside it."""
+    bundle = bundle.resolve()
     return bundle.parent / f"{bundle.name}-evaluation"
 
 
@@ -233,13 +254,27 @@ def cmd_predict(args) -> int:
     from voicenlu.runtime import Parser
 
     parser = Parser.load(args.bundle, precision=args.precision)
-    texts = _read_texts(args)
-    results = parser.parse_batch(
-        texts,
-        threshold=args.threshold,
-        reference_time=args.reference_time,
-        timezone=args.timezone,
-    )
+    if args.audio:
+        if args.texts:
+            raise ConfigError("Give texts or --audio files, not both.")
+        results = [
+            parser.parse_audio(
+                path,
+                threshold=args.threshold,
+                reference_time=args.reference_time,
+                timezone=args.timezone,
+            )
+            for path in args.audio
+        ]
+    elif not args.texts:
+        raise ConfigError("Give the requests to parse: TEXT..., - for stdin, or --audio FILE.wav.")
+    else:
+        results = parser.parse_batch(
+            _read_texts(args),
+            threshold=args.threshold,
+            reference_time=args.reference_time,
+            timezone=args.timezone,
+        )
     for result in results:
         print(json.dumps(result, ensure_ascii=False) if args.json else format_result(result))
     return 0
@@ -292,9 +327,9 @@ def cmd_serve(args) -> int:
     from voicenlu.extras import require_extra
 
     require_extra("serve", "serve")
-    from voicenlu.server import Limits, serve
+    from voicenlu.server import serve
 
-    chosen = {f: getattr(args, f, None) for f in Limits.__dataclass_fields__}
+    chosen = {f.name: getattr(args, f.name, None) for f in dataclasses.fields(Limits)}
     limits = {name: value for name, value in chosen.items() if value is not None}
     serve(
         args.bundle,
@@ -337,15 +372,11 @@ def cmd_bundle_verify(args) -> int:
 
 def add_limit_flags(p: argparse.ArgumentParser) -> None:
     """One flag per server limit, named, typed and explained by the Limits dataclass."""
-    import dataclasses
-
-    from voicenlu.server.limits import Limits
-
     group = p.add_argument_group("limits (per worker; also VOICENLU_<NAME> in the environment)")
     for f in dataclasses.fields(Limits):
         group.add_argument(
-            "--" + f.name.replace("_", "-"),
-            type=int if f.type == "int" else float,
+            flag(f.name),
+            type=field_type(f),
             help=f"{f.metadata['help']} (default: {f.default})",
         )
 
@@ -354,7 +385,14 @@ def add_config_options(p: argparse.ArgumentParser) -> None:
     """One option per TrainConfig field, with its default and help taken from the field."""
     for f in dataclasses.fields(TrainConfig):
         kind = field_type(f)
-        if kind is bool:
+        if kind is bool and f.default:  # on by default: --no-X turns it off
+            p.add_argument(
+                flag(f.name),
+                action=argparse.BooleanOptionalAction,
+                default=True,
+                help=f.metadata["help"] + " (default: on)",
+            )
+        elif kind is bool:
             p.add_argument(flag(f.name), action="store_true", help=f.metadata["help"])
         else:
             p.add_argument(
@@ -492,6 +530,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
     p.add_argument(
+        "--spoken-form",
+        action="store_true",
+        help="also score the spoken form of the data (lower case, no punctuation, numbers as "
+        "words, as a speech recogniser writes it) and report the drop",
+    )
+    p.add_argument(
         "--oos",
         action="store_true",
         help="out-of-scope protocol: 7 models, each trained without one intent, whose test "
@@ -527,7 +571,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="parse requests: intent, slots, confidence")
     p.add_argument("bundle", help="model bundle directory")
-    p.add_argument("texts", nargs="+", metavar="TEXT", help="requests to parse, or - for stdin")
+    p.add_argument("texts", nargs="*", metavar="TEXT", help="requests to parse, or - for stdin")
+    p.add_argument(
+        "--audio",
+        nargs="+",
+        metavar="FILE.wav",
+        help="spoken requests to parse instead: 16 kHz mono 16-bit WAV (needs voicenlu[speech])",
+    )
     p.add_argument("--json", action="store_true", help="print the full JSON result per request")
     p.add_argument(
         "--threshold",

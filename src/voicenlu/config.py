@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass, field
 
 from voicenlu.errors import ConfigError
@@ -63,6 +64,11 @@ class TrainConfig:
     )
     patience: int = _option(3, "early stopping: epochs without a better dev score", minimum=1)
     keep_checkpoints: int = _option(2, "checkpoints kept on disk", minimum=1)
+    spoken_copies: bool = _option(
+        True,
+        "also learn the spoken form (lower case, no punctuation, numbers as words) of each "
+        "training utterance whose spoken form differs from it",
+    )
 
     def __post_init__(self):
         for f in dataclasses.fields(self):
@@ -113,3 +119,113 @@ def _check(f: dataclasses.Field, value) -> None:
             raise ConfigError(f"{name} must be more than {meta['above']}, got {value!r}.")
         if meta.get("below") is not None and value >= meta["below"]:
             raise ConfigError(f"{name} must be less than {meta['below']}, got {value!r}.")
+
+
+AUDIO_SAMPLE_RATE = 16_000  # what the recogniser hears; other rates are refused, not resampled
+MAX_AUDIO_SECONDS = 30.0  # one Whisper window; a spoken command is a few seconds
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one HTTP worker process accepts: every limit of the service, each with a safe
+    default. Times are in seconds, sizes in bytes unless named otherwise. The CLI flags, the
+    environment variables each worker reads, /metadata and the README table come from here."""
+
+    max_chars: int = _option(1000, "longest text accepted, in characters (422 beyond)", minimum=1)
+    max_batch: int = _option(256, "most texts in one /parse/batch request (422 beyond)", minimum=1)
+    max_batch_chars: int = _option(
+        16_000,
+        "most characters in one /parse/batch request, all texts together (422 beyond)",
+        minimum=1,
+    )
+    max_body_bytes: int = _option(
+        0, "largest request body (413 beyond); 0: room for a maximal batch as UTF-8 JSON", minimum=0
+    )
+    max_audio_seconds: float = _option(
+        15.0,
+        "longest recording /parse/audio accepts, in seconds (413 beyond; at most 30)",
+        above=0,
+    )
+    max_audio_bytes: int = _option(
+        0,
+        "largest /parse/audio body (413 beyond); 0: room for max_audio_seconds of 16 kHz WAV",
+        minimum=0,
+    )
+    max_header_bytes: int = _option(
+        16_384, "request line and headers together (431 beyond)", minimum=256
+    )
+    max_headers: int = _option(64, "most header fields in one request (431 beyond)", minimum=1)
+    header_timeout: float = _option(
+        10.0,
+        "time from connecting (or from a request's first byte) to its last header (408)",
+        above=0,
+    )
+    body_timeout: float = _option(
+        10.0, "time to receive a whole request body (408 beyond)", above=0
+    )
+    max_connections: int = _option(
+        512,
+        "open connections; past it new ones get 503 with Retry-After as soon as they ask",
+        minimum=1,
+    )
+    max_inflight: int = _option(
+        64,
+        "requests admitted to parse at once; past it 503 with Retry-After, before the body",
+        minimum=1,
+    )
+    keepalive_timeout: float = _option(
+        5.0, "an idle keep-alive connection is closed after this", above=0
+    )
+    shutdown_timeout: float = _option(
+        10.0,
+        "on SIGTERM, in-flight requests get this long, then their connections are closed",
+        above=0,
+    )
+    retry_after: int = _option(
+        1, "seconds a 503 asks the client to wait (Retry-After header)", minimum=0
+    )
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            _check(f, getattr(self, f.name))
+        if self.max_body_bytes == 0:
+            # Room for a full batch of maximal texts at 4 UTF-8 bytes a character, plus framing.
+            room = min(self.max_batch * self.max_chars, self.max_batch_chars)
+            object.__setattr__(self, "max_body_bytes", 4 * room + 16 * self.max_batch + 1024)
+        if self.max_audio_seconds > MAX_AUDIO_SECONDS:
+            raise ConfigError(
+                f"max_audio_seconds must be at most {MAX_AUDIO_SECONDS:.0f} "
+                "(one recogniser window)."
+            )
+        if self.max_audio_bytes == 0:
+            # 16-bit samples at the recogniser's rate, plus room for the WAV header and framing.
+            audio = int(2 * AUDIO_SAMPLE_RATE * self.max_audio_seconds)
+            object.__setattr__(self, "max_audio_bytes", audio + 65_536)
+
+    def asdict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def env_name(name: str) -> str:
+        return f"VOICENLU_{name.upper()}"
+
+    def to_env(self) -> dict[str, str]:
+        """The settings as environment variables, for worker processes."""
+        return {self.env_name(k): str(v) for k, v in self.asdict().items()}
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> Limits:
+        """Limits from VOICENLU_<NAME> variables; unset ones keep their defaults."""
+        values = {}
+        for f in dataclasses.fields(cls):
+            raw = environ.get(cls.env_name(f.name), "").strip()
+            if not raw:
+                continue
+            kind = field_type(f)
+            try:
+                values[f.name] = kind(raw)
+            except ValueError:
+                raise ConfigError(
+                    f"{cls.env_name(f.name)}={raw!r} is not a valid {kind.__name__}."
+                ) from None
+        return cls(**values)

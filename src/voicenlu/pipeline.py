@@ -16,6 +16,7 @@ import dataclasses
 from pathlib import Path
 
 from voicenlu import bundle as bundles
+from voicenlu import speech
 from voicenlu.config import (
     DEFAULT_OUTPUT_DIR,
     PRUNE_EPOCHS,
@@ -53,7 +54,7 @@ def train_bundle(
     ``train.fit``); ``record`` adds fields to the manifest. Under torchrun only rank 0 writes.
     """
     require_extra("train", "train")
-    from voicenlu.train import fit
+    from voicenlu.trainer import fit
 
     output_dir = Path(output_dir)
     bundle = output_dir / "bundle"
@@ -88,18 +89,20 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
             "epochs_run": trained.epochs_run,
             "world_size": trained.world_size,
         },
-        "data": describe(data),
+        "data": describe(data) | {"spoken_copies": trained.spoken_copies},
         "dev_metrics": trained.dev_metrics,
         "history": trained.history,
     }
     bundles.create(bundle, manifest | record)
     bundles.put_file(bundle, "model.safetensors", lambda path: save_weights(trained.model, path))
     bundles.put_files(bundle, trained.hf_tokenizer.save_pretrained)
+    # The recogniser's bias for spoken requests: this training data only.
+    bundles.put_text(bundle, speech.SETTINGS_FILE, speech.settings_json(data.train))
 
 
 def _finish(bundle: Path, data: TrainData) -> None:
     """Export (checked on dev), score on the held-out split, then mark the bundle complete."""
-    from voicenlu.evaluate import evaluate_bundle
+    from voicenlu.evaluation import evaluate_bundle
     from voicenlu.export import export_onnx
 
     export_onnx(bundle, [u.text for u in data.dev], partial=True)
@@ -165,6 +168,7 @@ def evaluate(
     write_bundle: bool = False,
     precision: str = "auto",
     data_dir: str | Path | None = None,
+    spoken_form: bool = False,
 ) -> dict:
     """Score a bundle and return the metrics (intent accuracy, slot F1, exact match, per
     intent and per slot, confusion matrix).
@@ -172,11 +176,12 @@ def evaluate(
     Without ``data``, on the held-out split of the data it was trained on (the SNIPS test set,
     or the dev hold-out of your file); with ``data``, on every utterance of that file. The
     report goes to ``out`` when given; only ``write_bundle`` rewrites the bundle's own
-    ``metrics.json``, ``MODEL_CARD.md`` and ``report/``.
+    ``metrics.json``, ``MODEL_CARD.md`` and ``report/``. ``spoken_form`` also scores the
+    spoken form of the same data (``metrics["spoken_form"]``: both forms and the drop).
     """
     if out is not None or write_bundle:
         require_extra("train", "evaluate")  # the report's figures need matplotlib
-    from voicenlu.evaluate import evaluate_bundle
+    from voicenlu.evaluation import evaluate_bundle
 
     manifest = bundles.read_manifest(bundle)
     if write_bundle and data is not None:
@@ -186,7 +191,13 @@ def evaluate(
     found = bundle_data(manifest, data, data_dir)
     split, gold = ("data", found.test) if data is not None else found.evaluation
     return evaluate_bundle(
-        Path(bundle), gold, Path(out) if out else None, precision, split, write_bundle
+        Path(bundle),
+        gold,
+        Path(out) if out else None,
+        precision,
+        split,
+        write_bundle,
+        spoken_form=spoken_form,
     )
 
 
@@ -280,6 +291,7 @@ def prune(
         encoder_lr=manifest["training"]["encoder_lr"],
         head_lr=manifest["training"]["encoder_lr"],  # the task heads are trained already
         warmup_ratio=0.0,
+        spoken_copies=manifest["training"].get("spoken_copies", False),
     )
     start = (
         student,

@@ -12,8 +12,8 @@ checks before FastAPI), ``demo`` (the page at /), ``app`` (the FastAPI app) and 
 (settings and uvicorn).
 """
 
+from voicenlu.config import Limits
 from voicenlu.server.app import create_app
-from voicenlu.server.limits import Limits
 from voicenlu.server.run import SETTINGS_ENV, app_from_env, serve
 from voicenlu.server.schemas import to_rasa
 

@@ -9,21 +9,29 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
 from voicenlu import __version__
+from voicenlu.config import Limits
 from voicenlu.errors import ConfigError, InputError
 from voicenlu.runtime import Parser
 from voicenlu.server.batching import MicroBatcher, ModelLane
 from voicenlu.server.demo import add_demo_page
 from voicenlu.server.guard import GuardMiddleware
-from voicenlu.server.limits import Limits
 from voicenlu.server.metrics import CLIENT_GONE, Metrics, MetricsMiddleware
-from voicenlu.server.schemas import ParseResult, RasaParseResult, request_models, to_rasa
+from voicenlu.server.schemas import (
+    AudioParseResult,
+    ParseResult,
+    RasaParseResult,
+    request_models,
+    to_rasa,
+)
+from voicenlu.speech import AudioError, AudioTooLong, SpeechUnavailable
 from voicenlu.values import DEFAULT_TIMEZONE, reference
 
 # A request's (reference_time, timezone), as it sent them; (None, None) is now, in the
@@ -55,8 +63,9 @@ class FastJSON(Response):
 def _problem(error: dict) -> dict:
     """One validation problem, without the rejected input (it may be megabytes long)."""
     message = error["msg"]
-    if error["type"] == "json_invalid":
-        message = f"{message}: {error.get('ctx', {}).get('error', 'malformed JSON')}"
+    detail = error.get("ctx", {}).get("error", "")
+    if error["type"] == "json_invalid" and detail not in message:
+        message = f"{message}: {detail}"
     return {"loc": list(error["loc"]), "msg": message, "type": error["type"]}
 
 
@@ -92,6 +101,45 @@ async def _input_error(request: Request, exc: InputError) -> JSONResponse:
     return JSONResponse({"error": str(exc), "detail": []}, status_code=422)
 
 
+async def _audio_error(request: Request, exc: AudioError) -> JSONResponse:
+    status = 413 if isinstance(exc, AudioTooLong) else 422
+    return JSONResponse({"error": str(exc), "detail": []}, status_code=status)
+
+
+async def _speech_unavailable(request: Request, exc: SpeechUnavailable) -> JSONResponse:
+    return JSONResponse({"error": str(exc), "detail": []}, status_code=501)
+
+
+async def audio_body(request: Request) -> bytes:
+    """The WAV bytes of a /parse/audio request: the body itself, or the multipart field 'file'."""
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except Exception as exc:  # python-multipart raises its own untyped errors
+            raise AudioError(f"The multipart body could not be read: {exc}.") from None
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise AudioError("Put the WAV recording in the multipart field 'file'.")
+        return await upload.read()
+    return await request.body()
+
+
+# /parse/audio reads its body itself (a WAV file is not JSON); this describes it for clients.
+AUDIO_BODY = {
+    "required": True,
+    "content": {
+        "audio/wav": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            }
+        },
+    },
+}
+
+
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
     log.error("%s %s failed", request.method, request.url.path, exc_info=exc)
     error = "The server failed to answer this request; its log has the details."
@@ -99,6 +147,21 @@ async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 # --- The app -----------------------------------------------------------------------------------
+
+
+def json_body(model: type[BaseModel]) -> dict:
+    """The OpenAPI entry for a JSON body of ``model``, which the endpoint validates itself."""
+    schema = {"schema": model.model_json_schema()}
+    return {"requestBody": {"required": True, "content": {"application/json": schema}}}
+
+
+async def read_body(request: Request, model: type[BaseModel]) -> BaseModel:
+    """The body validated straight from its bytes (pydantic's own JSON parser), with no
+    decoded copy in between; a bad one gets the same 400/422 answers as any other."""
+    try:
+        return model.model_validate_json(await request.body() or b"{}")
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from None
 
 
 async def unless_gone(request: Request, work):
@@ -222,21 +285,55 @@ def create_app(
     async def parse_rasa(text: str, when: When) -> dict:
         return to_rasa(await parse_one(text, None, when), parser.threshold)
 
-    @app.post("/parse", response_model=ParseResult, summary="Parse one request")
-    async def parse(body: ParseRequest, request: Request) -> Response:
+    @app.post(
+        "/parse",
+        response_model=ParseResult,
+        summary="Parse one request",
+        openapi_extra=json_body(ParseRequest),
+    )
+    async def parse(request: Request) -> Response:
+        body = await read_body(request, ParseRequest)
         when = (body.reference_time, body.timezone)
         return await unless_gone(request, parse_one(body.text, body.threshold, when))
 
-    @app.post("/parse/batch", response_model=list[ParseResult], summary="Parse many, in order")
-    async def parse_batch(body: BatchRequest, request: Request) -> Response:
+    @app.post(
+        "/parse/batch",
+        response_model=list[ParseResult],
+        summary="Parse many, in order",
+        openapi_extra=json_body(BatchRequest),
+    )
+    async def parse_batch(request: Request) -> Response:
+        body = await read_body(request, BatchRequest)
         when = (body.reference_time, body.timezone)
         return await unless_gone(request, parse_many(body.texts, body.threshold, when))
 
-    @app.post("/model/parse", response_model=RasaParseResult, summary="Parse, in Rasa's shape")
-    async def rasa_parse(body: RasaParseRequest, request: Request) -> Response:
+    @app.post(
+        "/model/parse",
+        response_model=RasaParseResult,
+        summary="Parse, in Rasa's shape",
+        openapi_extra=json_body(RasaParseRequest),
+    )
+    async def rasa_parse(request: Request) -> Response:
+        body = await read_body(request, RasaParseRequest)
         return await unless_gone(
             request, parse_rasa(body.text, (body.reference_time, body.timezone))
         )
+
+    @app.post(
+        "/parse/audio",
+        response_model=AudioParseResult,
+        summary="Parse a spoken request: a 16 kHz mono 16-bit WAV body (or multipart 'file')",
+        responses={413: {"description": "too large or too long"}, 415: {}, 422: {}, 501: {}},
+        openapi_extra={"requestBody": AUDIO_BODY},
+    )
+    async def parse_audio(
+        request: Request, threshold: float | None = Query(None, ge=0, le=1)
+    ) -> Response:
+        wav = await audio_body(request)
+        work = app.state.lane.run(
+            parser.parse_audio, wav, None, threshold, limits.max_audio_seconds
+        )
+        return await unless_gone(request, work)
 
     @app.get("/health", summary="The process is alive")
     async def health() -> dict:
@@ -274,7 +371,9 @@ def create_app(
 
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(AudioError, _audio_error)
     app.add_exception_handler(InputError, _input_error)
+    app.add_exception_handler(SpeechUnavailable, _speech_unavailable)
     app.add_exception_handler(Exception, _internal_error)
 
     # Added innermost first: metrics sees everything; CORS answers preflights before the key

@@ -1,94 +1,14 @@
-"""The service's limits: one documented setting each, and the HTTP protocol that enforces those
-uvicorn leaves open (header size and count, header read time, open connections).
-
-Every limit is a field of ``Limits`` with a safe default; the CLI flags, the environment
-variables read by each worker, ``/metadata`` and the README table all come from these fields.
+"""The HTTP protocol that enforces the limits uvicorn leaves open: header size and count,
+header read time, open connections. The limits themselves are ``voicenlu.config.Limits``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-from dataclasses import dataclass, field
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from voicenlu.errors import ConfigError
-
-
-def _limit(default, help: str):
-    return field(default=default, metadata={"help": help})
-
-
-@dataclass(frozen=True)
-class Limits:
-    """Per worker process. Times are in seconds, sizes in bytes unless named otherwise."""
-
-    max_chars: int = _limit(1000, "longest text accepted, in characters (422 beyond)")
-    max_batch: int = _limit(256, "most texts in one /parse/batch request (422 beyond)")
-    max_batch_chars: int = _limit(
-        16_000, "most characters in one /parse/batch request, all texts together (422 beyond)"
-    )
-    max_body_bytes: int = _limit(
-        0, "largest request body (413 beyond); 0: room for a maximal batch as UTF-8 JSON"
-    )
-    max_header_bytes: int = _limit(16_384, "request line and headers together (431 beyond)")
-    max_headers: int = _limit(64, "most header fields in one request (431 beyond)")
-    header_timeout: float = _limit(
-        10.0, "time from connecting (or from a request's first byte) to its last header (408)"
-    )
-    body_timeout: float = _limit(10.0, "time to receive a whole request body (408 beyond)")
-    max_connections: int = _limit(
-        512, "open connections; past it new ones get 503 with Retry-After as soon as they ask"
-    )
-    max_inflight: int = _limit(
-        64, "requests admitted to parse at once; past it 503 with Retry-After, before the body"
-    )
-    keepalive_timeout: float = _limit(5.0, "an idle keep-alive connection is closed after this")
-    shutdown_timeout: float = _limit(
-        10.0, "on SIGTERM, in-flight requests get this long, then their connections are closed"
-    )
-    retry_after: int = _limit(1, "seconds a 503 asks the client to wait (Retry-After header)")
-
-    def __post_init__(self):
-        for f in dataclasses.fields(self):
-            value = getattr(self, f.name)
-            least = 0 if f.name == "max_body_bytes" else 1 if f.type == "int" else 0.001
-            if isinstance(value, bool) or not isinstance(value, int | float) or value < least:
-                raise ConfigError(f"{f.name} must be a number of at least {least}, not {value!r}.")
-        if self.max_body_bytes == 0:
-            # Room for a full batch of maximal texts at 4 UTF-8 bytes a character, plus framing.
-            room = min(self.max_batch * self.max_chars, self.max_batch_chars)
-            object.__setattr__(self, "max_body_bytes", 4 * room + 16 * self.max_batch + 1024)
-
-    def asdict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @staticmethod
-    def env_name(name: str) -> str:
-        return f"VOICENLU_{name.upper()}"
-
-    def to_env(self) -> dict[str, str]:
-        """The settings as environment variables, for worker processes."""
-        return {self.env_name(k): str(v) for k, v in self.asdict().items()}
-
-    @classmethod
-    def from_env(cls, environ=os.environ) -> Limits:
-        """Limits from VOICENLU_<NAME> variables; unset ones keep their defaults."""
-        values = {}
-        for f in dataclasses.fields(cls):
-            raw = environ.get(cls.env_name(f.name), "").strip()
-            if not raw:
-                continue
-            kind = int if f.type == "int" else float
-            try:
-                values[f.name] = kind(raw)
-            except ValueError:
-                raise ConfigError(
-                    f"{cls.env_name(f.name)}={raw!r} is not a valid {kind.__name__}."
-                ) from None
-        return cls(**values)
+from voicenlu.config import Limits
 
 
 def raw_response(status: int, reason: str, message: str, retry_after: int | None = None) -> bytes:

@@ -10,9 +10,10 @@ from pathlib import Path
 from fastapi import FastAPI
 
 from voicenlu.bundle import read_manifest
+from voicenlu.config import Limits
 from voicenlu.errors import ConfigError
 from voicenlu.server.app import API_KEY_ENV, create_app, limits_with
-from voicenlu.server.limits import LimitedHttpProtocol, Limits
+from voicenlu.server.limits import LimitedHttpProtocol
 from voicenlu.server.metrics import MULTIPROC_ENV
 from voicenlu.values import DEFAULT_TIMEZONE
 
@@ -68,12 +69,18 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+# uvicorn kills a worker that misses a 5 s health check; one loading its model on a busy
+# host can miss it, be restarted, miss it again, and never serve.
+WORKER_HEALTHCHECK_S = 60
+
+
 def uvicorn_settings(limits: Limits) -> dict:
     """The uvicorn options that enforce ``limits`` at the connection level."""
     return {
         "http": functools.partial(LimitedHttpProtocol, limits=limits),
         "timeout_keep_alive": limits.keepalive_timeout,
         "timeout_graceful_shutdown": limits.shutdown_timeout,
+        "timeout_worker_healthcheck": WORKER_HEALTHCHECK_S,
     }
 
 

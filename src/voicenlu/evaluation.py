@@ -106,6 +106,15 @@ def write_report(
     return report
 
 
+def spoken_form_comparison(written: dict, spoken: dict) -> dict:
+    """Headline figures of both forms and the drop from written to spoken (positive: worse)."""
+    return {
+        "written": {k: written[k] for k in HEADLINE},
+        "spoken": {k: spoken[k] for k in HEADLINE},
+        "drop": {k: written[k] - spoken[k] for k in HEADLINE},
+    }
+
+
 def evaluate_bundle(
     bundle: Path,
     gold: Sequence[Utterance],
@@ -114,6 +123,7 @@ def evaluate_bundle(
     split: str = "test",
     write_bundle: bool = False,
     partial: bool = False,
+    spoken_form: bool = False,
 ) -> dict:
     """Score a bundle on ``gold`` with the runtime that serves it; return the metrics.
 
@@ -124,19 +134,37 @@ def evaluate_bundle(
     own ``metrics.json``, ``MODEL_CARD.md`` and ``report/`` change: scoring a bundle on other
     data must not rewrite what it says about itself. ``partial``: the pipeline is still
     writing the bundle.
+
+    ``spoken_form`` also scores the spoken form of ``gold`` (what a speech recogniser
+    writes): ``metrics["spoken_form"]`` holds both forms' figures and the drop, and the
+    spoken form's own report goes to ``spoken/`` inside the report folder.
     """
     from voicenlu import bundle as bundles
+    from voicenlu.data.spoken import spoken_utterance
     from voicenlu.runtime import Parser, result_to_utterance
 
     bundle = Path(bundle)
     parser = Parser.load(bundle, precision=precision, partial=partial)
-    results = parser.parse_batch([u.text for u in gold], threshold=0.0)
-    pred = [result_to_utterance(r) for r in results]
-    metrics = compute_metrics(gold, pred)
+
+    def score(utterances: Sequence[Utterance]) -> tuple[dict, list[Utterance]]:
+        results = parser.parse_batch([u.text for u in utterances], threshold=0.0)
+        pred = [result_to_utterance(r) for r in results]
+        return compute_metrics(utterances, pred), pred
+
+    metrics, pred = score(gold)
     manifest = parser.manifest
     title = f"{manifest['backbone']} ({parser.precision}), {len(gold)} {split} utterances"
+    if spoken_form:
+        spoken_gold = [spoken_utterance(u) for u in gold]
+        spoken_metrics, spoken_pred = score(spoken_gold)
+        metrics["spoken_form"] = spoken_form_comparison(metrics, spoken_metrics)
 
     def report(folder: Path) -> Path:
+        if spoken_form:
+            spoken_title = f"{title}, spoken form"
+            write_report(
+                folder / "spoken", spoken_metrics, spoken_gold, spoken_pred, None, spoken_title
+            )
         return write_report(folder, metrics, gold, pred, manifest.get("history"), title)
 
     if out_dir is not None:
@@ -199,7 +227,11 @@ def model_card(name: str, manifest: dict, metrics: dict) -> str:
         "out-of-scope threshold in `voicenlu.json` rejects it.",
         f"- Requests longer than {manifest['max_length']} sub-tokens are truncated; slots past "
         "that point are not found.",
-        "- Trained on written requests: text from a speech recogniser (lower case, no "
+        "- Trained on written requests and their spoken form (lower case, no punctuation, "
+        "numbers as words), as a speech recogniser writes them; recognition errors were not "
+        "seen."
+        if training.get("spoken_copies")
+        else "- Trained on written requests: text from a speech recogniser (lower case, no "
         "punctuation, numbers as words) may score lower.",
         "",
     ]

@@ -26,6 +26,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from voicenlu.calibration import calibrate
 from voicenlu.config import TrainConfig
 from voicenlu.data.records import Utterance
+from voicenlu.data.spoken import with_spoken_copies
 from voicenlu.data.training import TrainData
 from voicenlu.errors import ConfigError
 from voicenlu.features import (
@@ -57,6 +58,7 @@ class Fit:
     seconds: float
     epochs_run: float
     world_size: int
+    spoken_copies: int  # spoken copies added to the training utterances
     is_main: bool  # the process that writes (rank 0 under torchrun)
 
 
@@ -158,14 +160,15 @@ def fit(
     intent_index = {name: i for i, name in enumerate(intents)}
     tag_index = {tag: i for i, tag in enumerate(tags)}
 
-    train_set, _ = featurize(data.train, tokenizer, intent_index, tag_index, 0)
-    dev_set, dev_enc = featurize(data.dev, tokenizer, intent_index, tag_index, len(data.train))
+    learn = with_spoken_copies(data.train) if config.spoken_copies else data.train
+    train_set, _ = featurize(learn, tokenizer, intent_index, tag_index, 0)
+    dev_set, dev_enc = featurize(data.dev, tokenizer, intent_index, tag_index, len(learn))
     # A fixed sample of the training set, scored each epoch like dev, for the learning curves.
     sample = data.train[:: max(1, len(data.train) // len(data.dev))][: len(data.dev)]
-    first = len(data.train) + len(data.dev)
+    first = len(learn) + len(data.dev)
     sample_set, sample_enc = featurize(sample, tokenizer, intent_index, tag_index, first)
     lookup = {}
-    for first_id, utts, encs in ((len(data.train), data.dev, dev_enc), (first, sample, sample_enc)):
+    for first_id, utts, encs in ((len(learn), data.dev, dev_enc), (first, sample, sample_enc)):
         pairs = zip(utts, encs, strict=True)
         lookup.update({first_id + k: pair for k, pair in enumerate(pairs)})
 
@@ -248,5 +251,6 @@ def fit(
         seconds=seconds,
         epochs_run=trainer.state.epoch,
         world_size=args.world_size,
+        spoken_copies=len(learn) - len(data.train),
         is_main=trainer.is_world_process_zero(),
     )
