@@ -729,13 +729,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
-    args, extra = parser.parse_known_args(argv)
-    # argparse gives predict's optional TEXTs nothing once an option follows BUNDLE
-    # (`predict BUNDLE --json TEXT`): the texts after the options are its too.
-    if args.command == "predict" and extra and not any(e.startswith("-") for e in extra):
-        args.texts += extra
-    elif extra:
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args = parser.parse_args(argv)
     args.command_line = "voicenlu " + shlex.join(argv)  # recorded with benchmark tables
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
