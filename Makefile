@@ -5,9 +5,9 @@ BIN := $(VENV)/bin
 RUN_DIR ?= runs/snips
 # make demo QUICK=1: one epoch on 100 utterances per intent, a few minutes on a laptop CPU.
 QUICK ?=
-EXTRAS ?= train,serve,sign,values,test
+EXTRAS ?= train,serve,sign,values,speech,test
 
-.PHONY: setup data demo test browser lint
+.PHONY: setup data demo test browser voices lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,7 +36,12 @@ browser:
 	@if [ ! -x /usr/bin/chromium ] && [ "$$(id -u)" = 0 ]; then \
 		apt-get update -qq && apt-get install -y -qq chromium >/dev/null; fi
 
-test: setup browser
+# espeak-ng speaks the requests of the speech tests (Debian's package; skipped without root).
+voices:
+	@if ! command -v espeak-ng >/dev/null && [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; fi
+
+test: setup browser voices
 	HF_HUB_OFFLINE=1 $(BIN)/python -m pytest -q
 
 lint: setup

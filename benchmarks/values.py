@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
@@ -74,8 +75,9 @@ def render(result: dict) -> str:
         f"utterances parsed with and without resolution in turns by two parsers sharing one "
         f"model session, median of {RUNS} runs of {REQUESTS} requests. The machine (2 cores) "
         f"was shared with other jobs (load average {load} at the end), so wall-clock times "
-        "include waits for a core; the process's CPU time counts only the work and is what "
-        "one request costs on an idle core.",
+        "include waits for a core; the process's CPU time counts only the work, though the "
+        "contention slows that too (compare the parse without resolution with the int8 row "
+        "of benchmarks/deploy.md).",
         "",
         "| | p50 ms, CPU time | p50 ms, wall clock |",
         "|---|---|---|",
@@ -112,7 +114,7 @@ def main() -> None:
     resolver = ValueResolver.from_manifest(section)
     ref = resolver.reference(sample["reference_time"], sample["timezone"])
     result = {
-        "command": "python benchmarks/values.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/values.py " + shlex.join(sys.argv[1:]),
         "duckling": version("pyduckling-native-phihos"),
         "reference_time": sample["reference_time"],
         "timezone": sample["timezone"],

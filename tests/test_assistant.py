@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 import voicenlu
-from voicenlu.bundle import read_manifest
+from voicenlu.bundle import read_manifest, update_manifest
 from voicenlu.data import load_dataset
 from voicenlu.errors import ConfigError, DataError
 
@@ -101,17 +101,15 @@ def test_evaluate_write_bundle_updates_the_bundle(assistant_bundle, tmp_path, cl
 
 def test_a_bundle_whose_data_is_gone_says_so(assistant_bundle, tmp_path, cli):
     bundle = copy(assistant_bundle, tmp_path)
-    manifest = json.loads((bundle / "voicenlu.json").read_text())
-    manifest["data"]["path"] = str(tmp_path / "moved-away.yml")
-    (bundle / "voicenlu.json").write_text(json.dumps(manifest))
+    data = read_manifest(bundle)["data"]
+    update_manifest(bundle, data=data | {"path": str(tmp_path / "moved-away.yml")})
     for command in ("evaluate", "export", "quantize"):
         done = cli(command, str(bundle))
         assert done.returncode == 1, command
         assert "moved-away.yml, is gone: pass --data PATH" in done.stderr, command
     changed = tmp_path / "assistant.rasa.yml"
     changed.write_text(ASSISTANT.read_text() + "\n")
-    manifest["data"]["path"] = str(changed)
-    (bundle / "voicenlu.json").write_text(json.dumps(manifest))
+    update_manifest(bundle, data=data | {"path": str(changed)})
     done = cli("evaluate", str(bundle))
     assert done.returncode == 1 and "changed since this bundle was trained" in done.stderr
 

@@ -11,6 +11,9 @@ import pytest
 from voicenlu import bundle as bundles
 from voicenlu.errors import BundleError
 
+# The fields a complete bundle must have for loading to accept it.
+FIELDS = {"backbone": "b", "intents": ["A"], "slot_tags": ["O"], "max_length": 8, "pad_token_id": 0}
+
 
 @pytest.fixture
 def strict_umask():
@@ -26,7 +29,7 @@ def mode(path) -> int:
 
 def test_a_new_bundle_loads_only_once_complete(tmp_path, strict_umask):
     bundle = tmp_path / "bundle"
-    bundles.create(bundle, {"intents": ["A"]})
+    bundles.create(bundle, FIELDS)
     bundles.put_text(bundle, "notes.txt", "hello")
     bundles.put_files(bundle, lambda d: (d / "tokenizer.json").write_text("{}"))
     assert not bundles.is_complete(bundle)
@@ -60,7 +63,7 @@ def test_a_failed_write_leaves_no_file_and_no_entry(tmp_path):
 
 def test_checksums_catch_a_changed_file(tmp_path):
     bundle = tmp_path / "bundle"
-    bundles.create(bundle, {})
+    bundles.create(bundle, FIELDS)
     bundles.put_text(bundle, "metrics.json", "{}")
     bundles.mark_complete(bundle)
     (bundle / "metrics.json").write_text('{"intent_accuracy": 1.0}')

@@ -192,7 +192,7 @@ def test_the_trained_bundle_records_its_spoken_copies(tiny_bundle, tiny_data):
 
 
 def test_evaluate_spoken_form_reports_both_forms(tiny_bundle, tmp_path, snips):
-    from voicenlu.evaluate import compute_metrics
+    from voicenlu.metrics import compute_metrics
     from voicenlu.runtime import Parser, result_to_utterance
 
     out = tmp_path / "eval"
@@ -230,3 +230,13 @@ def test_evaluate_spoken_form_reports_both_forms(tiny_bundle, tmp_path, snips):
     spoken_report = json.loads((out / "spoken" / "metrics.json").read_text())
     assert spoken_report["n"] == 700 and spoken_report["slot_f1"] == expected["slot_f1"]
     assert "spoken form" in (out / "spoken" / "report.md").read_text()
+
+
+def test_spoken_copies_are_on_by_default_and_the_cli_turns_them_off():
+    from voicenlu.cli import build_parser
+    from voicenlu.config import TrainConfig
+
+    assert TrainConfig().spoken_copies is True
+    parser = build_parser()
+    assert parser.parse_args(["train"]).spoken_copies is True
+    assert parser.parse_args(["train", "--no-spoken-copies"]).spoken_copies is False

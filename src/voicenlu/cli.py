@@ -254,13 +254,23 @@ def cmd_predict(args) -> int:
     from voicenlu.runtime import Parser
 
     parser = Parser.load(args.bundle, precision=args.precision)
-    texts = _read_texts(args)
-    results = parser.parse_batch(
-        texts,
-        threshold=args.threshold,
-        reference_time=args.reference_time,
-        timezone=args.timezone,
-    )
+    if args.audio:
+        results = [
+            parser.parse_audio(
+                path,
+                threshold=args.threshold,
+                reference_time=args.reference_time,
+                timezone=args.timezone,
+            )
+            for path in args.texts
+        ]
+    else:
+        results = parser.parse_batch(
+            _read_texts(args),
+            threshold=args.threshold,
+            reference_time=args.reference_time,
+            timezone=args.timezone,
+        )
     for result in results:
         print(json.dumps(result, ensure_ascii=False) if args.json else format_result(result))
     return 0
@@ -557,7 +567,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="parse requests: intent, slots, confidence")
     p.add_argument("bundle", help="model bundle directory")
-    p.add_argument("texts", nargs="+", metavar="TEXT", help="requests to parse, or - for stdin")
+    # One positional list for both kinds of input: a second, optional one would swallow nothing
+    # before an option and leave the texts after it unrecognised.
+    p.add_argument(
+        "texts", nargs="+", metavar="TEXT", help="requests to parse, - for stdin, or WAV files"
+    )
+    p.add_argument(
+        "--audio",
+        action="store_true",
+        help="the inputs are 16 kHz mono 16-bit WAV files of spoken requests (voicenlu[speech])",
+    )
     p.add_argument("--json", action="store_true", help="print the full JSON result per request")
     p.add_argument(
         "--threshold",
@@ -709,7 +728,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.command_line = "voicenlu " + shlex.join(argv)  # recorded with benchmark tables
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,

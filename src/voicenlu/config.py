@@ -121,6 +121,10 @@ def _check(f: dataclasses.Field, value) -> None:
             raise ConfigError(f"{name} must be less than {meta['below']}, got {value!r}.")
 
 
+AUDIO_SAMPLE_RATE = 16_000  # what the recogniser hears; other rates are refused, not resampled
+MAX_AUDIO_SECONDS = 30.0  # one Whisper window; a spoken command is a few seconds
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one HTTP worker process accepts: every limit of the service, each with a safe
@@ -136,6 +140,16 @@ class Limits:
     )
     max_body_bytes: int = _option(
         0, "largest request body (413 beyond); 0: room for a maximal batch as UTF-8 JSON", minimum=0
+    )
+    max_audio_seconds: float = _option(
+        15.0,
+        "longest recording /parse/audio accepts, in seconds (413 beyond; at most 30)",
+        above=0,
+    )
+    max_audio_bytes: int = _option(
+        0,
+        "largest /parse/audio body (413 beyond); 0: room for max_audio_seconds of 16 kHz WAV",
+        minimum=0,
     )
     max_header_bytes: int = _option(
         16_384, "request line and headers together (431 beyond)", minimum=256
@@ -178,6 +192,15 @@ class Limits:
             # Room for a full batch of maximal texts at 4 UTF-8 bytes a character, plus framing.
             room = min(self.max_batch * self.max_chars, self.max_batch_chars)
             object.__setattr__(self, "max_body_bytes", 4 * room + 16 * self.max_batch + 1024)
+        if self.max_audio_seconds > MAX_AUDIO_SECONDS:
+            raise ConfigError(
+                f"max_audio_seconds must be at most {MAX_AUDIO_SECONDS:.0f} "
+                "(one recogniser window)."
+            )
+        if self.max_audio_bytes == 0:
+            # 16-bit samples at the recogniser's rate, plus room for the WAV header and framing.
+            audio = int(2 * AUDIO_SAMPLE_RATE * self.max_audio_seconds)
+            object.__setattr__(self, "max_audio_bytes", audio + 65_536)
 
     def asdict(self) -> dict:
         return dataclasses.asdict(self)

@@ -16,6 +16,7 @@ import dataclasses
 from pathlib import Path
 
 from voicenlu import bundle as bundles
+from voicenlu import speech
 from voicenlu.config import (
     DEFAULT_OUTPUT_DIR,
     PRUNE_EPOCHS,
@@ -95,6 +96,8 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
     bundles.create(bundle, manifest | record)
     bundles.put_file(bundle, "model.safetensors", lambda path: save_weights(trained.model, path))
     bundles.put_files(bundle, trained.hf_tokenizer.save_pretrained)
+    # The recogniser's bias for spoken requests: this training data only.
+    bundles.put_text(bundle, speech.SETTINGS_FILE, speech.settings_json(data.train))
 
 
 def _finish(bundle: Path, data: TrainData) -> None:

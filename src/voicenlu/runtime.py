@@ -7,6 +7,7 @@ value is resolved (``voicenlu.values``) from the types the bundle records.
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime
 from pathlib import Path
 
@@ -75,6 +76,7 @@ class Parser:
         precision: str,
         timezone: str = DEFAULT_TIMEZONE,
         values: bool = True,
+        threads: int | None = None,
     ):
         self.bundle = bundle
         self.manifest = manifest
@@ -99,6 +101,8 @@ class Parser:
         self.values = ValueResolver.from_manifest(
             manifest.get("values") if values else None, timezone
         )
+        self.threads = threads or 0
+        self._recogniser = None
 
     @classmethod
     def load(
@@ -156,7 +160,7 @@ class Parser:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise BundleError(f"{bundle / model_file} could not be loaded: {exc}") from exc
         check_outputs(bundle / model_file, session, manifest)
-        parser = cls(bundle, manifest, session, precision, timezone, values)
+        parser = cls(bundle, manifest, session, precision, timezone, values, threads)
         parser.values.warm()
         return parser
 
@@ -182,6 +186,47 @@ class Parser:
         return self.parse_batch(
             [text], threshold=threshold, reference_time=reference_time, timezone=timezone
         )[0]
+
+    def recogniser(self):
+        """The speech recogniser biased by this bundle's ``speech.json``, loaded on first use."""
+        if self._recogniser is None:
+            from voicenlu.speech import Recogniser
+
+            self._recogniser = Recogniser.from_bundle(self.bundle, self.manifest, self.threads)
+        return self._recogniser
+
+    def parse_audio(
+        self,
+        audio,
+        sample_rate: int | None = None,
+        threshold: float | None = None,
+        max_seconds: float | None = None,
+        *,
+        reference_time: datetime | str | float | None = None,
+        timezone: str | None = None,
+    ) -> dict:
+        """Parse a spoken request: a WAV path or bytes, or PCM samples with ``sample_rate``.
+
+        Needs the speech extra. The result is ``parse``'s for the transcript as the model read
+        it (``text``: lower-cased, words snapped to the training vocabulary), plus
+        ``"transcript"`` (the recogniser's own text) and ``"timing"`` in milliseconds.
+        """
+        from voicenlu.speech import MAX_SECONDS, AudioError, read_audio
+
+        samples = read_audio(audio, sample_rate, max_seconds or MAX_SECONDS)
+        heard = self.recogniser().transcribe(samples)
+        if not heard.text:
+            raise AudioError("No speech was recognised in the audio: record the request again.")
+        started = time.perf_counter()
+        result = self.parse(heard.text, threshold, reference_time=reference_time, timezone=timezone)
+        understand = time.perf_counter() - started
+        result["transcript"] = heard.raw
+        result["timing"] = {
+            "audio_ms": round(1000 * heard.audio_s, 1),
+            "recognise_ms": round(1000 * heard.recognise_s, 1),
+            "understand_ms": round(1000 * understand, 1),
+        }
+        return result
 
     def parse_batch(
         self,

@@ -161,8 +161,9 @@ def _number_words(match: re.Match) -> str:
     return f" {words} "
 
 
-def _is_word_char(ch: str) -> bool:
-    return ch.isalnum() or unicodedata.category(ch) == "Mn"
+def _is_letter(ch: str) -> bool:
+    """A letter or a combining mark: lower-casing "İ" gives "i" and a combining dot."""
+    return ch.isalpha() or unicodedata.category(ch) == "Mn"
 
 
 def _drop_punctuation(text: str, left: str, right: str) -> str:
@@ -176,11 +177,11 @@ def _drop_punctuation(text: str, left: str, right: str) -> str:
     for i, ch in enumerate(text, start=len(left)):
         if ch in _APOSTROPHES:
             inside = 0 < i < len(padded) - 1
-            keep = inside and padded[i - 1].isalpha() and padded[i + 1].isalpha()
+            keep = inside and _is_letter(padded[i - 1]) and _is_letter(padded[i + 1])
             out.append("'" if keep else " ")
         elif ch in _SYMBOLS:
             out.append(f" {_SYMBOLS[ch]} ")
-        elif _is_word_char(ch) or ch.isspace():
+        elif _is_letter(ch) or ch.isalnum() or ch.isspace():
             out.append(ch)
         else:  # punctuation, symbols, emoji, control characters
             out.append(" ")

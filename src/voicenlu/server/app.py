@@ -9,7 +9,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
@@ -24,7 +24,14 @@ from voicenlu.server.batching import MicroBatcher, ModelLane
 from voicenlu.server.demo import add_demo_page
 from voicenlu.server.guard import GuardMiddleware
 from voicenlu.server.metrics import CLIENT_GONE, Metrics, MetricsMiddleware
-from voicenlu.server.schemas import ParseResult, RasaParseResult, request_models, to_rasa
+from voicenlu.server.schemas import (
+    AudioParseResult,
+    ParseResult,
+    RasaParseResult,
+    request_models,
+    to_rasa,
+)
+from voicenlu.speech import AudioError, AudioTooLong, SpeechUnavailable
 from voicenlu.values import DEFAULT_TIMEZONE, reference
 
 # A request's (reference_time, timezone), as it sent them; (None, None) is now, in the
@@ -92,6 +99,45 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 async def _input_error(request: Request, exc: InputError) -> JSONResponse:
     return JSONResponse({"error": str(exc), "detail": []}, status_code=422)
+
+
+async def _audio_error(request: Request, exc: AudioError) -> JSONResponse:
+    status = 413 if isinstance(exc, AudioTooLong) else 422
+    return JSONResponse({"error": str(exc), "detail": []}, status_code=status)
+
+
+async def _speech_unavailable(request: Request, exc: SpeechUnavailable) -> JSONResponse:
+    return JSONResponse({"error": str(exc), "detail": []}, status_code=501)
+
+
+async def audio_body(request: Request) -> bytes:
+    """The WAV bytes of a /parse/audio request: the body itself, or the multipart field 'file'."""
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except Exception as exc:  # python-multipart raises its own untyped errors
+            raise AudioError(f"The multipart body could not be read: {exc}.") from None
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise AudioError("Put the WAV recording in the multipart field 'file'.")
+        return await upload.read()
+    return await request.body()
+
+
+# /parse/audio reads its body itself (a WAV file is not JSON); this describes it for clients.
+AUDIO_BODY = {
+    "required": True,
+    "content": {
+        "audio/wav": {"schema": {"type": "string", "format": "binary"}},
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "properties": {"file": {"type": "string", "format": "binary"}},
+                "required": ["file"],
+            }
+        },
+    },
+}
 
 
 async def _internal_error(request: Request, exc: Exception) -> JSONResponse:
@@ -273,6 +319,22 @@ def create_app(
             request, parse_rasa(body.text, (body.reference_time, body.timezone))
         )
 
+    @app.post(
+        "/parse/audio",
+        response_model=AudioParseResult,
+        summary="Parse a spoken request: a 16 kHz mono 16-bit WAV body (or multipart 'file')",
+        responses={413: {"description": "too large or too long"}, 415: {}, 422: {}, 501: {}},
+        openapi_extra={"requestBody": AUDIO_BODY},
+    )
+    async def parse_audio(
+        request: Request, threshold: float | None = Query(None, ge=0, le=1)
+    ) -> Response:
+        wav = await audio_body(request)
+        work = app.state.lane.run(
+            parser.parse_audio, wav, None, threshold, limits.max_audio_seconds
+        )
+        return await unless_gone(request, work)
+
     @app.get("/health", summary="The process is alive")
     async def health() -> dict:
         return {"status": "ok"}
@@ -309,7 +371,9 @@ def create_app(
 
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(AudioError, _audio_error)
     app.add_exception_handler(InputError, _input_error)
+    app.add_exception_handler(SpeechUnavailable, _speech_unavailable)
     app.add_exception_handler(Exception, _internal_error)
 
     # Added innermost first: metrics sees everything; CORS answers preflights before the key

@@ -19,7 +19,9 @@ from voicenlu.server.demo import STATIC_PREFIX
 # static files (they hold no data; the page asks for the key before it calls the API).
 PUBLIC_PATHS = ("/health", "/")
 # The endpoints that run the model: admission control counts these.
-WORK_PATHS = ("/parse", "/parse/batch", "/model/parse")
+WORK_PATHS = ("/parse", "/parse/batch", "/model/parse", "/parse/audio")
+AUDIO_PATH = "/parse/audio"
+AUDIO_TYPES = ("audio/wav", "audio/x-wav", "audio/wave", "multipart/form-data")
 
 
 async def send_json(scope, receive, send, status: int, error: str, headers=None) -> None:
@@ -75,7 +77,8 @@ class GuardMiddleware:
             self.admitted -= 1
 
     async def _read_and_pass(self, scope, receive, send):
-        limit = self.limits.max_body_bytes
+        audio = scope["path"] == AUDIO_PATH
+        limit = self.limits.max_audio_bytes if audio else self.limits.max_body_bytes
         headers = Headers(scope=scope)
         too_large = f"The request body is larger than this server's limit of {limit} bytes."
         declared = headers.get("content-length", "")
@@ -97,8 +100,14 @@ class GuardMiddleware:
         except TimeoutError:
             error = f"The request body took longer than {self.limits.body_timeout} s to arrive."
             return await send_json(scope, receive, send, 408, error, {"Connection": "close"})
-        if body:
-            media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+        if audio and media_type not in AUDIO_TYPES:
+            error = (
+                "Send a 16 kHz mono 16-bit WAV recording: the body itself with 'Content-Type: "
+                "audio/wav', or multipart/form-data with the file in the field 'file'."
+            )
+            return await send_json(scope, receive, send, 415, error)
+        if body and not audio:
             if media_type != "application/json":
                 error = "Send the body as JSON, with the header 'Content-Type: application/json'."
                 return await send_json(scope, receive, send, 415, error)

@@ -155,6 +155,20 @@ class ParseResult(BaseModel):
     )
 
 
+class Timing(BaseModel):
+    audio_ms: float = Field(description="length of the recording")
+    recognise_ms: float = Field(description="time the recogniser took")
+    understand_ms: float = Field(description="time the NLU model took on the transcript")
+
+
+class AudioParseResult(ParseResult):
+    transcript: str = Field(
+        description="what the recogniser wrote; ``text`` is it as the model read it "
+        "(lower-cased, words snapped to the assistant's vocabulary)"
+    )
+    timing: Timing
+
+
 class RasaEntity(BaseModel):
     entity: str
     value: Any = Field(

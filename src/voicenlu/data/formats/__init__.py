@@ -8,6 +8,8 @@ for ``.json``, from the content:
 * ``snips-nlu`` (``snips_nlu.py``): a Snips NLU dataset ``{"language", "intents", "entities"}``.
 * ``rasa`` (``rasa.py``): Rasa NLU training data YAML.
 * ``csv`` and ``jsonl`` (``csv_jsonl.py``): intent only.
+* ``rhino`` (``rhino.py``): a Picovoice Rhino context YAML (``context:`` with ``expressions:`` and
+  ``slots:``), its templates expanded into annotated utterances; read only.
 
 Slots always keep the text as spoken; each slot's type and the custom entities' values and
 synonyms are read into ``Dataset.slot_types`` and written back where the format can hold them.
@@ -19,7 +21,7 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-from voicenlu.data.formats import benchmark, csv_jsonl, rasa, snips_nlu
+from voicenlu.data.formats import benchmark, csv_jsonl, rasa, rhino, snips_nlu
 from voicenlu.data.formats.common import (
     Conversion,
     Dataset,
@@ -51,7 +53,14 @@ log = logging.getLogger(__name__)
 
 REGISTRY: dict[str, Format] = {
     f.name: f
-    for f in (benchmark.FORMAT, snips_nlu.FORMAT, rasa.FORMAT, csv_jsonl.CSV, csv_jsonl.JSONL)
+    for f in (
+        benchmark.FORMAT,
+        snips_nlu.FORMAT,
+        rasa.FORMAT,
+        csv_jsonl.CSV,
+        csv_jsonl.JSONL,
+        rhino.FORMAT,
+    )
 }
 FORMATS: tuple[str, ...] = tuple(REGISTRY)
 _BY_EXTENSION = {ext: f.name for f in REGISTRY.values() for ext in f.extensions}
@@ -70,6 +79,8 @@ def detect_format(path: str | Path) -> str:
         raise _unknown_format(path)
     if fmt == "snips-nlu":
         return _json_layout(parse_json(path), path)
+    if fmt == "rasa" and rhino.is_rhino(path):
+        return "rhino"
     return fmt
 
 
@@ -86,7 +97,8 @@ def _unknown_format(path: str | Path) -> FormatError:
         path,
         "",
         f"unknown format {Path(path).suffix or '(no extension)'!r}",
-        "use .json (Snips NLU or SNIPS benchmark), .yml/.yaml (Rasa), .csv (text,intent), "
+        "use .json (Snips NLU or SNIPS benchmark), .yml/.yaml (Rasa, or a Rhino context), "
+        ".csv (text,intent), "
         '.jsonl ({"text", "intent"} per line) or a SNIPS benchmark folder',
     )
 
