@@ -20,8 +20,8 @@ import sys
 import time
 from pathlib import Path
 
-from voicenlu.baselines import TfidfLogReg
 from voicenlu.data import ensure_data, load_snips
+from voicenlu.lexical import LexicalModel
 
 ROOT = Path(__file__).resolve().parent
 RUNS = ROOT.parent / "runs" / "bench"
@@ -67,7 +67,7 @@ def trained_run(variant: str, seed: int, existing_only: bool) -> dict | None:
 
 def tfidf_run(snips, seed: int) -> dict:
     started = time.perf_counter()
-    model = TfidfLogReg(seed=seed).fit(snips.train)
+    model = LexicalModel.fit(snips.train)
     seconds = time.perf_counter() - started
     predicted = model.predict([u.text for u in snips.test])
     accuracy = sum(p == u.intent for p, u in zip(predicted, snips.test, strict=True)) / len(

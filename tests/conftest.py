@@ -67,7 +67,8 @@ def tiny_bundle(tmp_path_factory, tiny_data) -> Path:
     from voicenlu.config import TrainConfig
     from voicenlu.pipeline import train_bundle
 
-    config = TrainConfig(epochs=4, batch_size=16, seed=3, max_length=48)
+    # A few epochs, not the step budget: quick, and what the tests need of a model.
+    config = TrainConfig(epochs=4, batch_size=16, seed=3, max_length=48, min_steps=0)
     return train_bundle(tiny_data, config, tmp_path_factory.mktemp("tiny_run"))
 
 
@@ -114,6 +115,8 @@ def assistant_run(tmp_path_factory):
         "8",
         "--head-lr",
         "3e-3",
+        "--min-steps",
+        "0",
         "--output-dir",
         str(out),
     )

@@ -88,8 +88,6 @@ def test_learning_curve_errors():
     assert done.returncode == 1 and "'many'" in done.stderr
     done = run("evaluate", "--learning-curve", "--oos")
     assert done.returncode == 1 and "Choose one" in done.stderr
-    done = run("evaluate", "--learning-curve", "--min-steps", "0")
-    assert done.returncode == 1 and "--min-steps" in done.stderr
 
 
 def test_train_with_unknown_backbone(tmp_path):

@@ -103,6 +103,8 @@ def test_intent_only_csv_trains_without_slots(tmp_path):
         "8",
         "--head-lr",
         "3e-3",
+        "--min-steps",
+        "0",
         "--output-dir",
         str(tmp_path),
     )

@@ -219,12 +219,13 @@ def test_write_report_without_history(tmp_path):
 
 
 def test_tfidf_baseline_beats_chance_on_a_snips_slice(snips):
-    from voicenlu.baselines import TfidfLogReg
     from voicenlu.data import stratified_slice
 
     train = stratified_slice(snips.train, per_intent=40, seed=0)
     dev = stratified_slice(snips.dev, per_intent=20, seed=0)
-    model = TfidfLogReg().fit(train)
+    from voicenlu.lexical import LexicalModel
+
+    model = LexicalModel.fit(train)
     predicted = model.predict([u.text for u in dev])
     accuracy = sum(p == u.intent for p, u in zip(predicted, dev, strict=True)) / len(dev)
     n_intents = len({u.intent for u in train})

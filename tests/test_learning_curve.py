@@ -1,4 +1,4 @@
-"""Learning curve: size parsing, the step budget, and a real two-draw curve on a tiny slice."""
+"""Learning curve: size parsing and a real two-draw curve on a tiny slice."""
 
 from __future__ import annotations
 
@@ -8,16 +8,16 @@ import statistics
 
 import pytest
 
-from voicenlu.baselines import TfidfLogReg
 from voicenlu.config import TrainConfig
 from voicenlu.data import stratified_slice
 from voicenlu.errors import ConfigError
 from voicenlu.learning_curve import (
-    config_for,
     learning_curve,
     parse_sizes,
     render_learning_curve,
+    snips_draws,
 )
+from voicenlu.lexical import LexicalModel
 from voicenlu.plots import plot_learning_curve
 
 
@@ -28,22 +28,17 @@ def test_parse_sizes():
             parse_sizes(bad)
 
 
-def test_small_draws_get_enough_steps():
-    base = TrainConfig(epochs=6, batch_size=32, patience=3)
-    tiny = config_for(base, n_train=70, min_steps=150)  # 3 batches an epoch
-    assert tiny.epochs == 50 and tiny.patience == 16
-    assert config_for(base, n_train=13084, min_steps=150) == base
-
-
 def test_a_real_curve_with_two_draws(snips, tmp_path):
     small = dataclasses.replace(snips, test=stratified_slice(snips.test, 10, seed=1))
-    base = TrainConfig(epochs=1, batch_size=16, max_length=48, seed=5)
-    result = learning_curve(small, base, tmp_path, sizes=[3], draws=2, min_steps=1)
+    base = TrainConfig(epochs=1, batch_size=16, max_length=48, seed=5, min_steps=0)
+    draw = snips_draws(small, dev_seed=base.seed)
+    result = learning_curve(draw, small.test, base, tmp_path, sizes=[3], draws=2)
 
     assert [r["draw"] for r in result["runs"]] == [0, 1]
     assert [r["train_utterances"] for r in result["runs"]] == [21, 21]
-    ours, baseline = result["rows"]
-    assert (ours["model"], baseline["model"]) == ("voicenlu", "tfidf_logreg")
+    ours, baseline, frozen = result["rows"]
+    assert [r["model"] for r in result["rows"]] == ["voicenlu", "tfidf_logreg", "frozen_embedding"]
+    assert 0 < frozen["intent_accuracy"] <= 1 and frozen["slot_f1"] is None
     assert ours["per_intent"] == 3 and ours["draws"] == 2
     # The rows are the means of what each run's bundle scored on the test slice.
     scored = [
@@ -57,7 +52,7 @@ def test_a_real_curve_with_two_draws(snips, tmp_path):
     accuracies = []
     for draw, seed in ((0, 5), (1, 6)):
         chosen = stratified_slice(snips.train, 3, seed)
-        predicted = TfidfLogReg(seed=seed).fit(chosen).predict([u.text for u in small.test])
+        predicted = LexicalModel.fit(chosen).predict([u.text for u in small.test])
         right = [p == u.intent for p, u in zip(predicted, small.test, strict=True)]
         accuracies.append(statistics.mean(right))
         assert result["runs"][draw]["tfidf_logreg"]["intent_accuracy"] == accuracies[-1]

@@ -105,9 +105,9 @@ def _predictor(spec: dict, threads: int, train: list[Utterance]):
 
         return batch, pipe, size
     if kind == "tfidf":
-        from voicenlu.baselines import TfidfLogReg
+        from voicenlu.lexical import LexicalModel
 
-        model = TfidfLogReg().fit(train)
+        model = LexicalModel.fit(train)
 
         def batch(texts):
             return [Utterance(t, i) for t, i in zip(texts, model.predict(texts), strict=True)]

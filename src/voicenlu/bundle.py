@@ -314,6 +314,11 @@ def check_fields(manifest: dict, path: Path, complete: bool = True) -> None:
         reference = calibration.get("reference")
         if not (isinstance(reference, list) and reference and all(map(number, reference))):
             raise bad("calibration.reference", "a list of numbers (the dev set's energies)")
+    lexical = manifest.get("lexical")
+    if lexical is not None and not (
+        isinstance(lexical, dict) and number(lexical.get("weight")) and lexical["weight"] > 0
+    ):
+        raise bad("lexical", 'null or {"weight": a number above 0}')
 
 
 def _install(bundle: Path, moves: list[tuple[Path, str]]) -> None:

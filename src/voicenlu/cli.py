@@ -17,7 +17,6 @@ from pathlib import Path
 from voicenlu.config import (
     DEFAULT_OUTPUT_DIR,
     DEV_FRACTION,
-    MIN_STEPS,
     OOS_EPOCHS,
     OOS_PER_INTENT,
     PRUNE_EPOCHS,
@@ -187,17 +186,15 @@ def _evaluate_learning_curve(args) -> int:
     sizes = parse_sizes(args.sizes)
     if args.draws < 1:
         raise ConfigError(f"--draws must be at least 1, got {args.draws}.")
-    if args.min_steps < 1:
-        raise ConfigError(f"--min-steps must be at least 1, got {args.min_steps}.")
     require_extra("train", "evaluate --learning-curve")
-    from voicenlu.learning_curve import learning_curve, render_learning_curve
+    from voicenlu.learning_curve import learning_curve, render_learning_curve, snips_draws
     from voicenlu.plots import plot_learning_curve
 
     out = Path(args.out or "runs/learning-curve")
     out.mkdir(parents=True, exist_ok=True)
-    result = learning_curve(
-        _snips(args), TrainConfig(seed=args.seed), out, sizes, args.draws, args.min_steps
-    )
+    snips = _snips(args)
+    draw = snips_draws(snips, dev_seed=args.seed)
+    result = learning_curve(draw, snips.test, TrainConfig(seed=args.seed), out, sizes, args.draws)
     table = render_learning_curve(result, args.command_line)
     (out / "learning_curve.md").write_text(table)
     plot_learning_curve(result["rows"], out / "learning_curve")
@@ -554,13 +551,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--draws", type=int, default=3, help="random draws per size below 300 (--learning-curve)"
-    )
-    p.add_argument(
-        "--min-steps",
-        type=int,
-        default=MIN_STEPS,
-        help="small draws train for more epochs, up to this many optimizer steps "
-        "(--learning-curve; default: %(default)s)",
     )
     p.add_argument("--seed", type=int, default=TrainConfig.seed, help="default: %(default)s")
     p.set_defaults(func=cmd_evaluate)

@@ -21,7 +21,8 @@ DEFAULT_OUTPUT_DIR = "runs/snips"  # a training run: checkpoints, TensorBoard lo
 # checkpoint and calibrate (with the run's seed).
 DEV_FRACTION = 0.1
 
-# `--quick`: one epoch on a stratified slice, to see the whole pipeline work in minutes.
+# `--quick`: one epoch (whatever min_steps says) on a stratified slice, to see the whole
+# pipeline work in minutes.
 QUICK_EPOCHS = 1.0
 QUICK_PER_INTENT = 100
 
@@ -29,10 +30,8 @@ QUICK_PER_INTENT = 100
 OOS_PER_INTENT = 300  # training utterances per intent in each leave-one-intent-out fold
 OOS_EPOCHS = 3.0
 PRUNE_EPOCHS = 2.0  # distillation epochs that recover a pruned model
-# Learning curve: a draw of 70 utterances is 3 batches, so epochs grow until this many steps.
-# At 70 per intent, 400 steps gave 81.3 slot F1 where 150 gave 73.5 (same draw;
-# benchmarks/learning_curve.md).
-MIN_STEPS = 400
+# A run of short epochs is scored on dev (and checkpointed) this many times, not every epoch.
+EVALUATIONS = 20
 
 
 def _option(default, help: str, minimum=None, below=None, above=None):
@@ -62,12 +61,35 @@ class TrainConfig:
     freeze_backbone: bool = _option(
         False, "train the heads only, on frozen pretrained features (the original plan)"
     )
-    patience: int = _option(3, "early stopping: epochs without a better dev score", minimum=1)
+    min_steps: int = _option(
+        400,
+        "optimizer steps at least: small data trains for more epochs (0: the epochs decide)",
+        minimum=0,
+    )
+    patience: int = _option(
+        3, "early stopping: dev evaluations without a better dev score", minimum=1
+    )
     keep_checkpoints: int = _option(2, "checkpoints kept on disk", minimum=1)
     spoken_copies: bool = _option(
         True,
         "also learn the spoken form (lower case, no punctuation, numbers as words) of each "
         "training utterance whose spoken form differs from it",
+    )
+
+    slot_swaps: int = _option(
+        4,
+        "data too small to fill min_steps in its epochs: add up to this many copies of each "
+        "utterance with its slot values swapped for other values of the same slot, no more "
+        "than fill the budget (0: none)",
+        minimum=0,
+    )
+    lexical: bool = _option(
+        True,
+        "add a TF-IDF model's intent evidence to the network's, weighted on dev (0 if dev "
+        "prefers the network alone)",
+    )
+    mean_pooling: bool = _option(
+        True, "the intent head reads the mean of the token vectors (else the first token)"
     )
 
     def __post_init__(self):
@@ -84,6 +106,32 @@ class TrainConfig:
                 f"Unknown training option {unknown[0]!r}: choose from {', '.join(names)}."
             )
         return cls(**options)
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """How long a run trains and how often it is scored on dev."""
+
+    epochs: float
+    steps: int  # optimizer steps in all
+    eval_steps: int | None  # score every this many steps; None: after every epoch
+    patience: int  # evaluations without a better dev score before stopping
+
+
+def schedule(config: TrainConfig, n_train: int) -> Schedule:
+    """Budget by steps: 70 utterances and 13,000 both train to convergence.
+
+    Epochs grow until ``min_steps`` steps are done. Epochs shorter than a twentieth of the
+    run are not each scored: dev is scored ``EVALUATIONS`` times, and patience counts in
+    those evaluations (at least a third of them, so a noisy small dev does not stop it early).
+    """
+    per_epoch = math.ceil(n_train / config.batch_size)
+    epochs = max(config.epochs, math.ceil(config.min_steps / per_epoch))
+    steps = math.ceil(epochs * per_epoch)
+    every = math.ceil(steps / EVALUATIONS)
+    if per_epoch >= every:
+        return Schedule(epochs, steps, None, config.patience)
+    return Schedule(epochs, steps, every, max(config.patience, EVALUATIONS // 3))
 
 
 def flag(name: str) -> str:

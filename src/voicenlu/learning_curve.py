@@ -1,27 +1,27 @@
 """Learning curve: test scores against the number of training examples per intent.
 
 People bring 10 to 70 examples per intent, not 2,000. Each point trains on a stratified
-draw of the standard training split (never the 300-per-intent ``train_<Intent>.json``
-files, which share utterances with the standard test set), chooses its checkpoint on a
-fixed 20-per-intent slice of dev and is scored on the 700 test utterances, side by side
-with the TF-IDF + logistic regression baseline on the same draw.
+draw of a training split (for SNIPS the standard one, never the 300-per-intent
+``train_<Intent>.json`` files, which share utterances with the standard test set), chooses
+its checkpoint on a fixed 20-per-intent dev slice and is scored on the test set, side by
+side with two baselines on the same draw: TF-IDF + logistic regression, and the frozen
+backbone's sentence embedding + logistic regression.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import shutil
 import statistics
 from pathlib import Path
 
-from voicenlu.baselines import TfidfLogReg
 from voicenlu.bundle import is_complete
-from voicenlu.config import MIN_STEPS
 from voicenlu.data.training import snips_split
 from voicenlu.errors import ConfigError
+from voicenlu.lexical import LexicalModel
 
+MODELS = ("voicenlu", "tfidf_logreg", "frozen_embedding")
 SMALL = 300  # sizes below this get several draws: one draw of 10 says little
 DEV_PER_INTENT = 20
 
@@ -42,57 +42,67 @@ def parse_sizes(text: str) -> list[int | None]:
     return sizes
 
 
-def config_for(base, n_train: int, min_steps: int = MIN_STEPS):
-    """The base recipe, with enough epochs for ``min_steps`` steps and patience to match."""
-    steps_per_epoch = math.ceil(n_train / base.batch_size)
-    epochs = max(base.epochs, math.ceil(min_steps / steps_per_epoch))
-    return dataclasses.replace(base, epochs=epochs, patience=max(base.patience, epochs // 3))
+def snips_draws(snips, dev_seed: int):
+    """Draws from the SNIPS standard split: ``(per_intent or None, seed) -> TrainData``."""
+
+    def draw(per_intent: int | None, seed: int):
+        return snips_split(
+            snips,
+            per_intent=per_intent or 0,
+            seed=seed,
+            dev_per_intent=DEV_PER_INTENT,
+            dev_seed=dev_seed,
+        )
+
+    return draw
 
 
-def learning_curve(
-    snips, base, output_dir: Path, sizes, draws: int = 3, min_steps: int = MIN_STEPS
-) -> dict:
+def learning_curve(draw, test, base, output_dir: Path, sizes, draws: int = 3) -> dict:
     """Train and score every (size, draw); write the rows, means over draws, as they come.
 
-    A run whose bundle is complete in ``output_dir`` is scored without training again, so an
-    interrupted curve picks up where it stopped; a run stopped halfway is trained again.
+    ``draw(per_intent, seed)`` gives the training data of one run (``snips_draws``); every
+    run is scored on ``test``. A run whose bundle is complete in ``output_dir`` is scored
+    without training again, so an interrupted curve picks up where it stopped; a run stopped
+    halfway is trained again.
     """
     from voicenlu.pipeline import train_bundle
 
+    texts = [u.text for u in test]
+    reference = FrozenEmbedding(base.backbone)
     runs: list[dict] = []
     for size in sizes:
-        for draw in range(draws if size is not None and size < SMALL else 1):
-            seed = base.seed + draw
-            data = snips_split(
-                snips,
-                per_intent=size or 0,
-                seed=seed,
-                dev_per_intent=DEV_PER_INTENT,
-                dev_seed=base.seed,
-            )
-            chosen = data.train
+        for index in range(draws if size is not None and size < SMALL else 1):
+            seed = base.seed + index
+            data = dataclasses.replace(draw(size, seed), test=test)
             label = "full" if size is None else size
-            config = dataclasses.replace(config_for(base, len(chosen), min_steps), seed=seed)
-            run_dir = output_dir / f"{label}-draw{draw}"
+            run_dir = output_dir / f"{label}-draw{index}"
             bundle = run_dir / "bundle"
             if not is_complete(bundle):  # else an interrupted run made it
-                train_bundle(data, config, run_dir)
+                train_bundle(data, dataclasses.replace(base, seed=seed), run_dir)
                 shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # bundles suffice
             metrics = json.loads((bundle / "metrics.json").read_text())
-            baseline = TfidfLogReg(seed=seed).fit(chosen)
-            predicted = baseline.predict([u.text for u in snips.test])
+            manifest = json.loads((bundle / "voicenlu.json").read_text())
+            has_slots = any(u.slots for u in test)
             runs.append(
                 {
                     "per_intent": label,
-                    "draw": draw,
-                    "train_utterances": len(chosen),
-                    "mean_per_intent": len(chosen) / len({u.intent for u in chosen}),
-                    "epochs": config.epochs,
-                    "voicenlu": {k: metrics[k] for k in ("intent_accuracy", "slot_f1")},
+                    "draw": index,
+                    "train_utterances": len(data.train),
+                    "mean_per_intent": len(data.train) / len({u.intent for u in data.train}),
+                    "epochs": manifest["training"]["epochs_run"],
+                    "train_seconds": manifest["training"]["train_seconds"],
+                    "voicenlu": {
+                        k: metrics[k]
+                        for k in ("intent_accuracy", "slot_f1")
+                        if has_slots or k != "slot_f1"
+                    },
                     "tfidf_logreg": {
-                        "intent_accuracy": statistics.mean(
-                            p == u.intent for p, u in zip(predicted, snips.test, strict=True)
+                        "intent_accuracy": _accuracy(
+                            LexicalModel.fit(data.train).predict(texts), test
                         )
+                    },
+                    "frozen_embedding": {
+                        "intent_accuracy": _accuracy(reference.fit(data.train).predict(texts), test)
                     },
                 }
             )
@@ -101,12 +111,58 @@ def learning_curve(
     return summarise(runs)
 
 
+def _accuracy(predicted: list[str], gold) -> float:
+    return statistics.mean(p == u.intent for p, u in zip(predicted, gold, strict=True))
+
+
+class FrozenEmbedding:
+    """Reference row: the backbone's own mean-pooled sentence embedding, frozen, with a
+    logistic regression on top (what the pretrained geometry alone gives)."""
+
+    def __init__(self, backbone: str):
+        self.backbone = backbone
+        self._encoder = None
+        self._cache: dict[str, object] = {}
+
+    def embed(self, texts: list[str]):
+        import numpy as np
+        import torch
+
+        from voicenlu.model import load_backbone
+
+        if self._encoder is None:
+            self._encoder, self._tokenizer = load_backbone(self.backbone)
+            self._encoder.eval()
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        for i in range(0, len(missing), 128):
+            chunk = missing[i : i + 128]
+            batch = self._tokenizer(chunk, padding=True, truncation=True, return_tensors="pt")
+            with torch.no_grad():
+                hidden = self._encoder(**batch).last_hidden_state
+            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+            vectors = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+            self._cache.update(zip(chunk, vectors.numpy(), strict=True))
+        return np.stack([self._cache[t] for t in texts])
+
+    def fit(self, utterances) -> FrozenEmbedding:
+        from sklearn.linear_model import LogisticRegression
+
+        x = self.embed([u.text for u in utterances])
+        self._classifier = LogisticRegression(C=10.0, max_iter=2000).fit(
+            x, [u.intent for u in utterances]
+        )
+        return self
+
+    def predict(self, texts: list[str]) -> list[str]:
+        return [str(p) for p in self._classifier.predict(self.embed(texts))]
+
+
 def summarise(runs: list[dict]) -> dict:
     """Rows of means over draws, one per (size, model); the baseline has no slots."""
     rows = []
     for label in dict.fromkeys(r["per_intent"] for r in runs):
         same = [r for r in runs if r["per_intent"] == label]
-        for model in ("voicenlu", "tfidf_logreg"):
+        for model in MODELS:
             row = {
                 "per_intent": label,
                 "model": model,
@@ -114,7 +170,7 @@ def summarise(runs: list[dict]) -> dict:
                 "mean_per_intent": statistics.mean(r["mean_per_intent"] for r in same),
             }
             for key in ("intent_accuracy", "slot_f1"):
-                values = [r[model][key] for r in same if key in r[model]]
+                values = [r[model][key] for r in same if key in r.get(model, {})]
                 row[key] = statistics.mean(values) if values else None
                 row[f"{key}_std"] = statistics.pstdev(values) if values else None
             rows.append(row)
@@ -127,24 +183,35 @@ def _pct(value: float | None, std: float | None) -> str:
     return f"{100 * value:.2f}" + (f" ± {100 * std:.2f}" if std else "")
 
 
-def render_learning_curve(result: dict, command: str) -> str:
+def render_learning_curve(result: dict, command: str, name: str = "SNIPS") -> str:
+    rows = result["rows"]
+    slots = any(r["slot_f1"] is not None for r in rows)
     lines = [
-        "# Learning curve on SNIPS",
+        f"# Learning curve on {name}",
         "",
-        "Test scores (700 utterances) against training examples per intent: mean ± standard "
-        f"deviation over draws. Checkpoints are chosen on {DEV_PER_INTENT} dev utterances per "
-        "intent. The baseline is TF-IDF + logistic regression on the same draw (intents only). "
+        "Test scores against training examples per intent: mean ± standard deviation over "
+        f"draws. Checkpoints are chosen on {DEV_PER_INTENT} dev utterances per intent. "
+        "Baselines on the same draws (intents only): TF-IDF + logistic regression, and the "
+        "frozen backbone's mean-pooled embedding + logistic regression. "
         f"Made by `{command}`.",
         "",
-        "| per intent | draws | voicenlu intent acc. | voicenlu slot F1 | TF-IDF intent acc. |",
-        "|---|---|---|---|---|",
+        "| per intent | draws | voicenlu intent acc. | "
+        + ("voicenlu slot F1 | " if slots else "")
+        + "TF-IDF intent acc. | frozen embedding intent acc. |",
+        "|---|---|---|" + ("---|" if slots else "") + "---|---|",
     ]
-    rows = result["rows"]
-    for ours, theirs in zip(rows[::2], rows[1::2], strict=True):
-        lines.append(
-            f"| {ours['per_intent']} | {ours['draws']} | "
-            f"{_pct(ours['intent_accuracy'], ours['intent_accuracy_std'])} | "
-            f"{_pct(ours['slot_f1'], ours['slot_f1_std'])} | "
-            f"{_pct(theirs['intent_accuracy'], theirs['intent_accuracy_std'])} |"
-        )
+    by = {(r["per_intent"], r["model"]): r for r in rows}
+    for label in dict.fromkeys(r["per_intent"] for r in rows):
+        ours = by[label, "voicenlu"]
+        cells = [
+            str(label),
+            str(ours["draws"]),
+            _pct(ours["intent_accuracy"], ours["intent_accuracy_std"]),
+        ]
+        if slots:
+            cells.append(_pct(ours["slot_f1"], ours["slot_f1_std"]))
+        for model in MODELS[1:]:
+            row = by[label, model]
+            cells.append(_pct(row["intent_accuracy"], row["intent_accuracy_std"]))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -56,9 +56,11 @@ def load_backbone(name_or_path: str):
 
 
 class JointModel(nn.Module):
-    """Encoder + intent head on the pooled first token + slot head on every token.
+    """Encoder + intent head on the pooled utterance + slot head on every token.
 
-    The pooler (dense + tanh on the first token) and intent head have the shape of
+    The utterance is pooled as the mean of its token vectors (how sentence encoders such as
+    all-MiniLM-L6-v2 were trained to summarise a sentence) or, for older bundles, as the
+    first token. The pooler (dense + tanh) and intent head have the shape of
     BERT's sequence-classification head, so the intent half of a model can be saved as a
     plain transformers classifier, the baseline a user would otherwise run. The slot head
     sees each token together with the pooled utterance vector, so a token's tag can depend
@@ -72,9 +74,11 @@ class JointModel(nn.Module):
         n_tags: int,
         dropout: float = 0.1,
         label_smoothing: float = 0.0,
+        mean_pooling: bool = True,
     ):
         super().__init__()
         self.encoder = encoder
+        self.mean_pooling = mean_pooling
         hidden = encoder.config.hidden_size
         self.dropout = nn.Dropout(dropout)
         self.pooler = nn.Linear(hidden, hidden)
@@ -102,9 +106,12 @@ class JointModel(nn.Module):
             self.encoder.pooler = None
 
     @classmethod
-    def from_config(cls, encoder_config: PretrainedConfig, n_intents: int, n_tags: int):
+    def from_config(
+        cls, encoder_config: PretrainedConfig, n_intents: int, n_tags: int, mean_pooling: bool
+    ):
         """An untrained model of the right shape, to load a bundle's weights into."""
-        return cls(AutoModel.from_config(encoder_config), n_intents, n_tags)
+        encoder = AutoModel.from_config(encoder_config)
+        return cls(encoder, n_intents, n_tags, mean_pooling=mean_pooling)
 
     def freeze_encoder(self) -> None:
         """Train the heads only, on frozen pretrained features (the original plan)."""
@@ -126,7 +133,12 @@ class JointModel(nn.Module):
         if self.uses_token_types and token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**kwargs).last_hidden_state
-        pooled = torch.tanh(self.pooler(hidden[:, 0]))
+        if self.mean_pooling:
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            summary = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+        else:
+            summary = hidden[:, 0]
+        pooled = torch.tanh(self.pooler(summary))
         intent_logits = self.intent_head(self.dropout(pooled))
         token_features = torch.cat([hidden, pooled.unsqueeze(1).expand_as(hidden)], dim=-1)
         slot_logits = self.slot_head(self.dropout(token_features))
@@ -183,10 +195,13 @@ def build_model(
     n_tags: int,
     freeze_backbone: bool = False,
     label_smoothing: float = 0.0,
+    mean_pooling: bool = True,
 ):
     """(JointModel, fast tokenizer) on a pretrained encoder."""
     encoder, tokenizer = load_backbone(backbone)
-    model = JointModel(encoder, n_intents, n_tags, label_smoothing=label_smoothing)
+    model = JointModel(
+        encoder, n_intents, n_tags, label_smoothing=label_smoothing, mean_pooling=mean_pooling
+    )
     if freeze_backbone:
         model.freeze_encoder()
     return model, tokenizer
@@ -242,7 +257,12 @@ def load_torch_model(bundle: Path, partial: bool = False):
         bundle, need=("model.safetensors", "tokenizer.json"), require_complete=not partial
     )
     config = encoder_config_from_dict(manifest["encoder_config"])
-    model = JointModel.from_config(config, len(manifest["intents"]), len(manifest["slot_tags"]))
+    model = JointModel.from_config(
+        config,
+        len(manifest["intents"]),
+        len(manifest["slot_tags"]),
+        mean_pooling=manifest["training"].get("mean_pooling", False),
+    )
     if manifest.get("pruned_heads"):
         remove_heads(model, manifest["pruned_heads"])
     model.load_state_dict(load_file(Path(bundle) / "model.safetensors"))

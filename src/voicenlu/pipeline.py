@@ -34,6 +34,7 @@ from voicenlu.data.training import (
 )
 from voicenlu.errors import ConfigError, DataError
 from voicenlu.extras import require_extra
+from voicenlu.lexical import LEXICAL_FILE
 from voicenlu.version import __version__
 
 # --- making a bundle ----------------------------------------------------------------------
@@ -89,13 +90,17 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
             "epochs_run": trained.epochs_run,
             "world_size": trained.world_size,
         },
-        "data": describe(data) | {"spoken_copies": trained.spoken_copies},
+        "data": describe(data)
+        | {"spoken_copies": trained.spoken_copies, "swapped_copies": trained.swapped_copies},
+        "lexical": {"weight": trained.lexical_weight} if trained.lexical else None,
         "dev_metrics": trained.dev_metrics,
         "history": trained.history,
     }
     bundles.create(bundle, manifest | record)
     bundles.put_file(bundle, "model.safetensors", lambda path: save_weights(trained.model, path))
     bundles.put_files(bundle, trained.hf_tokenizer.save_pretrained)
+    if trained.lexical:
+        bundles.put_file(bundle, LEXICAL_FILE, trained.lexical.save)
     # The recogniser's bias for spoken requests: this training data only.
     bundles.put_text(bundle, speech.SETTINGS_FILE, speech.settings_json(data.train))
 
@@ -146,12 +151,12 @@ def train(
     ``data`` is your own file (Snips NLU JSON, Rasa YAML, CSV, JSONL), validated first, with
     10% of each intent held out as dev; without it, the SNIPS benchmark (``data_dir``: where
     its files are). ``options`` are ``TrainConfig`` fields (``epochs=3``, ``seed=5``...).
-    ``quick``: one epoch, and 100 SNIPS utterances per intent. The same checks and errors as
+    ``quick``: one epoch (no step budget), and 100 SNIPS utterances per intent. The same checks and errors as
     ``voicenlu train``.
     """
     config = TrainConfig.from_options(**options)
     if quick:
-        config = dataclasses.replace(config, epochs=QUICK_EPOCHS)
+        config = dataclasses.replace(config, epochs=QUICK_EPOCHS, min_steps=0)
         if data is None and not per_intent:
             per_intent = QUICK_PER_INTENT
     require_extra("train", "train")
@@ -291,7 +296,12 @@ def prune(
         encoder_lr=manifest["training"]["encoder_lr"],
         head_lr=manifest["training"]["encoder_lr"],  # the task heads are trained already
         warmup_ratio=0.0,
+        # The rest of the recipe is the bundle's own (an older bundle's manifest lacks some).
         spoken_copies=manifest["training"].get("spoken_copies", False),
+        mean_pooling=manifest["training"].get("mean_pooling", False),
+        min_steps=manifest["training"].get("min_steps", 0),
+        slot_swaps=manifest["training"].get("slot_swaps", 0),
+        lexical=manifest["training"].get("lexical", False),
     )
     start = (
         student,

@@ -117,7 +117,7 @@ def plot_history(history: Sequence[dict], path_stem_prefix: Path) -> list[Path]:
     return paths
 
 
-def plot_learning_curve(rows: Sequence[dict], path_stem: Path) -> list[Path]:
+def plot_learning_curve(rows: Sequence[dict], path_stem: Path, name: str = "SNIPS") -> list[Path]:
     """Intent accuracy and slot F1 against examples per intent (log scale), with ±1 std bars.
 
     ``rows`` are learning-curve rows: ``model``, ``per_intent`` (a label), ``mean_per_intent``
@@ -130,6 +130,7 @@ def plot_learning_curve(rows: Sequence[dict], path_stem: Path) -> list[Path]:
         ("voicenlu", "intent_accuracy", "voicenlu intent accuracy", "C0", "-"),
         ("voicenlu", "slot_f1", "voicenlu slot F1", "C1", "-"),
         ("tfidf_logreg", "intent_accuracy", "TF-IDF + logreg intent accuracy", "C2", "--"),
+        ("frozen_embedding", "intent_accuracy", "frozen embedding + logreg intent acc.", "C3", ":"),
     )
     for model, key, label, color, style in curves:
         points = [r for r in rows if r["model"] == model and r[key] is not None]
@@ -151,7 +152,7 @@ def plot_learning_curve(rows: Sequence[dict], path_stem: Path) -> list[Path]:
     ax.minorticks_off()
     ax.set_xlabel("training examples per intent")
     ax.set_ylabel("test score")
-    ax.set_title("Learning curve (SNIPS test)")
+    ax.set_title(f"Learning curve ({name} test)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     return _save(fig, Path(path_stem))

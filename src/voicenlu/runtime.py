@@ -26,6 +26,7 @@ from voicenlu.features import (
     pad_batch,
     prepare_tokenizer,
 )
+from voicenlu.lexical import LEXICAL_FILE, LexicalModel
 from voicenlu.values import DEFAULT_TIMEZONE, Reference, ValueResolver
 
 log = logging.getLogger(__name__)
@@ -103,6 +104,11 @@ class Parser:
         )
         self.threads = threads or 0
         self._recogniser = None
+        lexical = manifest.get("lexical")
+        self.lexical = LexicalModel.load(bundle / LEXICAL_FILE) if lexical else None
+        if self.lexical is not None and self.lexical.intents != self.intents:
+            raise BundleError(f"{bundle / LEXICAL_FILE} scores other intents than the manifest.")
+        self.lexical_weight = float(lexical["weight"]) if lexical else 0.0
 
     @classmethod
     def load(
@@ -145,8 +151,11 @@ class Parser:
                 + (f" then `voicenlu quantize {bundle}`" if precision == "int8" else "")
                 + "."
             )
+        lexical = manifest.get("lexical")
         # Only the files the runtime reads: the training weights may not even be readable here.
-        verify_files(bundle, manifest, ["tokenizer.json", model_file])
+        verify_files(
+            bundle, manifest, ["tokenizer.json", model_file] + ([LEXICAL_FILE] if lexical else [])
+        )
         options = ort.SessionOptions()
         if not spin_wait:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -165,12 +174,17 @@ class Parser:
         return parser
 
     def logits(self, texts: list[str]):
-        """(encodings, intent logits, slot logits) for a batch, padded to its longest text."""
+        """(encodings, intent logits, slot logits) for a batch, padded to its longest text.
+
+        The intent logits include the bundle's lexical evidence (``voicenlu.lexical``).
+        """
         encodings = encode(self.tokenizer, texts)
         feed = pad_batch(encodings, self.pad_id)
         intent_logits, slot_logits = self.session.run(
             ["intent_logits", "slot_logits"], {k: feed[k] for k in self._input_names}
         )
+        if self.lexical is not None:
+            intent_logits = intent_logits + self.lexical_weight * self.lexical.log_probs(texts)
         return encodings, intent_logits, slot_logits
 
     def parse(

@@ -8,6 +8,7 @@ returned with its calibration and history; ``pipeline.py`` turns it into a bundl
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -24,7 +25,8 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from voicenlu.calibration import calibrate
-from voicenlu.config import TrainConfig
+from voicenlu.config import TrainConfig, schedule
+from voicenlu.data.augment import with_swapped_values
 from voicenlu.data.records import Utterance
 from voicenlu.data.spoken import with_spoken_copies
 from voicenlu.data.training import TrainData
@@ -36,6 +38,7 @@ from voicenlu.features import (
     prepare_tokenizer,
     slot_tags,
 )
+from voicenlu.lexical import LexicalModel, choose_weight
 from voicenlu.metrics import HEADLINE, compute_metrics
 from voicenlu.model import Collator, JointModel, build_model
 
@@ -59,6 +62,9 @@ class Fit:
     epochs_run: float
     world_size: int
     spoken_copies: int  # spoken copies added to the training utterances
+    swapped_copies: int  # slot-swapped copies added (small data)
+    lexical: LexicalModel | None  # the TF-IDF intent model, when dev gives it a weight
+    lexical_weight: float
     is_main: bool  # the process that writes (rank 0 under torchrun)
 
 
@@ -129,6 +135,19 @@ def _history(log_history: list[dict]) -> list[dict]:
     return [by_epoch[k] for k in sorted(by_epoch)]
 
 
+def _parameter_groups(model: JointModel, config: TrainConfig) -> list[dict]:
+    """Heads and encoder at their own learning rates; no weight decay on biases and
+    LayerNorm weights (decaying them toward 0 only fights the normalisation)."""
+    groups: dict[tuple, list] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        lr = config.encoder_lr if name.startswith("encoder.") else config.head_lr
+        decay = 0.0 if param.ndim == 1 else config.weight_decay
+        groups.setdefault((lr, decay), []).append(param)
+    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+
+
 def fit(
     data: TrainData,
     config: TrainConfig,
@@ -153,6 +172,7 @@ def fit(
             len(tags),
             freeze_backbone=config.freeze_backbone,
             label_smoothing=config.label_smoothing,
+            mean_pooling=config.mean_pooling,
         )
     else:
         model, hf_tokenizer, intents, tags = start
@@ -161,14 +181,22 @@ def fit(
     tag_index = {tag: i for i, tag in enumerate(tags)}
 
     learn = with_spoken_copies(data.train) if config.spoken_copies else data.train
-    train_set, _ = featurize(learn, tokenizer, intent_index, tag_index, 0)
-    dev_set, dev_enc = featurize(data.dev, tokenizer, intent_index, tag_index, len(learn))
+    taught = learn
+    if config.slot_swaps and schedule(config, len(learn)).epochs > config.epochs:
+        # Data too small to fill the step budget in its epochs: vary its slot values rather
+        # than repeat it, up to what fills the budget.
+        extra = data.slot_types.entity_values()
+        fill = math.ceil(config.min_steps * config.batch_size / config.epochs)
+        taught = with_swapped_values(learn, config.slot_swaps, config.seed, extra, total=fill)
+    plan = schedule(config, len(taught))
+    train_set, _ = featurize(taught, tokenizer, intent_index, tag_index, 0)
+    dev_set, dev_enc = featurize(data.dev, tokenizer, intent_index, tag_index, len(taught))
     # A fixed sample of the training set, scored each epoch like dev, for the learning curves.
     sample = data.train[:: max(1, len(data.train) // len(data.dev))][: len(data.dev)]
-    first = len(learn) + len(data.dev)
+    first = len(taught) + len(data.dev)
     sample_set, sample_enc = featurize(sample, tokenizer, intent_index, tag_index, first)
     lookup = {}
-    for first_id, utts, encs in ((len(learn), data.dev, dev_enc), (first, sample, sample_enc)):
+    for first_id, utts, encs in ((len(taught), data.dev, dev_enc), (first, sample, sample_enc)):
         pairs = zip(utts, encs, strict=True)
         lookup.update({first_id + k: pair for k, pair in enumerate(pairs)})
 
@@ -180,15 +208,18 @@ def fit(
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
     args = TrainingArguments(
         output_dir=str(output_dir / "checkpoints"),
-        num_train_epochs=config.epochs,
+        num_train_epochs=plan.epochs,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=128,
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
         lr_scheduler_type="linear",
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        logging_strategy="epoch",
+        eval_strategy="steps" if plan.eval_steps else "epoch",
+        save_strategy="steps" if plan.eval_steps else "epoch",
+        logging_strategy="steps" if plan.eval_steps else "epoch",
+        eval_steps=plan.eval_steps,
+        save_steps=plan.eval_steps,
+        logging_steps=plan.eval_steps,
         save_total_limit=config.keep_checkpoints,
         load_best_model_at_end=True,
         metric_for_best_model="eval_dev_exact_match",
@@ -201,14 +232,7 @@ def fit(
         dataloader_num_workers=0,
         disable_tqdm=False,
     )
-    heads = [p for n, p in model.named_parameters() if not n.startswith("encoder.")]
-    encoder = [
-        p for n, p in model.named_parameters() if n.startswith("encoder.") and p.requires_grad
-    ]
-    groups = [{"params": heads, "lr": config.head_lr}]
-    if encoder:
-        groups.append({"params": encoder, "lr": config.encoder_lr})
-    optimizer = torch.optim.AdamW(groups, weight_decay=config.weight_decay)
+    optimizer = torch.optim.AdamW(_parameter_groups(model, config))
 
     from torch.utils.tensorboard import SummaryWriter
 
@@ -221,7 +245,7 @@ def fit(
         compute_metrics=_Metrics(lookup, intents, tags),
         optimizers=(optimizer, None),
         callbacks=[
-            EarlyStoppingCallback(early_stopping_patience=config.patience),
+            EarlyStoppingCallback(early_stopping_patience=plan.patience),
             TensorBoardCallback(SummaryWriter(str(output_dir / "tensorboard"))),
         ],
     )
@@ -234,6 +258,13 @@ def fit(
     trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - started
     dev_out = trainer.predict(dev_set, metric_key_prefix="dev")  # every rank takes part
+    dev_logits, dev_labels = dev_out.predictions[0], dev_out.label_ids[0]
+    lexical, weight = None, 0.0
+    if config.lexical:
+        lexical = LexicalModel.fit(learn, intents)
+        evidence = lexical.log_probs([u.text for u in data.dev])
+        weight = choose_weight(dev_logits, evidence, dev_labels)
+        dev_logits = dev_logits + weight * evidence
     return Fit(
         model=model,
         hf_tokenizer=hf_tokenizer,
@@ -241,7 +272,7 @@ def fit(
         intents=intents,
         tags=tags,
         pad_id=pad_id,
-        calibration=calibrate(dev_out.predictions[0], dev_out.label_ids[0]),
+        calibration=calibrate(dev_logits, dev_labels),
         dev_metrics={
             k.removeprefix("dev_"): v
             for k, v in dev_out.metrics.items()
@@ -252,5 +283,8 @@ def fit(
         epochs_run=trainer.state.epoch,
         world_size=args.world_size,
         spoken_copies=len(learn) - len(data.train),
+        swapped_copies=len(taught) - len(learn),
+        lexical=lexical if weight else None,
+        lexical_weight=weight,
         is_main=trainer.is_world_process_zero(),
     )

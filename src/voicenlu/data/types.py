@@ -108,6 +108,18 @@ class SlotTypes:
             if kind not in DIMENSIONS and kind not in self.entities
         }
 
+    def entity_values(self) -> dict[str, list[str]]:
+        """Slot -> every spelling (canonical values and synonyms) of its custom entity."""
+        return {
+            slot: [
+                f
+                for canonical, syn in self.entities[kind].values.items()
+                for f in (canonical, *syn)
+            ]
+            for slot, kind in self.types.items()
+            if kind in self.entities
+        }
+
     def manifest_section(self, train: Iterable[Utterance], slots: Iterable[str]) -> dict:
         """The bundle manifest's ``values`` entry for a model with ``slots``: their known types,
         and the custom entities they use with the values annotated in ``train`` added."""

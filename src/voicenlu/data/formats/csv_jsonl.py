@@ -10,6 +10,9 @@ from pathlib import Path
 from voicenlu.data.formats.common import Dataset, Format, fail, read_text
 from voicenlu.data.records import Utterance
 
+# Names of the intent column, in order of preference ("category": BANKING77, "label": many).
+INTENT_COLUMNS = ("intent", "label", "category")
+
 
 def read_csv(path: Path) -> Dataset:
     text = read_text(path)
@@ -22,16 +25,17 @@ def read_csv(path: Path) -> Dataset:
         raise fail(
             path, "line 1", "the file is empty", "start it with a 'text,intent' header"
         ) from None
-    if "text" not in header or "intent" not in header:
+    label = next((h for h in INTENT_COLUMNS if h in header), None)
+    if "text" not in header or label is None:
         raise fail(
             path,
             "line 1",
             f"the header {header} lacks 'text' or 'intent'",
             "make the first line 'text,intent'",
         )
-    col_text, col_intent = header.index("text"), header.index("intent")
+    col_text, col_intent = header.index("text"), header.index(label)
     notes = []
-    extra = [h for h in header if h not in ("text", "intent")]
+    extra = [h for h in header if h not in ("text", label)]
     if extra:
         notes.append(f"columns {extra} ignored")
     utterances: list[Utterance] = []

@@ -1,0 +1,121 @@
+"""The training recipe's ingredients, each measured on SNIPS dev (the test set picks nothing).
+
+    python benchmarks/recipe.py                 # sizes 10 and 70 per intent, one draw each
+    python benchmarks/recipe.py --sizes 10 --draws 2
+
+Each run trains on a stratified draw of the standard training split, chooses its checkpoint
+(and the lexical weight) on 20 dev utterances per intent, as the learning curve does, and is
+scored on the rest of dev (560 utterances). ``default`` is the shipped recipe; every other
+variant changes one setting of it, and ``previous`` is the recipe before these ingredients.
+Runs are kept under runs/recipe, so an interrupted benchmark picks up where it stopped;
+results go to benchmarks/recipe.json and recipe_runs.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import shutil
+import statistics
+import sys
+from pathlib import Path
+
+from voicenlu.bundle import is_complete
+from voicenlu.config import TrainConfig
+from voicenlu.data import ensure_data, load_snips
+from voicenlu.data.training import snips_split
+from voicenlu.learning_curve import DEV_PER_INTENT
+from voicenlu.pipeline import train_bundle
+
+ROOT = Path(__file__).resolve().parent
+RUNS = ROOT.parent / "runs" / "recipe"
+VARIANTS = {
+    "default": {},
+    "no_lexical": {"lexical": False},
+    "no_slot_swaps": {"slot_swaps": 0},
+    "first_token": {"mean_pooling": False},
+    "label_smoothing_0.1": {"label_smoothing": 0.1},
+    "previous": {"lexical": False, "slot_swaps": 0, "mean_pooling": False},
+}
+METRICS = ("intent_accuracy", "slot_f1", "exact_match")
+
+
+def run(snips, variant: str, size: int, draw: int) -> dict:
+    base = TrainConfig()
+    seed = base.seed + draw
+    data = snips_split(
+        snips, per_intent=size, seed=seed, dev_per_intent=DEV_PER_INTENT, dev_seed=base.seed
+    )
+    chosen = {u.text for u in data.dev}
+    held = [u for u in snips.dev if u.text not in chosen]
+    data = dataclasses.replace(data, test=held)  # the bundle is scored on the rest of dev
+    run_dir = RUNS / f"{variant}-{size}-draw{draw}"
+    if not is_complete(run_dir / "bundle"):
+        config = dataclasses.replace(base, seed=seed, **VARIANTS[variant])
+        train_bundle(data, config, run_dir)
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    metrics = json.loads((run_dir / "bundle" / "metrics.json").read_text())
+    manifest = json.loads((run_dir / "bundle" / "voicenlu.json").read_text())
+    return {
+        "variant": variant,
+        "per_intent": size,
+        "draw": draw,
+        "dev_scored": metrics["n"],
+        **{k: metrics[k] for k in METRICS},
+        "lexical_weight": (manifest.get("lexical") or {}).get("weight", 0.0),
+        "train_seconds": manifest["training"]["train_seconds"],
+    }
+
+
+def render(runs: list[dict], command: str) -> str:
+    lines = [
+        "# Recipe ingredients on SNIPS dev",
+        "",
+        f"Made by `{command}`. Scores on the dev utterances not used to choose the checkpoint "
+        "(mean over draws). `default` is the shipped recipe; each other row changes one "
+        "setting of it; `previous` is the recipe before these ingredients.",
+        "",
+        "| variant | per intent | draws | intent acc. | slot F1 | exact match | lexical weight "
+        "| train s |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    keys = dict.fromkeys((r["variant"], r["per_intent"]) for r in runs)
+    for variant, size in sorted(keys, key=lambda k: (k[1], list(VARIANTS).index(k[0]))):
+        same = [r for r in runs if r["variant"] == variant and r["per_intent"] == size]
+        cells = [f"{100 * statistics.mean(r[m] for r in same):.2f}" for m in METRICS]
+        weights = "/".join(f"{r['lexical_weight']:g}" for r in same)
+        seconds = statistics.mean(r["train_seconds"] for r in same)
+        lines.append(
+            f"| {variant} | {size} | {len(same)} | {' | '.join(cells)} | {weights} | "
+            f"{seconds:.0f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", default="10,70")
+    parser.add_argument("--draws", type=int, default=1)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    args = parser.parse_args()
+    snips = load_snips(ensure_data(None))
+    out = ROOT / "recipe.json"
+    runs = json.loads(out.read_text())["runs"] if out.exists() else []
+    for size in (int(s) for s in args.sizes.split(",")):
+        for draw in range(args.draws):
+            for variant in args.variants.split(","):
+                runs = [
+                    r
+                    for r in runs
+                    if (r["variant"], r["per_intent"], r["draw"]) != (variant, size, draw)
+                ]
+                runs.append(run(snips, variant, size, draw))
+                out.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+                table = render(runs, "python benchmarks/recipe.py " + " ".join(sys.argv[1:]))
+                (ROOT / "recipe_runs.md").write_text(table)
+                print(table, flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,201 @@
+"""Lexical intent evidence: TF-IDF n-grams and a logistic regression, scored with numpy alone.
+
+Intents are often told apart by their words, and with 10 to 50 examples per intent a bag of
+n-grams learns them more surely than a fine-tuned encoder does (benchmarks/recipe.md). Every
+bundle therefore carries a small lexical model next to the network; the runtime adds its log
+probabilities, times a weight chosen on dev, to the network's intent logits (a product of
+experts). The weight may be 0: with enough data dev says the network alone is best.
+
+Features follow scikit-learn's ``TfidfVectorizer`` exactly (word 1-2 grams and character 2-5
+grams within words, lower case, sublinear TF, smoothed IDF, L2 norm per analyzer; a test
+checks it), so the classifier can be fitted with scikit-learn at training time while the
+runtime needs no scikit-learn. The same model is the TF-IDF baseline of the benchmarks.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from voicenlu.data.records import Utterance
+
+# C chosen once on the SNIPS dev set (validate files), training on the standard train split,
+# from {1, 3, 10, 30, 100}; the test set played no part.
+DEFAULT_C = 10.0
+LEXICAL_FILE = "lexical.npz"  # in a bundle whose manifest gives the model a weight
+WORD_NGRAMS = (1, 2)
+CHAR_NGRAMS = (2, 5)
+MAX_TERMS = 50_000  # per analyzer, the most frequent: bounds the file on large data
+# Weights tried for the lexical log probabilities; dev accuracy (then dev NLL) picks one.
+WEIGHTS = (0.0, 0.5, 1.0, 2.0, 4.0, 8.0)
+
+_WORD = re.compile(r"(?u)\b\w\w+\b")
+_SPACES = re.compile(r"\s\s+")
+
+
+def word_terms(text: str) -> list[str]:
+    words = _WORD.findall(text.lower())
+    terms = list(words)
+    for n in range(2, WORD_NGRAMS[1] + 1):
+        terms += [" ".join(words[i : i + n]) for i in range(len(words) - n + 1)]
+    return terms
+
+
+def char_terms(text: str) -> list[str]:
+    """Character n-grams inside words padded with one space each side (``char_wb``)."""
+    terms = []
+    for word in _SPACES.sub(" ", text.lower()).split():
+        padded = f" {word} "
+        for n in range(CHAR_NGRAMS[0], CHAR_NGRAMS[1] + 1):
+            if len(padded) <= n:  # a word this short counts once, whole
+                terms.append(padded)
+                break
+            terms += [padded[i : i + n] for i in range(len(padded) - n + 1)]
+    return terms
+
+
+ANALYZERS = (word_terms, char_terms)
+
+
+class _Table:
+    """Vocabulary and IDF of one analyzer."""
+
+    def __init__(self, terms: list[str], idf: np.ndarray):
+        self.terms = terms
+        self.index = {t: i for i, t in enumerate(terms)}
+        self.idf = idf
+
+    @classmethod
+    def fit(cls, docs: list[list[str]]) -> _Table:
+        df = Counter(t for doc in docs for t in set(doc))
+        if len(df) > MAX_TERMS:
+            total = Counter(t for doc in docs for t in doc)
+            kept = set(sorted(df, key=lambda t: (-total[t], t))[:MAX_TERMS])
+            df = Counter({t: c for t, c in df.items() if t in kept})
+        terms = sorted(df)
+        n = len(docs)
+        idf = np.array([math.log((1 + n) / (1 + df[t])) + 1 for t in terms])
+        return cls(terms, idf)
+
+    def row(self, doc: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(column indices, L2-normalised sublinear TF-IDF values) of one document."""
+        counts = Counter(self.index[t] for t in doc if t in self.index)
+        if not counts:
+            return np.zeros(0, dtype=np.int64), np.zeros(0)
+        cols = np.fromiter(counts, dtype=np.int64, count=len(counts))
+        values = (1 + np.log(np.array([counts[c] for c in cols], dtype=np.float64))) * self.idf[
+            cols
+        ]
+        return cols, values / np.linalg.norm(values)
+
+
+class LexicalModel:
+    """TF-IDF features and a multinomial logistic regression over intents."""
+
+    def __init__(self, intents: list[str], tables: list[_Table], coef, intercept):
+        self.intents = list(intents)
+        self.tables = tables
+        self.offsets = np.cumsum([0] + [len(t.terms) for t in tables])
+        self.coef = np.asarray(coef, dtype=np.float32)  # (intents, features)
+        self.intercept = np.asarray(intercept, dtype=np.float32)
+
+    @classmethod
+    def fit(
+        cls, utterances: Sequence[Utterance], intents: list[str] | None = None, c=DEFAULT_C
+    ) -> LexicalModel:
+        """Fit on labelled utterances; ``intents`` fixes the order of the columns."""
+        from scipy.sparse import csr_matrix
+        from sklearn.linear_model import LogisticRegression
+
+        labelled = [u for u in utterances if u.intent is not None]
+        names = list(intents) if intents is not None else sorted({u.intent for u in labelled})
+        if len({u.intent for u in labelled}) < 2:
+            raise ValueError("The lexical model needs utterances of at least two intents.")
+        docs = [[analyze(u.text) for u in labelled] for analyze in ANALYZERS]
+        tables = [_Table.fit(d) for d in docs]
+        model = cls(names, tables, np.zeros((len(names), 0)), np.zeros(len(names)))
+        x = model.matrix([u.text for u in labelled], csr_matrix)
+        y = np.array([names.index(u.intent) for u in labelled])
+        classifier = LogisticRegression(C=c, max_iter=2000).fit(x, y)
+        # Intents absent from the data (never in practice) keep a very low score.
+        coef = np.zeros((len(names), x.shape[1]), dtype=np.float32)
+        intercept = np.full(len(names), -30.0, dtype=np.float32)
+        seen = classifier.classes_
+        if len(seen) == 2:  # binary: sklearn keeps one row, for the second class
+            coef[seen[1]], intercept[seen[1]] = classifier.coef_[0], classifier.intercept_[0]
+            intercept[seen[0]] = 0.0
+        else:
+            coef[seen], intercept[seen] = classifier.coef_, classifier.intercept_
+        model.coef, model.intercept = coef, intercept
+        return model
+
+    def matrix(self, texts: list[str], csr_matrix):
+        """The TF-IDF rows as a scipy sparse matrix (``csr_matrix`` is passed in: the runtime
+        never needs scipy)."""
+        indptr, indices, data = [0], [], []
+        for text in texts:
+            for k, (analyze, table) in enumerate(zip(ANALYZERS, self.tables, strict=True)):
+                cols, values = table.row(analyze(text))
+                indices.append(self.offsets[k] + cols)
+                data.append(values)
+            indptr.append(indptr[-1] + sum(len(c) for c in indices[-len(self.tables) :]))
+        shape = (len(texts), int(self.offsets[-1]))
+        return csr_matrix((np.concatenate(data), np.concatenate(indices), indptr), shape=shape)
+
+    def decision(self, texts: Sequence[str]) -> np.ndarray:
+        """Logistic-regression scores, (texts, intents)."""
+        out = np.tile(self.intercept.astype(np.float64), (len(texts), 1))
+        for i, text in enumerate(texts):
+            for k, (analyze, table) in enumerate(zip(ANALYZERS, self.tables, strict=True)):
+                cols, values = table.row(analyze(text))
+                out[i] += self.coef[:, self.offsets[k] + cols] @ values
+        return out
+
+    def log_probs(self, texts: Sequence[str]) -> np.ndarray:
+        z = self.decision(texts)
+        z -= z.max(axis=1, keepdims=True)
+        return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+    def predict(self, texts: Sequence[str]) -> list[str]:
+        return [self.intents[i] for i in self.decision(texts).argmax(axis=1)]
+
+    def save(self, path: Path) -> None:
+        words, chars = self.tables
+        with open(path, "wb") as f:
+            np.savez_compressed(
+                f,
+                intents=np.array(self.intents),
+                word_terms=np.array(words.terms, dtype=str),
+                word_idf=words.idf,
+                char_terms=np.array(chars.terms, dtype=str),
+                char_idf=chars.idf,
+                coef=self.coef,
+                intercept=self.intercept,
+            )
+
+    @classmethod
+    def load(cls, path: Path) -> LexicalModel:
+        with np.load(path, allow_pickle=False) as z:
+            tables = [
+                _Table([str(t) for t in z[f"{kind}_terms"]], z[f"{kind}_idf"])
+                for kind in ("word", "char")
+            ]
+            return cls([str(i) for i in z["intents"]], tables, z["coef"], z["intercept"])
+
+
+def choose_weight(network_logits: np.ndarray, lexical: np.ndarray, labels: np.ndarray) -> float:
+    """The weight of the lexical log probabilities that dev likes best: accuracy, then NLL."""
+
+    def score(weight: float) -> tuple[float, float]:
+        z = network_logits + weight * lexical
+        z = z - z.max(axis=1, keepdims=True)
+        log_p = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+        rows = np.arange(len(labels))
+        return float((z.argmax(axis=1) == labels).mean()), float(log_p[rows, labels].mean())
+
+    return max(WEIGHTS, key=score)

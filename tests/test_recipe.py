@@ -1,0 +1,178 @@
+"""The training recipe's ingredients, each by its mechanics: lexical evidence, slot swaps,
+the step budget, mean pooling and the optimizer's parameter groups."""
+
+from __future__ import annotations
+
+import random
+import shutil
+
+import numpy as np
+import pytest
+
+from voicenlu.config import EVALUATIONS, TrainConfig, schedule
+from voicenlu.data.augment import slot_values, swap_values, with_swapped_values
+from voicenlu.data.records import SlotSpan, Utterance
+from voicenlu.lexical import LexicalModel, choose_weight
+
+TEXTS = [
+    "Add Diamonds to my roadtrip  playlist",
+    "will it rain in Boston tomorrow?",
+    "book a table for 4 at a pizzeria",
+    "play the latest album by Daft Punk",
+    "rate this book 5 of 6 stars",
+    "what's the weather like in Paris",
+    "I x",
+]
+INTENTS = ["Add", "Weather", "Book", "Play", "Rate", "Weather", "Play"]
+
+
+def test_lexical_features_are_scikit_learns_tfidf():
+    """The runtime's own TF-IDF equals TfidfVectorizer's, term for term, on seen and unseen
+    text: the model fitted on scikit-learn's view is scored on the same numbers."""
+    from scipy.sparse import csr_matrix
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    model = LexicalModel.fit([Utterance(t, i) for t, i in zip(TEXTS, INTENTS, strict=True)])
+    word = TfidfVectorizer(analyzer="word", ngram_range=(1, 2), sublinear_tf=True).fit(TEXTS)
+    char = TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True).fit(TEXTS)
+    assert model.tables[0].terms == sorted(word.vocabulary_)
+    assert model.tables[1].terms == sorted(char.vocabulary_)
+    probe = [*TEXTS, "an unseen request about Zanzibar", "a"]
+    expected = np.hstack([word.transform(probe).toarray(), char.transform(probe).toarray()])
+    assert np.allclose(model.matrix(probe, csr_matrix).toarray(), expected)
+
+
+def test_lexical_model_saves_loads_and_scores_what_it_learned(tmp_path):
+    model = LexicalModel.fit(
+        [Utterance(t, i) for t, i in zip(TEXTS, INTENTS, strict=True)],
+        intents=["Add", "Book", "Play", "Rate", "Weather", "Unused"],
+    )
+    model.save(tmp_path / "lexical.npz")
+    again = LexicalModel.load(tmp_path / "lexical.npz")
+    probe = ["book a table at a pizzeria", "will it rain in Paris"]
+    assert np.allclose(again.log_probs(probe), model.log_probs(probe), atol=1e-5)
+    assert again.predict(probe) == ["Book", "Weather"]
+    # An intent absent from the data is never chosen; log probabilities are normalised.
+    assert np.allclose(np.exp(again.log_probs(probe)).sum(axis=1), 1.0)
+    assert (again.log_probs(probe)[:, -1] < -20).all()
+
+
+def test_choose_weight_follows_dev():
+    labels = np.array([0, 1, 0, 1])
+    wrong_network = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+    right_lexical = np.log(np.array([[0.9, 0.1], [0.1, 0.9], [0.9, 0.1], [0.1, 0.9]]))
+    assert choose_weight(wrong_network, right_lexical, labels) > 0
+    right_network = np.array([[3.0, 0.0], [0.0, 3.0], [3.0, 0.0], [0.0, 3.0]])
+    useless = np.log(np.full((4, 2), 0.5))
+    assert choose_weight(right_network, useless, labels) == 0.0
+
+
+def test_swapped_values_keep_offsets_exact():
+    utterance = Utterance(
+        "play Diamonds by Rihanna now",
+        "Play",
+        (SlotSpan("track", 5, 13), SlotSpan("artist", 17, 24)),
+    )
+    values = {"track": ["Bohemian Rhapsody"], "artist": ["Queen"]}
+    new = swap_values(utterance, values, random.Random(0))
+    assert new.text == "play Bohemian Rhapsody by Queen now"
+    assert new.slot_values() == [("track", "Bohemian Rhapsody"), ("artist", "Queen")]
+    assert new.intent == "Play"
+
+
+def test_swapped_copies_come_from_the_same_slot_and_entity_lists():
+    data = [
+        Utterance("play Diamonds", "Play", (SlotSpan("track", 5, 13),)),
+        Utterance("play Umbrella", "Play", (SlotSpan("track", 5, 13),)),
+        Utterance("what time is it", "Time"),
+    ]
+    extra = {"track": ["Yesterday"], "city": ["Paris"]}  # city: no slot the model tags
+    assert slot_values(data, extra) == {"track": ["Diamonds", "Umbrella", "Yesterday"]}
+    out = with_swapped_values(data, copies=5, seed=1, extra=extra)
+    assert out[:3] == data
+    new = out[3:]
+    assert new and len({u.text for u in out}) == len(out)  # no repeats
+    for u in new:
+        assert u.intent == "Play" and u.text.startswith("play ")
+        assert [v for _, v in u.slot_values()][0] in {"Diamonds", "Umbrella", "Yesterday"}
+    # A cap stops the copies at a total.
+    many = {"track": ["Yesterday", "Help", "Angie", "Creep", "Hurt"]}
+    capped = with_swapped_values(data, copies=5, seed=1, extra=many, total=5)
+    assert len(capped) == 5 and capped[:3] == data
+
+
+def test_step_budget():
+    config = TrainConfig(epochs=6, batch_size=32, min_steps=400, patience=3)
+    small = schedule(config, 70)  # 3 steps an epoch
+    assert small.epochs == 134 and small.steps == 402 >= config.min_steps
+    assert small.eval_steps == 21 and small.steps // small.eval_steps <= EVALUATIONS
+    assert small.patience == EVALUATIONS // 3
+    full = schedule(config, 13_084)  # 409 steps an epoch: the epochs decide
+    assert (full.epochs, full.eval_steps, full.patience) == (6, None, 3)
+    assert schedule(TrainConfig(min_steps=0), 70).epochs == TrainConfig.epochs
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder():
+    from transformers import BertConfig, BertModel
+
+    config = BertConfig(
+        vocab_size=64,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+    )
+    return BertModel(config)
+
+
+def test_mean_pooling_ignores_padding(tiny_encoder):
+    import torch
+
+    from voicenlu.model import JointModel
+
+    model = JointModel(tiny_encoder, n_intents=3, n_tags=5, mean_pooling=True).eval()
+    ids = torch.tensor([[2, 7, 9, 3]])
+    padded = torch.tensor([[2, 7, 9, 3, 0, 0]])
+    with torch.no_grad():
+        alone = model(ids, torch.ones_like(ids))["intent_logits"]
+        mask = torch.tensor([[1, 1, 1, 1, 0, 0]])
+        with_pad = model(padded, mask)["intent_logits"]
+    assert torch.allclose(alone, with_pad, atol=1e-5)
+
+
+def test_no_weight_decay_on_biases_and_layer_norms(tiny_encoder):
+    from voicenlu.model import JointModel
+    from voicenlu.trainer import _parameter_groups
+
+    model = JointModel(tiny_encoder, n_intents=3, n_tags=5)
+    config = TrainConfig(weight_decay=0.01, encoder_lr=1e-4, head_lr=1e-3)
+    groups = _parameter_groups(model, config)
+    names = {id(p): n for n, p in model.named_parameters()}
+    for group in groups:
+        for p in group["params"]:
+            name = names[id(p)]
+            no_decay = name.endswith("bias") or "LayerNorm" in name
+            assert group["weight_decay"] == (0.0 if no_decay else 0.01), name
+            assert group["lr"] == (1e-4 if name.startswith("encoder.") else 1e-3), name
+    assert sum(len(g["params"]) for g in groups) == len(list(model.parameters()))
+
+
+def test_the_runtime_adds_weighted_lexical_evidence(tiny_bundle, tiny_data, tmp_path):
+    """A bundle's intent logits are the network's plus weight x the lexical log probs."""
+    from voicenlu import bundle as bundles
+    from voicenlu.lexical import LEXICAL_FILE
+    from voicenlu.runtime import Parser
+
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    intents = Parser.load(bundle, precision="fp32").intents
+    lexical = LexicalModel.fit(tiny_data.train, intents)
+    bundles.put_file(bundle, LEXICAL_FILE, lexical.save)
+    bundles.update_manifest(bundle, lexical={"weight": 2.0})
+    parser = Parser.load(bundle, precision="fp32")
+    texts = [u.text for u in tiny_data.dev[:8]]
+    _, both, _ = parser.logits(texts)
+    parser.lexical = None  # the network alone
+    _, network, _ = parser.logits(texts)
+    assert np.allclose(both, network + 2.0 * lexical.log_probs(texts), atol=1e-4)
