@@ -26,13 +26,15 @@ from voicenlu.config import TrainConfig
 from voicenlu.data import ensure_data, load_snips
 from voicenlu.data.training import snips_split
 from voicenlu.learning_curve import DEV_PER_INTENT
+from voicenlu.metrics import compute_metrics
 from voicenlu.pipeline import train_bundle
+from voicenlu.runtime import Parser, result_to_utterance
 
 ROOT = Path(__file__).resolve().parent
 RUNS = ROOT.parent / "runs" / "recipe"
 VARIANTS = {
     "default": {},
-    "no_lexical": {"lexical": False},
+    "no_lexical": None,  # the default run's network alone: the lexical model is applied after
     "no_slot_swaps": {"slot_swaps": 0},
     "first_token": {"mean_pooling": False},
     "label_smoothing_0.1": {"label_smoothing": 0.1},
@@ -50,13 +52,16 @@ def run(snips, variant: str, size: int, draw: int) -> dict:
     chosen = {u.text for u in data.dev}
     held = [u for u in snips.dev if u.text not in chosen]
     data = dataclasses.replace(data, test=held)  # the bundle is scored on the rest of dev
-    run_dir = RUNS / f"{variant}-{size}-draw{draw}"
+    trained = "default" if VARIANTS[variant] is None else variant
+    run_dir = RUNS / f"{trained}-{size}-draw{draw}"
     if not is_complete(run_dir / "bundle"):
-        config = dataclasses.replace(base, seed=seed, **VARIANTS[variant])
+        config = dataclasses.replace(base, seed=seed, **VARIANTS[trained])
         train_bundle(data, config, run_dir)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     metrics = json.loads((run_dir / "bundle" / "metrics.json").read_text())
     manifest = json.loads((run_dir / "bundle" / "voicenlu.json").read_text())
+    if VARIANTS[variant] is None:
+        metrics, manifest["lexical"] = network_alone(run_dir / "bundle", held), None
     return {
         "variant": variant,
         "per_intent": size,
@@ -66,6 +71,14 @@ def run(snips, variant: str, size: int, draw: int) -> dict:
         "lexical_weight": (manifest.get("lexical") or {}).get("weight", 0.0),
         "train_seconds": manifest["training"]["train_seconds"],
     }
+
+
+def network_alone(bundle: Path, gold) -> dict:
+    """Scores of a bundle with its lexical model switched off."""
+    parser = Parser.load(bundle)
+    parser.lexical = None
+    results = parser.parse_batch([u.text for u in gold], threshold=0.0)
+    return compute_metrics(gold, [result_to_utterance(r) for r in results])
 
 
 def render(runs: list[dict], command: str) -> str:
