@@ -247,6 +247,10 @@ def test_csv_variants(tmp_path):
     ]
     assert data.origins[1][1] == "line 4"
     assert data.notes == ["columns ['id'] ignored"]
+    # BANKING77's header names the intent "category"; "label" is read the same way.
+    for name in ("category", "label"):
+        path.write_text(f"text,{name}\nI am still waiting on my card?,card_arrival\n", "utf-8")
+        assert load_dataset(path).utterances[0].intent == "card_arrival"
 
 
 # --- writers and conversion ---
