@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import socket
 import subprocess
@@ -214,16 +215,19 @@ def test_serve_parses_over_http(assistant_bundle):
 
 
 def test_python_api_trains_and_evaluates(tmp_path):
-    # The default recipe on a small budget: 2 epochs cannot fill 40 steps, so slot-swapped
-    # copies fill them.
+    # The default recipe on a small budget: one epoch of 27 utterances cannot fill 12 steps,
+    # so slot-swapped copies fill them (and more epochs, if the swaps run out).
     bundle = voicenlu.train(
-        data=str(ASSISTANT), output_dir=tmp_path / "home", epochs=2, batch_size=8, min_steps=40
+        data=str(ASSISTANT), output_dir=tmp_path / "home", epochs=1, batch_size=8, min_steps=12
     )
     assert bundle == tmp_path / "home" / "bundle"
     manifest = read_manifest(bundle)
-    assert manifest["training"]["epochs"] == 2 and set(manifest["intents"]) == INTENTS
+    assert manifest["training"]["epochs"] == 1 and set(manifest["intents"]) == INTENTS
     assert manifest["data"]["swapped_copies"] > 0
-    assert manifest["training"]["epochs_run"] == 2
+    taught = manifest["data"]["train"] + manifest["data"]["spoken_copies"]
+    taught += manifest["data"]["swapped_copies"]
+    steps = math.ceil(taught / 8) * manifest["training"]["epochs_run"]
+    assert steps >= 12
     metrics = voicenlu.evaluate(bundle)
     assert metrics["n"] == 3 and set(metrics["per_intent"]) <= INTENTS
     on_csv = voicenlu.evaluate(bundle, data=EXAMPLES / "assistant.csv")

@@ -15,8 +15,10 @@ from voicenlu.runtime import Parser, result_to_utterance
 
 
 def score(bundle, gold, precision="auto"):
+    """Closed-set scores (no out-of-scope rejection), as quantize records them."""
     parser = Parser.load(bundle, precision=precision)
-    pred = [result_to_utterance(r) for r in parser.parse_batch([u.text for u in gold])]
+    results = parser.parse_batch([u.text for u in gold], threshold=0.0)
+    pred = [result_to_utterance(r) for r in results]
     return compute_metrics(gold, pred)
 
 

@@ -152,7 +152,7 @@ def _train_cmd(out: Path, epochs: int, *extra: str) -> list[str]:
         "voicenlu",
         "train",
         "--per-intent",
-        "12",
+        "6",
         "--epochs",
         str(epochs),
         "--batch-size",
@@ -169,10 +169,10 @@ def _train_cmd(out: Path, epochs: int, *extra: str) -> list[str]:
 
 def test_killed_run_resumes_to_the_same_end(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(_train_cmd(straight, 3), env=ENV, check=True, capture_output=True)
+    subprocess.run(_train_cmd(straight, 2), env=ENV, check=True, capture_output=True)
 
     proc = subprocess.Popen(
-        _train_cmd(killed, 3), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        _train_cmd(killed, 2), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     deadline = time.time() + 300
     while not list((killed / "checkpoints").glob("checkpoint-*/trainer_state.json")):
@@ -183,7 +183,7 @@ def test_killed_run_resumes_to_the_same_end(tmp_path):
     assert not (killed / "bundle" / "voicenlu.json").exists()
 
     resumed = subprocess.run(
-        _train_cmd(killed, 3, "--resume"), env=ENV, capture_output=True, text=True
+        _train_cmd(killed, 2, "--resume"), env=ENV, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = load_file(straight / "bundle" / "model.safetensors")
