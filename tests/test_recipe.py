@@ -12,7 +12,7 @@ import pytest
 from voicenlu.config import EVALUATIONS, TrainConfig, schedule
 from voicenlu.data.augment import slot_values, swap_values, with_swapped_values
 from voicenlu.data.records import SlotSpan, Utterance
-from voicenlu.lexical import LexicalModel, choose_weight
+from voicenlu.lexical import WEIGHTS, LexicalModel, choose_weight
 
 TEXTS = [
     "Add Diamonds to my roadtrip  playlist",
@@ -62,9 +62,12 @@ def test_choose_weight_follows_dev():
     wrong_network = np.array([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
     right_lexical = np.log(np.array([[0.9, 0.1], [0.1, 0.9], [0.9, 0.1], [0.1, 0.9]]))
     assert choose_weight(wrong_network, right_lexical, labels) > 0
-    right_network = np.array([[3.0, 0.0], [0.0, 3.0], [3.0, 0.0], [0.0, 3.0]])
+    right_network = np.array([[3.0, 0.0], [0.0, 3.0], [1.0, 0.0], [0.0, 3.0]])
+    wrong_lexical = np.log(np.array([[0.5, 0.5], [0.5, 0.5], [0.01, 0.99], [0.5, 0.5]]))
+    assert choose_weight(right_network, wrong_lexical, labels) == 0.0
+    # Ties (a dev set the network already gets right) go to the largest weight tried.
     useless = np.log(np.full((4, 2), 0.5))
-    assert choose_weight(right_network, useless, labels) == 0.0
+    assert choose_weight(right_network, useless, labels) == max(WEIGHTS)
 
 
 def test_swapped_values_keep_offsets_exact():

@@ -151,8 +151,8 @@ def train(
     ``data`` is your own file (Snips NLU JSON, Rasa YAML, CSV, JSONL), validated first, with
     10% of each intent held out as dev; without it, the SNIPS benchmark (``data_dir``: where
     its files are). ``options`` are ``TrainConfig`` fields (``epochs=3``, ``seed=5``...).
-    ``quick``: one epoch (no step budget), and 100 SNIPS utterances per intent. The same checks and errors as
-    ``voicenlu train``.
+    ``quick``: one epoch (no step budget), and 100 SNIPS utterances per intent. The same
+    checks and errors as ``voicenlu train``.
     """
     config = TrainConfig.from_options(**options)
     if quick:
