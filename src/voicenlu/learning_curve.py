@@ -19,7 +19,7 @@ from pathlib import Path
 from voicenlu.bundle import is_complete
 from voicenlu.data.training import snips_split
 from voicenlu.errors import ConfigError
-from voicenlu.lexical import LexicalModel
+from voicenlu.lexical import DEFAULT_C, LexicalModel
 
 MODELS = ("voicenlu", "tfidf_logreg", "frozen_embedding")
 SMALL = 300  # sizes below this get several draws: one draw of 10 says little
@@ -68,6 +68,7 @@ def learning_curve(draw, test, base, output_dir: Path, sizes, draws: int = 3) ->
     from voicenlu.pipeline import train_bundle
 
     texts = [u.text for u in test]
+    has_slots = any(u.slots for u in test)
     reference = FrozenEmbedding(base.backbone)
     runs: list[dict] = []
     for size in sizes:
@@ -82,7 +83,6 @@ def learning_curve(draw, test, base, output_dir: Path, sizes, draws: int = 3) ->
                 shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # bundles suffice
             metrics = json.loads((bundle / "metrics.json").read_text())
             manifest = json.loads((bundle / "voicenlu.json").read_text())
-            has_slots = any(u.slots for u in test)
             runs.append(
                 {
                     "per_intent": label,
@@ -148,7 +148,7 @@ class FrozenEmbedding:
         from sklearn.linear_model import LogisticRegression
 
         x = self.embed([u.text for u in utterances])
-        self._classifier = LogisticRegression(C=10.0, max_iter=2000).fit(
+        self._classifier = LogisticRegression(C=DEFAULT_C, max_iter=2000).fit(
             x, [u.intent for u in utterances]
         )
         return self
