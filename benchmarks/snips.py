@@ -1,12 +1,14 @@
-"""Reference SNIPS figures: the fine-tuned and frozen-backbone models over 3 seeds, and the
-TF-IDF + logistic regression intent baseline, on the 700 test utterances of the standard split.
+"""Reference SNIPS figures: the default recipe over 3 seeds, and the TF-IDF + logistic regression
+intent baseline, on the 700 test utterances of the standard split. (The frozen-backbone reference
+is a row of the learning curve.)
 
     python benchmarks/snips.py            # trains what is missing under runs/bench, then writes
                                           # benchmarks/snips.json, snips.md and snips_plots/
     python benchmarks/snips.py --existing # only summarise the runs already there
 
 Each training run is an ordinary ``voicenlu train`` whose bundle is kept under runs/bench, so an
-interrupted benchmark picks up where it stopped.
+interrupted benchmark picks up where it stopped (a run with checkpoints resumes from them);
+``benchmarks/spoken_form.py`` scores the same bundles.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from voicenlu.lexical import LexicalModel
 ROOT = Path(__file__).resolve().parent
 RUNS = ROOT.parent / "runs" / "bench"
 SEEDS = [13, 14, 15]
-VARIANTS = {"finetuned": [], "frozen_backbone": ["--freeze-backbone"]}
+VARIANTS = {"finetuned": []}
 METRICS = ("intent_accuracy", "slot_f1", "exact_match")
 
 
@@ -54,6 +56,7 @@ def trained_run(variant: str, seed: int, existing_only: bool) -> dict | None:
             "--seed",
             str(seed),
             *VARIANTS[variant],
+            *(["--resume"] if (run_dir / "checkpoints").is_dir() else []),
         ]
         print("+", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True)

@@ -251,9 +251,9 @@ def render_markdown(result: dict, command: str) -> str:
         f"Recordings: {partial}. Noise: kitchen only. Data and protocol: "
         f"{UPSTREAM}. NLU model trained on the Rhino context's template expansion only "
         f"({result['nlu_training']['data']['train']} utterances, "
-        f"{result['nlu_training']['epochs']:g} epochs, seed {result['nlu_training']['seed']}: "
-        "`voicenlu train --data rhino/coffee_maker.yaml --epochs "
-        f"{result['nlu_training']['epochs']:g}`).",
+        f"{result['nlu_training']['epochs']:g} epochs by the default step budget, shipped "
+        "defaults: `voicenlu train --data rhino/coffee_maker.yaml --seed "
+        f"{result['nlu_training']['seed']}`).",
         "",
         "| condition | voicenlu acceptance |",
         "|---|---|",

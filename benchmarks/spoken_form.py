@@ -1,10 +1,11 @@
 """Written against spoken form: the default recipe on SNIPS, scored on both forms of the test set.
 
-    python benchmarks/spoken_form.py      # trains what is missing under runs/spoken-form, then
+    python benchmarks/spoken_form.py      # trains what is missing under runs/bench, then
                                           # writes benchmarks/spoken_form.json and spoken_form.md
 
-Each seed is an ordinary ``voicenlu train`` (shipped defaults, so the training set includes the
-spoken copies) followed by ``voicenlu evaluate BUNDLE --spoken-form``. A seed's figures are kept
+Each seed is the bundle of ``benchmarks/snips.py`` (an ordinary ``voicenlu train`` with the
+shipped defaults, so the training set includes the spoken copies) scored by
+``voicenlu evaluate BUNDLE --spoken-form``. A seed's figures are kept
 in its run folder as soon as it finishes, and the JSON and table are rewritten after every seed,
 so an interrupted benchmark resumes where it stopped and always shows the seeds done so far.
 """
@@ -16,10 +17,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from snips import METRICS, SEEDS, summary
+from snips import METRICS, RUNS, SEEDS, summary, trained_run
 
 ROOT = Path(__file__).resolve().parent
-RUNS = ROOT.parent / "runs" / "spoken-form"
 FORMS = ("written", "spoken")
 GOAL = {"intent_accuracy": 0.2, "slot_f1": 0.5, "exact_match": 1.0}  # largest drop, in points
 NAMES = {"intent_accuracy": "intent accuracy", "slot_f1": "slot F1", "exact_match": "exact match"}
@@ -32,20 +32,17 @@ def voicenlu(*args: str) -> None:
 
 
 def seed_run(seed: int) -> dict:
-    """Train (resuming from a checkpoint if one is there) and score both forms of the test set."""
-    run_dir = RUNS / f"seed-{seed}"
+    """Train snips.py's bundle for this seed if missing, and score both forms of the test set."""
+    run_dir = RUNS / f"finetuned-{seed}"
     result_file = run_dir / "spoken_form.json"
     if result_file.is_file():
         return json.loads(result_file.read_text())
-    bundle = run_dir / "bundle"
-    if not (bundle / "metrics.json").is_file():
-        resume = ["--resume"] if (run_dir / "checkpoints").is_dir() else []
-        voicenlu("train", "--output-dir", str(run_dir), "--seed", str(seed), *resume)
-    voicenlu("evaluate", str(bundle), "--spoken-form", "--out", str(run_dir / "evaluation"))
-    metrics = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+    trained = trained_run("finetuned", seed, existing_only=False)
+    out = run_dir / "spoken-form"
+    voicenlu("evaluate", str(run_dir / "bundle"), "--spoken-form", "--out", str(out))
+    metrics = json.loads((out / "metrics.json").read_text())
     result = {form: metrics["spoken_form"][form] for form in FORMS}
-    manifest = json.loads((bundle / "voicenlu.json").read_text())
-    result["train_seconds"] = manifest["training"]["train_seconds"]
+    result["train_seconds"] = trained["train_seconds"]
     result_file.write_text(json.dumps(result, indent=2) + "\n")
     return result
 
