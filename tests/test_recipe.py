@@ -179,3 +179,19 @@ def test_the_runtime_adds_weighted_lexical_evidence(tiny_bundle, tiny_data, tmp_
     parser.lexical = None  # the network alone
     _, network, _ = parser.logits(texts)
     assert np.allclose(both, network + 2.0 * lexical.log_probs(texts), atol=1e-4)
+
+
+def test_an_assistant_of_one_intent_trains_without_the_lexical_model(tmp_path):
+    """A single intent leaves nothing for TF-IDF to tell apart (and nothing to fit it on)."""
+    from voicenlu.data.training import TrainData
+    from voicenlu.trainer import fit
+
+    orders = [("a small latte", "latte"), ("one large mocha please", "mocha"), ("a mocha", "mocha")]
+    utterances = [
+        Utterance(t, "orderDrink", (SlotSpan("drink", t.index(v), t.index(v) + len(v)),))
+        for t, v in orders
+    ]
+    config = TrainConfig(epochs=1, batch_size=4, min_steps=0, max_length=16)
+    trained = fit(TrainData(train=utterances, dev=utterances[:2]), config, tmp_path)
+    assert trained.intents == ["orderDrink"]
+    assert trained.lexical is None and trained.lexical_weight == 0.0

@@ -236,22 +236,35 @@ class Limits:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             _check(f, getattr(self, f.name))
-        if self.max_body_bytes == 0:
-            # Room for a full batch of maximal texts at 4 UTF-8 bytes a character, plus framing.
-            room = min(self.max_batch * self.max_chars, self.max_batch_chars)
-            object.__setattr__(self, "max_body_bytes", 4 * room + 16 * self.max_batch + 1024)
         if self.max_audio_seconds > MAX_AUDIO_SECONDS:
             raise ConfigError(
                 f"max_audio_seconds must be at most {MAX_AUDIO_SECONDS:.0f} "
                 "(one recogniser window)."
             )
-        if self.max_audio_bytes == 0:
-            # 16-bit samples at the recogniser's rate, plus room for the WAV header and framing.
-            audio = int(2 * AUDIO_SAMPLE_RATE * self.max_audio_seconds)
-            object.__setattr__(self, "max_audio_bytes", audio + 65_536)
+
+    # The two body sizes are derived when 0, on every read rather than stored, so that a copy
+    # with other text limits (dataclasses.replace, a CLI flag) derives them anew.
+    @property
+    def body_bytes(self) -> int:
+        """The largest request body: max_body_bytes, or room for a full batch of maximal texts
+        at 4 UTF-8 bytes a character plus framing."""
+        if self.max_body_bytes:
+            return self.max_body_bytes
+        room = min(self.max_batch * self.max_chars, self.max_batch_chars)
+        return 4 * room + 16 * self.max_batch + 1024
+
+    @property
+    def audio_bytes(self) -> int:
+        """The largest /parse/audio body: max_audio_bytes, or max_audio_seconds of 16-bit
+        samples at the recogniser's rate plus room for the WAV header and framing."""
+        if self.max_audio_bytes:
+            return self.max_audio_bytes
+        return int(2 * AUDIO_SAMPLE_RATE * self.max_audio_seconds) + 65_536
 
     def asdict(self) -> dict:
-        return dataclasses.asdict(self)
+        """Every limit as it applies (the derived body sizes in place of 0)."""
+        derived = {"max_body_bytes": self.body_bytes, "max_audio_bytes": self.audio_bytes}
+        return dataclasses.asdict(self) | derived
 
     @staticmethod
     def env_name(name: str) -> str:
@@ -259,7 +272,7 @@ class Limits:
 
     def to_env(self) -> dict[str, str]:
         """The settings as environment variables, for worker processes."""
-        return {self.env_name(k): str(v) for k, v in self.asdict().items()}
+        return {self.env_name(k): str(v) for k, v in dataclasses.asdict(self).items()}
 
     @classmethod
     def from_env(cls, environ=os.environ) -> Limits:

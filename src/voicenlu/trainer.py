@@ -260,7 +260,7 @@ def fit(
     dev_out = trainer.predict(dev_set, metric_key_prefix="dev")  # every rank takes part
     dev_logits, dev_labels = dev_out.predictions[0], dev_out.label_ids[0]
     lexical, weight = None, 0.0
-    if config.lexical:
+    if config.lexical and len(intents) > 1:  # with one intent there is nothing to tell apart
         lexical = LexicalModel.fit(learn, intents)
         evidence = lexical.log_probs([u.text for u in data.dev])
         weight = choose_weight(dev_logits, evidence, dev_labels)

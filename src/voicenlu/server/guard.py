@@ -2,7 +2,7 @@
 being parsed at once), and the raw body (size, read time, media type, UTF-8).
 
 Pure ASGI, so an oversized body is refused from its Content-Length or as soon as the stream
-passes the limit, without buffering more than ``max_body_bytes``, and a refused request costs
+passes the limit, without buffering more than the body limit, and a refused request costs
 no JSON parsing or validation.
 """
 
@@ -78,7 +78,7 @@ class GuardMiddleware:
 
     async def _read_and_pass(self, scope, receive, send):
         audio = scope["path"] == AUDIO_PATH
-        limit = self.limits.max_audio_bytes if audio else self.limits.max_body_bytes
+        limit = self.limits.audio_bytes if audio else self.limits.body_bytes
         headers = Headers(scope=scope)
         too_large = f"The request body is larger than this server's limit of {limit} bytes."
         declared = headers.get("content-length", "")

@@ -107,7 +107,7 @@ def serve(
     ms with one), so use more cores with more workers. The access log is off by default: a
     line per request adds about a fifth of a parse's CPU time. ``limits`` (or its fields by
     name) apply to each worker. ``timezone`` gives resolved times to requests that name none.
-    name) apply to each worker. With ``require_signature`` (a public key), the bundle must
+    With ``require_signature`` (a public key), the bundle must
     carry a valid signature by its private key (``voicenlu bundle sign``), and every worker
     loads exactly the manifest that was checked.
     """
