@@ -157,6 +157,10 @@ class Parser:
             bundle, manifest, ["tokenizer.json", model_file] + ([LEXICAL_FILE] if lexical else [])
         )
         options = ort.SessionOptions()
+        # Without the arena, memory taken by a batch of long texts is returned after the run
+        # (with it, RSS stayed about 75 MB up after 192 texts of 1,000 characters), at no
+        # measurable cost per request.
+        options.enable_cpu_mem_arena = False
         if not spin_wait:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if threads:

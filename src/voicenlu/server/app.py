@@ -280,6 +280,7 @@ def create_app(
             chunk = texts[i : i + BATCH_CHUNK]
             results += await app.state.lane.run(run, chunk, threshold)
             metrics.parsed.inc(len(chunk))
+        await app.state.lane.release_memory()
         return results
 
     async def parse_rasa(text: str, when: When) -> dict:

@@ -1,12 +1,19 @@
 """The model thread of a worker, and the micro-batcher that groups /parse requests."""
 
 import asyncio
+import ctypes
 import functools
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
 from voicenlu.runtime import Parser
 from voicenlu.server.metrics import Metrics
+
+try:  # glibc's allocator, whose memory the lane hands back after big batches
+    _LIBC = ctypes.CDLL("libc.so.6")
+except OSError:  # another C library: its own policy applies
+    _LIBC = None
+_M_ARENA_MAX = -8  # mallopt parameter (malloc.h)
 
 
 class ModelLane:
@@ -18,10 +25,19 @@ class ModelLane:
     """
 
     def __init__(self):
+        if _LIBC is not None:
+            # One heap for every thread: the model thread's own arena would keep the high-water
+            # mark of the largest batch (about 20-70 MB after 192 texts of 1,000 characters).
+            _LIBC.mallopt(_M_ARENA_MAX, 1)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="voicenlu-model")
 
     async def run(self, fn, *args):
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
+
+    async def release_memory(self) -> None:
+        """Return the heap that a big batch freed to the OS, so RSS falls back to its baseline."""
+        if _LIBC is not None:
+            await self.run(_LIBC.malloc_trim, 0)
 
     def close(self) -> None:
         self.executor.shutdown(wait=True)
