@@ -48,20 +48,30 @@ def word_terms(text: str) -> list[str]:
     return terms
 
 
-def char_terms(text: str) -> list[str]:
-    """Character n-grams inside words padded with one space each side (``char_wb``)."""
+def char_wb_words(text: str) -> list[str]:
+    """The words that ``char_terms`` cuts into n-grams."""
+    return _SPACES.sub(" ", text.lower()).split()
+
+
+def word_char_terms(word: str) -> list[str]:
+    """Character n-grams of one word padded with one space each side."""
+    padded = f" {word} "
     terms = []
-    for word in _SPACES.sub(" ", text.lower()).split():
-        padded = f" {word} "
-        for n in range(CHAR_NGRAMS[0], CHAR_NGRAMS[1] + 1):
-            if len(padded) <= n:  # a word this short counts once, whole
-                terms.append(padded)
-                break
-            terms += [padded[i : i + n] for i in range(len(padded) - n + 1)]
+    for n in range(CHAR_NGRAMS[0], CHAR_NGRAMS[1] + 1):
+        if len(padded) <= n:  # a word this short counts once, whole
+            terms.append(padded)
+            break
+        terms += [padded[i : i + n] for i in range(len(padded) - n + 1)]
     return terms
 
 
+def char_terms(text: str) -> list[str]:
+    """Character n-grams inside words (``char_wb``)."""
+    return [t for word in char_wb_words(text) for t in word_char_terms(word)]
+
+
 ANALYZERS = (word_terms, char_terms)
+WORD_CACHE = 50_000  # words whose character n-gram columns the runtime keeps
 
 
 class _Table:
@@ -84,9 +94,13 @@ class _Table:
         idf = np.array([math.log((1 + n) / (1 + df[t])) + 1 for t in terms])
         return cls(terms, idf)
 
+    def columns(self, terms: list[str]) -> list[int]:
+        index = self.index
+        return [index[t] for t in terms if t in index]
+
     def row(self, doc: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(column indices, L2-normalised sublinear TF-IDF values) of one document."""
-        counts = Counter(self.index[t] for t in doc if t in self.index)
+        counts = Counter(self.columns(doc))
         if not counts:
             return np.zeros(0, dtype=np.int64), np.zeros(0)
         cols = np.fromiter(counts, dtype=np.int64, count=len(counts))
@@ -105,6 +119,8 @@ class LexicalModel:
         self.offsets = np.cumsum([0] + [len(t.terms) for t in tables])
         self.coef = np.asarray(coef, dtype=np.float32)  # (intents, features)
         self.intercept = np.asarray(intercept, dtype=np.float32)
+        self.idf = np.concatenate([t.idf for t in tables])  # both analyzers' columns
+        self._word_columns: dict[str, list[int]] = {}  # char n-gram columns of seen words
 
     @classmethod
     def fit(
@@ -149,13 +165,39 @@ class LexicalModel:
         shape = (len(texts), int(self.offsets[-1]))
         return csr_matrix((np.concatenate(data), np.concatenate(indices), indptr), shape=shape)
 
+    def features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
+        """(columns, values) of one text's TF-IDF row, both analyzers, as ``matrix`` has them.
+
+        A word's character n-gram columns are looked up once and kept (requests repeat their
+        words, and cutting them is most of the cost of a text); both analyzers are weighed in
+        one pass, since at this size each numpy call costs more than the terms it handles.
+        """
+        words, chars = self.tables
+        offset = int(self.offsets[1])
+        columns = words.columns(word_terms(text))
+        for word in char_wb_words(text):
+            known = self._word_columns.get(word)
+            if known is None:
+                known = [offset + c for c in chars.columns(word_char_terms(word))]
+                if len(self._word_columns) < WORD_CACHE:
+                    self._word_columns[word] = known
+            columns += known
+        counts = Counter(columns)
+        cols = np.fromiter(counts, dtype=np.int64, count=len(counts))
+        values = (1 + np.log(np.fromiter(counts.values(), dtype=np.float64))) * self.idf[cols]
+        is_word = cols < offset
+        for part in (is_word, ~is_word):  # L2 norm per analyzer
+            norm = np.sqrt(np.dot(values[part], values[part]))
+            if norm:
+                values[part] /= norm
+        return cols, values
+
     def decision(self, texts: Sequence[str]) -> np.ndarray:
         """Logistic-regression scores, (texts, intents)."""
         out = np.tile(self.intercept.astype(np.float64), (len(texts), 1))
         for i, text in enumerate(texts):
-            for k, (analyze, table) in enumerate(zip(ANALYZERS, self.tables, strict=True)):
-                cols, values = table.row(analyze(text))
-                out[i] += self.coef[:, self.offsets[k] + cols] @ values
+            cols, values = self.features(text)
+            out[i] += self.coef[:, cols] @ values
         return out
 
     def log_probs(self, texts: Sequence[str]) -> np.ndarray:
