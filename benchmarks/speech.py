@@ -264,8 +264,8 @@ def render_markdown(result: dict, command: str) -> str:
         lines.append(f"| **average over noise (6-24 dB)** | **{pct(result['average_noisy'])}** |")
     lines += [
         "",
-        "Commands with no answer (rejected as out of scope by the bundle's threshold, which "
-        "lets 99% of its dev requests through): "
+        "Commands with no answer (an empty transcript, or rejected as out of scope by the "
+        "bundle's threshold; a bundle of one intent rejects nothing): "
         + ", ".join(f"{c} {n}" for c, n in result["rejected"].items())
         + ".",
         "",

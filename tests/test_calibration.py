@@ -42,6 +42,16 @@ def test_threshold_lets_99_percent_of_dev_through(score):
     assert in_scope_scores(flat, calibration)[0] < calibration["threshold"]
 
 
+@pytest.mark.parametrize("score", ["energy", "max_softmax"])
+def test_a_single_intent_rejects_nothing(score):
+    """With one intent the score was never trained to mean anything: no request is refused."""
+    logits = np.random.default_rng(0).normal(0, 3, (200, 1))
+    calibration = calibrate(logits, np.zeros(200, dtype=int), score=score)
+    assert calibration["threshold"] == 0.0
+    unseen = np.array([[-50.0], [0.0], [50.0]])
+    assert (in_scope_scores(unseen, calibration) >= calibration["threshold"]).all()
+
+
 def test_energy_scores_are_shares_of_dev_and_rise_with_the_logits():
     logits, labels = dev_logits(300)
     calibration = calibrate(logits, labels, score="energy")

@@ -97,6 +97,11 @@ def calibrate(
         dev = energy(logits, temperature)
         points = np.linspace(0.0, 1.0, min(len(dev), MAX_REFERENCE))
         calibration["reference"] = [round(float(x), 4) for x in np.quantile(dev, points)]
+    if logits.shape[1] < 2:
+        # One intent: its head is never trained (a softmax over one class has no loss), so its
+        # score says nothing about scope, and such a bundle rejects nothing.
+        calibration["threshold"] = 0.0
+        return calibration
     dev_scores = in_scope_scores(logits, calibration)
     calibration["threshold"] = round(float(np.quantile(dev_scores, 1 - accept)), 4)
     return calibration
