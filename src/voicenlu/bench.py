@@ -54,7 +54,7 @@ class _TorchSession:
 
         return [SimpleNamespace(name=n) for n in ("input_ids", "attention_mask", "token_type_ids")]
 
-    def run(self, names, feed):
+    def run(self, names, feed, run_options=None):  # run_options: onnxruntime's, unused here
         with self.torch.no_grad():
             out = self.model(**{k: self.torch.from_numpy(v) for k, v in feed.items()})
         return [out[n].numpy() for n in names]
