@@ -98,17 +98,6 @@ class _Table:
         index = self.index
         return [index[t] for t in terms if t in index]
 
-    def row(self, doc: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        """(column indices, L2-normalised sublinear TF-IDF values) of one document."""
-        counts = Counter(self.columns(doc))
-        if not counts:
-            return np.zeros(0, dtype=np.int64), np.zeros(0)
-        cols = np.fromiter(counts, dtype=np.int64, count=len(counts))
-        values = (1 + np.log(np.array([counts[c] for c in cols], dtype=np.float64))) * self.idf[
-            cols
-        ]
-        return cols, values / np.linalg.norm(values)
-
 
 class LexicalModel:
     """TF-IDF features and a multinomial logistic regression over intents."""
@@ -155,18 +144,15 @@ class LexicalModel:
     def matrix(self, texts: list[str], csr_matrix):
         """The TF-IDF rows as a scipy sparse matrix (``csr_matrix`` is passed in: the runtime
         never needs scipy)."""
-        indptr, indices, data = [0], [], []
-        for text in texts:
-            for k, (analyze, table) in enumerate(zip(ANALYZERS, self.tables, strict=True)):
-                cols, values = table.row(analyze(text))
-                indices.append(self.offsets[k] + cols)
-                data.append(values)
-            indptr.append(indptr[-1] + sum(len(c) for c in indices[-len(self.tables) :]))
+        rows = [self.features(text) for text in texts]
+        indptr = np.cumsum([0] + [len(cols) for cols, _ in rows])
+        indices = [cols for cols, _ in rows] or [np.zeros(0, dtype=np.int64)]
+        data = [values for _, values in rows] or [np.zeros(0)]
         shape = (len(texts), int(self.offsets[-1]))
         return csr_matrix((np.concatenate(data), np.concatenate(indices), indptr), shape=shape)
 
     def features(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """(columns, values) of one text's TF-IDF row, both analyzers, as ``matrix`` has them.
+        """(columns, values) of one text's TF-IDF row, both analyzers (a row of ``matrix``).
 
         A word's character n-gram columns are looked up once and kept (requests repeat their
         words, and cutting them is most of the cost of a text); both analyzers are weighed in
