@@ -114,13 +114,19 @@ def _tiny_albert_backbone(path: Path, texts: list[str]) -> Path:
     return path
 
 
-def test_albert_backbone_trains_exports_and_parses(tmp_path, tiny_data):
+@pytest.fixture(scope="module")
+def tiny_albert(tmp_path_factory, tiny_data) -> Path:
+    texts = [u.text for u in tiny_data.train]
+    return _tiny_albert_backbone(tmp_path_factory.mktemp("albert"), texts)
+
+
+def test_albert_backbone_trains_exports_and_parses(tmp_path, tiny_data, tiny_albert):
     import dataclasses
 
     from voicenlu.config import TrainConfig
     from voicenlu.pipeline import train_bundle
 
-    backbone = _tiny_albert_backbone(tmp_path / "albert", [u.text for u in tiny_data.train])
+    backbone = tiny_albert
     data = dataclasses.replace(tiny_data, test=None)
     config = TrainConfig(backbone=str(backbone), epochs=2, batch_size=32, head_lr=3e-3, min_steps=0)
     bundle = train_bundle(data, config, tmp_path / "run")
@@ -143,7 +149,9 @@ def test_albert_backbone_trains_exports_and_parses(tmp_path, tiny_data):
     assert decoded == list(gold)
 
 
-def _train_cmd(out: Path, epochs: int, *extra: str) -> list[str]:
+def _train_cmd(out: Path, backbone: Path, epochs: int, *extra: str) -> list[str]:
+    """A CLI run on a SNIPS slice. Resume and DDP do not depend on the encoder, so these runs
+    use the tiny ALBERT: the mechanics are tested in seconds, not minutes."""
     return [
         sys.executable,
         "-m",
@@ -159,18 +167,24 @@ def _train_cmd(out: Path, epochs: int, *extra: str) -> list[str]:
         "5",
         "--min-steps",
         "0",
+        "--backbone",
+        str(backbone),
         "--output-dir",
         str(out),
         *extra,
     ]
 
 
-def test_killed_run_resumes_to_the_same_end(tmp_path):
+def test_killed_run_resumes_to_the_same_end(tmp_path, tiny_albert):
+    # Six epochs of a tiny model: the run is killed at its first checkpoint, well before its end.
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(_train_cmd(straight, 2), env=ENV, check=True, capture_output=True)
+    subprocess.run(_train_cmd(straight, tiny_albert, 6), env=ENV, check=True, capture_output=True)
 
     proc = subprocess.Popen(
-        _train_cmd(killed, 2), env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        _train_cmd(killed, tiny_albert, 6),
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.time() + 300
     while not list((killed / "checkpoints").glob("checkpoint-*/trainer_state.json")):
@@ -181,7 +195,7 @@ def test_killed_run_resumes_to_the_same_end(tmp_path):
     assert not (killed / "bundle" / "voicenlu.json").exists()
 
     resumed = subprocess.run(
-        _train_cmd(killed, 2, "--resume"), env=ENV, capture_output=True, text=True
+        _train_cmd(killed, tiny_albert, 6, "--resume"), env=ENV, capture_output=True, text=True
     )
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = load_file(straight / "bundle" / "model.safetensors")
@@ -195,9 +209,10 @@ def test_killed_run_resumes_to_the_same_end(tmp_path):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="gloo on CPU is exercised on Linux")
-def test_torchrun_two_processes(tmp_path):
+def test_torchrun_two_processes(tmp_path, tiny_albert):
     torchrun = Path(sys.executable).parent / "torchrun"
-    cmd = [str(torchrun), "--nproc_per_node=2", "-m", "voicenlu", *_train_cmd(tmp_path, 1)[3:]]
+    train = _train_cmd(tmp_path, tiny_albert, 1)[3:]
+    cmd = [str(torchrun), "--nproc_per_node=2", "-m", "voicenlu", *train]
     done = subprocess.run(cmd, env=ENV, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = read_manifest(tmp_path / "bundle")

@@ -1,9 +1,10 @@
 """The deployment trade-off table: accuracy, size, latency, throughput and memory per variant.
 
-Every variant is measured in fresh processes of its own (one for single-request latency and
-peak RSS at 1 thread; one for accuracy and batch throughput at 2 threads), side by side in one
-run, against
-what a user would otherwise run: a Hugging Face ``pipeline`` and a TF-IDF classifier.
+Every variant is measured in a fresh process of its own, side by side in one run, against what
+a user would otherwise run: a Hugging Face ``pipeline`` and a TF-IDF classifier. The process
+first times single requests at 1 thread and reads its peak RSS (nothing else is loaded yet, so
+that is what serving costs), then loads the variant again at 2 threads for accuracy and batch
+throughput.
 The model variants parse without slot value resolution; the ``_values`` row adds it, and its
 cost is measured apart, by parsing each request with and without it in one process.
 """
@@ -191,31 +192,24 @@ def values_overhead(bundle: str, precision: str, texts: list[str], runs: int, re
     return out
 
 
-def _worker(spec: dict, mode: str, runs: int, requests: int) -> dict:
-    """``latency``: single requests at 1 thread, then the process's peak RSS (nothing else is
-    loaded, so it is what serving costs); ``batch``: accuracy and throughput at 2 threads;
-    ``values``: what slot value resolution adds to a single request (``values_overhead``)."""
+def _worker(spec: dict, runs: int, requests: int) -> dict:
+    """One variant's row: latency and peak RSS, then accuracy and throughput, then (for the
+    ``values`` row) what slot value resolution adds to a single request."""
     data = json.loads(Path(spec["data"]).read_text(encoding="utf-8"))
-    test = _load(data["gold"])
+    test, train = _load(data["gold"]), _load(data["train"])
     texts = [u.text for u in test]
-    if mode == "values":
-        return values_overhead(spec["path"], spec["precision"], texts, runs, requests)
-    threads = 1 if mode == "latency" else 2
-    predict_batch, predict_one, size = _predictor(spec, threads, _load(data["train"]))
-    if mode == "batch":
-        from voicenlu.metrics import compute_metrics
+    row = _latency(spec, texts, train, runs, requests)
+    row |= _accuracy_and_throughput(spec, test, train, runs)
+    if spec.get("values"):
+        row["values_overhead"] = values_overhead(
+            spec["path"], spec["precision"], texts, runs, requests
+        )
+    return row
 
-        pred = predict_batch(texts)
-        metrics = compute_metrics(test, pred)
-        row = {k: metrics[k] for k in HEADLINE}
-        if not any(u.slots for u in pred):  # intent-only variants have no slot figures
-            row["slot_f1"] = row["exact_match"] = None
-        rates = []
-        for _ in range(runs):
-            started = time.perf_counter()
-            predict_batch(texts)
-            rates.append(len(texts) / (time.perf_counter() - started))
-        return row | {"throughput_utt_s": statistics.median(rates)}
+
+def _latency(spec: dict, texts: list[str], train, runs: int, requests: int) -> dict:
+    """Single requests at 1 thread, then the process's peak RSS."""
+    _, predict_one, size = _predictor(spec, 1, train)
     for text in texts[:WARMUP]:
         predict_one(text)
     p50s, p99s = [], []
@@ -233,6 +227,25 @@ def _worker(spec: dict, mode: str, runs: int, requests: int) -> dict:
         "p99_ms": statistics.median(p99s),
         "rss_mb": _peak_rss_mb(),
     }
+
+
+def _accuracy_and_throughput(spec: dict, test: list[Utterance], train, runs: int) -> dict:
+    """The headline metrics and the median batch throughput at 2 threads."""
+    from voicenlu.metrics import compute_metrics
+
+    predict_batch, _, _ = _predictor(spec, 2, train)
+    texts = [u.text for u in test]
+    pred = predict_batch(texts)
+    metrics = compute_metrics(test, pred)
+    row = {k: metrics[k] for k in HEADLINE}
+    if not any(u.slots for u in pred):  # intent-only variants have no slot figures
+        row["slot_f1"] = row["exact_match"] = None
+    rates = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        predict_batch(texts)
+        rates.append(len(texts) / (time.perf_counter() - started))
+    return row | {"throughput_utt_s": statistics.median(rates)}
 
 
 # --- the driver side ---------------------------------------------------------------------
@@ -269,24 +282,11 @@ def export_hf_classifier(bundle: Path, out_dir: Path) -> Path | None:
 
 
 def _measure(spec: dict, runs: int, requests: int) -> dict:
-    row = {"name": spec["name"]}
-    modes = ("latency", "batch", "values") if spec.get("values") else ("latency", "batch")
-    for mode in modes:
-        cmd = [
-            sys.executable,
-            "-m",
-            "voicenlu.bench",
-            json.dumps(spec),
-            mode,
-            str(runs),
-            str(requests),
-        ]
-        done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
-        if done.returncode:
-            raise RuntimeError(f"{spec['name']} ({mode}) failed:\n{done.stderr[-3000:]}")
-        found = json.loads(done.stdout.strip().splitlines()[-1])
-        row |= {"values_overhead": found} if mode == "values" else found
-    return row
+    cmd = [sys.executable, "-m", "voicenlu.bench", json.dumps(spec), str(runs), str(requests)]
+    done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
+    if done.returncode:
+        raise RuntimeError(f"{spec['name']} failed:\n{done.stderr[-3000:]}")
+    return {"name": spec["name"], **json.loads(done.stdout.strip().splitlines()[-1])}
 
 
 def _machine() -> str:
@@ -445,5 +445,5 @@ def render_table(result: dict) -> str:
 
 
 if __name__ == "__main__":
-    spec_arg, mode_arg, runs_arg, requests_arg = sys.argv[1:5]
-    print(json.dumps(_worker(json.loads(spec_arg), mode_arg, int(runs_arg), int(requests_arg))))
+    spec_arg, runs_arg, requests_arg = sys.argv[1:4]
+    print(json.dumps(_worker(json.loads(spec_arg), int(runs_arg), int(requests_arg))))
