@@ -126,9 +126,10 @@ def test_albert_backbone_trains_exports_and_parses(tmp_path, tiny_data, tiny_alb
     from voicenlu.config import TrainConfig
     from voicenlu.pipeline import train_bundle
 
-    backbone = tiny_albert
     data = dataclasses.replace(tiny_data, test=None)
-    config = TrainConfig(backbone=str(backbone), epochs=2, batch_size=32, head_lr=3e-3, min_steps=0)
+    config = TrainConfig(
+        backbone=str(tiny_albert), epochs=2, batch_size=32, head_lr=3e-3, min_steps=0
+    )
     bundle = train_bundle(data, config, tmp_path / "run")
     manifest = read_manifest(bundle)
     assert manifest["encoder_config"]["model_type"] == "albert"

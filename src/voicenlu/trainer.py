@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import (
     EarlyStoppingCallback,
@@ -232,7 +233,10 @@ def fit(
     trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - started
     dev_out = trainer.predict(dev_set, metric_key_prefix="dev")  # every rank takes part
-    dev_logits, dev_labels = dev_out.predictions[0], dev_out.label_ids[0]
+    # Evaluation batches are length-grouped too: put the rows back in dev order (by example
+    # id) so that they line up with the lexical evidence below.
+    order = np.argsort(dev_out.label_ids[2])
+    dev_logits, dev_labels = dev_out.predictions[0][order], dev_out.label_ids[0][order]
     lexical, weight = None, 0.0
     if config.lexical and len(intents) > 1:  # with one intent there is nothing to tell apart
         lexical = LexicalModel.fit(learn, intents)
