@@ -73,6 +73,30 @@ def test_calibration_is_fitted_on_the_dev_set(tiny_bundle, tiny_data):
     assert list((tiny_bundle.parent / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def test_early_stopping_counts_dev_evaluations_alone(tmp_path, monkeypatch):
+    """The training sample, scored beside dev, neither counts toward patience nor sets off
+    transformers' warning that early stopping is disabled."""
+    import transformers.trainer_callback as callbacks
+    from transformers import TrainerControl, TrainerState
+
+    from voicenlu.config import TrainConfig, schedule
+    from voicenlu.trainer import DevEarlyStopping, training_arguments
+
+    warnings = []
+    monkeypatch.setattr(callbacks.logger, "warning", lambda msg, *a, **k: warnings.append(msg))
+    config = TrainConfig()
+    args = training_arguments(config, schedule(config, 100), tmp_path)
+    stopper = DevEarlyStopping(early_stopping_patience=2)
+    state, control = TrainerState(best_metric=0.9), TrainerControl()
+    for _ in range(3):
+        stopper.on_evaluate(args, state, control, {"eval_train_exact_match": 0.1})
+    assert (warnings, stopper.early_stopping_patience_counter) == ([], 0)
+    assert not control.should_training_stop
+    for _ in range(2):
+        stopper.on_evaluate(args, state, control, {"eval_dev_exact_match": 0.5})
+    assert control.should_training_stop and warnings == []
+
+
 def _tiny_albert_backbone(path: Path, texts: list[str]) -> Path:
     """A randomly initialised ALBERT with a SentencePiece-style (Metaspace) tokenizer."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers

@@ -136,6 +136,19 @@ def _history(log_history: list[dict]) -> list[dict]:
     return [by_epoch[k] for k in sorted(by_epoch)]
 
 
+class DevEarlyStopping(EarlyStoppingCallback):
+    """Early stopping on the dev scores alone.
+
+    The training sample is scored beside dev (for the learning curves); transformers' callback
+    would take that evaluation as one without the dev metric and warn that early stopping is
+    disabled, which it is not.
+    """
+
+    def on_evaluate(self, args, state, control, metrics, **kwargs):
+        if args.metric_for_best_model in metrics:
+            super().on_evaluate(args, state, control, metrics, **kwargs)
+
+
 def _parameter_groups(model: JointModel, config: TrainConfig) -> list[dict]:
     """Heads and encoder at their own learning rates; no weight decay on biases and
     LayerNorm weights (decaying them toward 0 only fights the normalisation)."""
@@ -220,7 +233,7 @@ def fit(
         compute_metrics=_Metrics(lookup, intents, tags),
         optimizers=(optimizer, None),
         callbacks=[
-            EarlyStoppingCallback(early_stopping_patience=plan.patience),
+            DevEarlyStopping(early_stopping_patience=plan.patience),
             TensorBoardCallback(SummaryWriter(str(output_dir / "tensorboard"))),
         ],
     )
