@@ -58,7 +58,7 @@ def main() -> None:
                 "held_out_dev": accuracies(bundle_parser, held),
             }
         )
-    command = "python benchmarks/lexical_weight.py " + " ".join(sys.argv[1:])
+    command = " ".join(["python benchmarks/lexical_weight.py", *sys.argv[1:]])
     (ROOT / "lexical_weight.json").write_text(
         json.dumps({"command": command, "held_out": len(held), "rows": rows}, indent=2) + "\n"
     )
