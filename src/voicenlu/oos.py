@@ -126,7 +126,7 @@ def leave_one_intent_out(snips, config, output_dir: Path, per_intent: int = 300)
     return summarise(
         folds,
         f"leave one intent out, {per_intent} training utterances per "
-        f"intent, {config.epochs:g} epochs",
+        f"intent, {config.epochs:g} epochs and at least {config.min_steps} steps",
         output_dir,
     )
 
