@@ -30,11 +30,10 @@ def accuracies(parser: Parser, utterances) -> dict[float, float]:
     """Intent accuracy with each weight of the bundle's lexical evidence."""
     texts = [u.text for u in utterances]
     labels = np.array([parser.intents.index(u.intent) for u in utterances])
-    weight, parser.lexical_weight = parser.lexical_weight, 0.0
     chunks = [texts[i : i + 64] for i in range(0, len(texts), 64)]
-    network = np.concatenate([parser.logits(chunk)[1] for chunk in chunks])
-    parser.lexical_weight = weight
+    served = np.concatenate([parser.logits(chunk)[1] for chunk in chunks])
     lexical = parser.lexical.log_probs(texts)
+    network = served - parser.lexical_weight * lexical  # the logits hold the chosen weight
     return {w: float(((network + w * lexical).argmax(1) == labels).mean()) for w in SCORED}
 
 
