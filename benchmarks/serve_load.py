@@ -371,7 +371,11 @@ def breakdown(bundle: Path, repeats: int = 2000) -> dict:
         "scores": per_call(
             lambda i: (
                 softmax(outputs[i][0], parser.temperature),
-                in_scope_scores(outputs[i][0], parser.calibration),
+                in_scope_scores(
+                    outputs[i][0],
+                    parser.calibration,
+                    parser.scope.density(outputs[i][2]) if parser.scope else None,
+                ),
             ),
             cycle,
         ),

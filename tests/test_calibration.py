@@ -7,9 +7,11 @@ import pytest
 
 from voicenlu.calibration import (
     MIN_DEV_FOR_TEMPERATURE,
+    ScopeModel,
     calibrate,
     energy,
     in_scope_scores,
+    ledoit_wolf,
     softmax,
 )
 
@@ -65,9 +67,9 @@ def test_energy_scores_are_shares_of_dev_and_rise_with_the_logits():
 
 def test_temperature_needs_enough_dev_data():
     logits, labels = dev_logits(MIN_DEV_FOR_TEMPERATURE - 1)
-    assert calibrate(logits, labels)["temperature"] == 1.0
+    assert calibrate(logits, labels, score="energy")["temperature"] == 1.0
     logits, labels = dev_logits(700)
-    sharp = calibrate(logits * 5, labels)["temperature"]
+    sharp = calibrate(logits * 5, labels, score="energy")["temperature"]
     assert sharp > 2.0  # over-confident logits get softened
     probs = softmax(logits * 5, sharp)
     np.testing.assert_allclose(probs.sum(axis=1), 1.0)
@@ -83,4 +85,64 @@ def test_bundles_without_a_score_use_the_top_probability():
 def test_unknown_score_is_refused():
     logits, labels = dev_logits(10)
     with pytest.raises(ValueError, match="Unknown in-scope score"):
+        calibrate(logits, labels, score="cosine")
+
+
+def utterance_vectors(n_per_intent: int, dims: int, seed: int = 0):
+    """Three intents' vectors around their own centres, correlated across dimensions."""
+    rng = np.random.default_rng(seed)
+    mixing = rng.normal(0, 1, (dims, dims))
+    labels = np.repeat(np.arange(3), n_per_intent)
+    centres = rng.normal(0, 4, (3, dims))
+    return centres[labels] + rng.normal(0, 1, (len(labels), dims)) @ mixing, labels
+
+
+@pytest.mark.parametrize("rows, dims", [(500, 8), (12, 40)])
+def test_ledoit_wolf_shrinkage_matches_scikit_learn(rows, dims):
+    from sklearn.covariance import ledoit_wolf as reference
+
+    centred = np.random.default_rng(1).normal(0, 1, (rows, dims)) * np.linspace(0.2, 3, dims)
+    centred -= centred.mean(axis=0)
+    np.testing.assert_allclose(ledoit_wolf(centred), reference(centred, assume_centered=True)[0])
+
+
+def test_scope_density_is_minus_the_squared_mahalanobis_distance_to_the_nearest_intent():
+    vectors, labels = utterance_vectors(200, 6)
+    scope = ScopeModel.fit(vectors, labels)
+    means = np.stack([vectors[labels == i].mean(axis=0) for i in range(3)])
+    centred = vectors - means[labels]
+    precision = np.linalg.inv(ledoit_wolf(centred))
+    probe = vectors[:5] + 0.5
+    expected = -np.min(
+        [np.einsum("ij,jk,ik->i", probe - m, precision, probe - m) for m in means], axis=0
+    )
+    np.testing.assert_allclose(scope.density(probe), expected, rtol=1e-3)
+
+
+def test_scope_score_rejects_a_vector_far_from_every_intent(tmp_path):
+    vectors, labels = utterance_vectors(100, 16)
+    scope = ScopeModel.fit(vectors, labels)
+    scope.save(tmp_path / "scope.npz")
+    scope = ScopeModel.load(tmp_path / "scope.npz")  # what the runtime reads
+    dev, dev_labels = utterance_vectors(100, 16, seed=0)
+    logits = np.eye(3)[dev_labels] * 5.0  # a confident, right intent head
+    calibration = calibrate(logits, dev_labels, score="mahalanobis", density=scope.density(dev))
+    accepted = in_scope_scores(logits, calibration, scope.density(dev)) >= calibration["threshold"]
+    assert 0.98 <= accepted.mean() < 1.0
+    # Far from every intent, yet the head is just as sure: only the vector gives it away.
+    far = vectors[:1] + 40.0
+    score = in_scope_scores(logits[:1], calibration, scope.density(far))
+    assert score[0] < calibration["threshold"]
+
+
+def test_scope_of_few_utterances_in_many_dimensions_is_well_defined():
+    """Two utterances per intent in 384 dimensions: shrinkage keeps the covariance invertible."""
+    vectors, labels = utterance_vectors(2, 384)
+    density = ScopeModel.fit(vectors, labels).density(vectors)
+    assert np.isfinite(density).all()
+
+
+def test_mahalanobis_needs_the_utterance_vectors():
+    logits, labels = dev_logits(50)
+    with pytest.raises(ValueError, match="utterance vectors"):
         calibrate(logits, labels, score="mahalanobis")

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+from voicenlu.bundle import read_manifest, update_manifest
 from voicenlu.calibration import calibrate, in_scope_scores, raw_scores, softmax
 from voicenlu.config import TrainConfig
 from voicenlu.data import stratified_slice
@@ -50,25 +51,27 @@ def test_fold_scores_on_a_real_model(tiny_bundle, snips, tmp_path):
     outside = [u for u in snips.test if u.intent == "RateBook"][:40]
     dev = [u for u in snips.dev if u.intent != "RateBook"][:100]
     scores = score_fold(parser, dev, in_scope, outside)
-    assert set(scores["scores"]) == {"max_softmax", "energy"}
-    assert scores["auroc"] == scores["scores"]["energy"]["auroc"]  # the default score
+    assert set(scores["scores"]) == {"max_softmax", "energy", "mahalanobis"}
+    assert scores["auroc"] == scores["scores"]["mahalanobis"]["auroc"]  # the default score
 
-    # Each figure is what its definition gives on the fold's own logits and calibration.
-    _, logits_dev, _ = parser.logits([u.text for u in dev])
-    _, logits_in, _ = parser.logits([u.text for u in in_scope])
-    _, logits_out, _ = parser.logits([u.text for u in outside])
+    # Each figure is what its definition gives on the fold's own outputs and calibration.
+    _, logits_dev, _, density_dev = parser.logits([u.text for u in dev])
+    _, logits_in, _, density_in = parser.logits([u.text for u in in_scope])
+    _, logits_out, _, density_out = parser.logits([u.text for u in outside])
     labels = np.array([parser.intents.index(u.intent) for u in in_scope])
     labels_dev = np.array([parser.intents.index(u.intent) for u in dev])
     for name, by_score in scores["scores"].items():
-        calibration = calibrate(logits_dev, labels_dev, score=name)
+        calibration = calibrate(logits_dev, labels_dev, score=name, density=density_dev)
         t = calibration["temperature"]
         assert by_score["threshold"] == calibration["threshold"]
-        s_in, s_out = raw_scores(logits_in, name, t), raw_scores(logits_out, name, t)
+        s_in = raw_scores(logits_in, name, t, density_in)
+        s_out = raw_scores(logits_out, name, t, density_out)
         assert by_score["auroc"] == auroc(s_in, s_out)
-        accepted_in = in_scope_scores(logits_in, calibration) >= calibration["threshold"]
+        threshold = calibration["threshold"]
+        accepted_in = in_scope_scores(logits_in, calibration, density_in) >= threshold
         right = softmax(logits_in, t).argmax(axis=1) == labels
         assert by_score["in_scope_accuracy"] == pytest.approx((right & accepted_in).mean())
-        rejected = in_scope_scores(logits_out, calibration) < calibration["threshold"]
+        rejected = in_scope_scores(logits_out, calibration, density_out) < threshold
         assert by_score["out_of_scope_rejected"] == pytest.approx(rejected.mean())
     # The model knows most in-scope requests, and its threshold lets nearly all of them in.
     assert scores["in_scope_accuracy"] > 0.6
@@ -108,4 +111,15 @@ def test_a_fold_stopped_halfway_is_trained_again(tiny_bundle, snips, tmp_path):
     (half / "voicenlu.json").write_text(json.dumps(manifest | {"complete": False}))
     config = TrainConfig(backbone=str(tmp_path / "no-such-backbone"), epochs=1)
     with pytest.raises(ConfigError, match="Could not load the backbone"):
+        leave_one_intent_out(snips, config, tmp_path, per_intent=5)
+
+
+def test_fold_bundles_of_an_older_recipe_are_refused(tiny_bundle, snips, tmp_path):
+    """A bundle without the in-scope statistics cannot be scored by the default score."""
+    intents = sorted({u.intent for u in snips.train})
+    old = shutil.copytree(tiny_bundle, tmp_path / f"without-{intents[0]}" / "bundle")
+    calibration = read_manifest(old)["calibration"] | {"score": "energy"}
+    update_manifest(old, calibration=calibration)
+    config = TrainConfig(backbone=str(tmp_path / "no-such-backbone"), epochs=1)
+    with pytest.raises(ConfigError, match="older voicenlu.*delete"):
         leave_one_intent_out(snips, config, tmp_path, per_intent=5)

@@ -177,9 +177,9 @@ def test_the_runtime_adds_weighted_lexical_evidence(tiny_bundle, tiny_data, tmp_
     bundles.update_manifest(bundle, lexical={"weight": 2.0})
     parser = Parser.load(bundle, precision="fp32")
     texts = [u.text for u in tiny_data.dev[:8]]
-    _, both, _ = parser.logits(texts)
+    _, both, _, _ = parser.logits(texts)
     parser.lexical = None  # the network alone
-    _, network, _ = parser.logits(texts)
+    _, network, _, _ = parser.logits(texts)
     assert np.allclose(both, network + 2.0 * lexical.log_probs(texts), atol=1e-4)
 
 

@@ -63,12 +63,14 @@ def test_calibration_is_fitted_on_the_dev_set(tiny_bundle, tiny_data):
     assert len(tiny_data.dev) < MIN_DEV_FOR_TEMPERATURE
     assert calibration["temperature_fitted"] is False and calibration["temperature"] == 1.0
     parser = Parser.load(tiny_bundle, precision="fp32")
-    _, logits, _ = parser.logits([u.text for u in tiny_data.dev])
+    _, logits, _, density = parser.logits([u.text for u in tiny_data.dev])
     labels = [parser.intents.index(u.intent) for u in tiny_data.dev]
-    refit = calibrate(logits, np.array(labels))
+    refit = calibrate(logits, np.array(labels), density=density)
+    assert calibration["score"] == "mahalanobis"
     assert calibration["threshold"] == pytest.approx(refit["threshold"], abs=0.02)
-    assert calibration["reference"] == pytest.approx(refit["reference"], abs=1e-2)
-    accepted = in_scope_scores(logits, parser.calibration) >= parser.threshold
+    # Training measured dev with PyTorch, the parser with ONNX Runtime: the same distances.
+    assert np.allclose(calibration["reference"], refit["reference"], rtol=1e-3, atol=0.05)
+    accepted = in_scope_scores(logits, parser.calibration, density) >= parser.threshold
     assert 0.95 <= accepted.mean() < 1.0  # 99% of 70 rounds to all but one
     assert list((tiny_bundle.parent / "tensorboard").glob("events.out.tfevents.*"))
 
@@ -242,4 +244,6 @@ def test_torchrun_two_processes(tmp_path, tiny_albert):
     assert done.returncode == 0, done.stderr[-3000:]
     manifest = read_manifest(tmp_path / "bundle")
     assert manifest["training"]["world_size"] == 2
-    assert Parser.load(tmp_path / "bundle").parse("play some jazz")["intent"]["name"]
+    # A tiny random encoder after one epoch may well find any request out of scope.
+    parsed = Parser.load(tmp_path / "bundle").parse("play some jazz", threshold=0.0)
+    assert parsed["intent"]["name"] in manifest["intents"]

@@ -32,6 +32,7 @@ import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from voicenlu.calibration import RANKED, SCORES
 from voicenlu.data.download import file_sha256 as sha256_file
 from voicenlu.errors import BundleError
 
@@ -247,7 +248,6 @@ def _unreadable(file: Path, exc: OSError) -> BundleError:
 
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
-SCORES = ("max_softmax", "energy")
 
 
 def check_fields(manifest: dict, path: Path, complete: bool = True) -> None:
@@ -310,10 +310,10 @@ def check_fields(manifest: dict, path: Path, complete: bool = True) -> None:
         raise bad("calibration.threshold", "a number from 0 to 1")
     if calibration.get("score", "max_softmax") not in SCORES:
         raise bad("calibration.score", f"one of {', '.join(SCORES)}")
-    if calibration.get("score") == "energy":
+    if calibration.get("score") in RANKED:
         reference = calibration.get("reference")
         if not (isinstance(reference, list) and reference and all(map(number, reference))):
-            raise bad("calibration.reference", "a list of numbers (the dev set's energies)")
+            raise bad("calibration.reference", "a list of numbers (the dev set's scores)")
     lexical = manifest.get("lexical")
     if lexical is not None and not (
         isinstance(lexical, dict) and number(lexical.get("weight")) and lexical["weight"] > 0

@@ -4,25 +4,34 @@ Fitted on dev at the end of training, stored in the bundle's manifest, applied b
 runtime. numpy only, so the runtime stays free of torch.
 
 There are no out-of-scope examples to fit on, so the threshold comes from in-scope requests
-alone: it lets ``DEV_ACCEPT`` of dev through. Two in-scope scores are offered:
+alone: it lets ``DEV_ACCEPT`` of dev through. Three in-scope scores are offered:
 
 - ``max_softmax``: the top calibrated probability;
 - ``energy``: T * logsumexp(logits / T) (Liu et al., 2020), which keeps the logits' scale,
-  where a request unlike every training intent tends to show. It is reported as the share
-  of dev requests that scored lower, so a threshold reads the same way for both (0 to 1).
+  where a request unlike every training intent tends to show;
+- ``mahalanobis``: how close the request's utterance vector lies to the nearest intent's
+  training utterances, under one covariance shared by all intents (Lee et al., 2018;
+  Podolskiy et al., 2021). It reads the model's features rather than its decision, so a
+  request that the intent head would confidently squeeze into a known intent still shows
+  as unlike anything trained on. Its statistics (:class:`ScopeModel`) live in the bundle.
 
-The leave-one-intent-out measurement (benchmarks/oos.md) chose ``energy``.
+``energy`` and ``mahalanobis`` are reported as the share of dev requests that scored lower,
+so a threshold reads the same way for every score (0 to 1).
+
+The leave-one-intent-out measurement (benchmarks/oos.md) chose ``mahalanobis``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-SCORES = ("max_softmax", "energy")
-DEFAULT_SCORE = "energy"
+SCORES = ("max_softmax", "energy", "mahalanobis")
+RANKED = ("energy", "mahalanobis")  # put on the 0..1 scale by the dev set's reference
+DEFAULT_SCORE = "mahalanobis"
 DEV_ACCEPT = 0.99  # share of in-scope dev requests the out-of-scope threshold lets through
 MIN_DEV_FOR_TEMPERATURE = 100
-MAX_REFERENCE = 1000  # dev energies kept in the manifest (as quantiles beyond this)
+MAX_REFERENCE = 1000  # dev scores kept in the manifest (as quantiles beyond this)
+SCOPE_FILE = "scope.npz"  # the mahalanobis score's statistics, in a bundle that uses it
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -39,22 +48,90 @@ def energy(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
     return temperature * (top + np.log(np.exp(z - top[:, None]).sum(axis=1)))
 
 
-def raw_scores(logits: np.ndarray, score: str, temperature: float = 1.0) -> np.ndarray:
-    """The named score before it is put on the 0..1 scale (for ranking, as AUROC does)."""
+class ScopeModel:
+    """One Gaussian per intent over utterance vectors, with a shared covariance.
+
+    Stored whitened: ``whitening`` is a square root of the precision matrix, so the squared
+    Mahalanobis distance to an intent is a plain squared distance after one product.
+    """
+
+    def __init__(self, means: np.ndarray, whitening: np.ndarray):
+        self.means = means  # intents x dims, already whitened
+        self.whitening = whitening  # dims x dims
+
+    @classmethod
+    def fit(cls, vectors: np.ndarray, labels: np.ndarray) -> ScopeModel:
+        """Intent means and their pooled covariance, shrunk towards a multiple of the
+        identity by Ledoit and Wolf's rule: a few utterances per intent cannot estimate a
+        covariance in hundreds of dimensions, and the rule shrinks more the fewer there are."""
+        vectors = vectors.astype(np.float64)
+        intents = np.unique(labels)
+        means = np.stack([vectors[labels == i].mean(axis=0) for i in intents])
+        covariance = ledoit_wolf(vectors - means[np.searchsorted(intents, labels)])
+        whitening = np.linalg.cholesky(np.linalg.inv(covariance))
+        return cls((means @ whitening).astype(np.float32), whitening.astype(np.float32))
+
+    def density(self, vectors: np.ndarray) -> np.ndarray:
+        """Minus the squared Mahalanobis distance to the nearest intent: high when in scope."""
+        z = vectors.astype(np.float32) @ self.whitening
+        distances = (
+            (z * z).sum(axis=1, keepdims=True)
+            - 2 * z @ self.means.T
+            + (self.means * self.means).sum(axis=1)
+        )
+        return -distances.min(axis=1).astype(np.float64)
+
+    def save(self, path) -> None:
+        with open(path, "wb") as f:
+            np.savez(f, means=self.means, whitening=self.whitening)
+
+    @classmethod
+    def load(cls, path) -> ScopeModel:
+        with np.load(path, allow_pickle=False) as z:
+            return cls(z["means"], z["whitening"])
+
+
+def ledoit_wolf(centred: np.ndarray) -> np.ndarray:
+    """The Ledoit-Wolf (2004) shrunk covariance of rows that are already centred."""
+    n, dims = centred.shape
+    sample = centred.T @ centred / n
+    scale = np.trace(sample) / dims or 1.0  # all rows at their mean: fall back to identity
+    spread = ((sample - scale * np.eye(dims)) ** 2).sum() / dims
+    # How far each row's outer product strays from the sample covariance, on average.
+    fourth = ((centred * centred).sum(axis=1) ** 2).sum() / n
+    noise = min((fourth - (sample**2).sum()) / (n * dims), spread)
+    shrinkage = noise / spread if spread > 0 else 1.0
+    return shrinkage * scale * np.eye(dims) + (1 - shrinkage) * sample
+
+
+def raw_scores(
+    logits: np.ndarray, score: str, temperature: float = 1.0, density: np.ndarray | None = None
+) -> np.ndarray:
+    """The named score before it is put on the 0..1 scale (for ranking, as AUROC does).
+
+    ``density`` is the bundle's :meth:`ScopeModel.density` of the same requests, which the
+    ``mahalanobis`` score is.
+    """
+    if score == "mahalanobis":
+        if density is None:
+            raise ValueError("The mahalanobis score needs the requests' utterance vectors.")
+        return density
     if score == "energy":
         return energy(logits, temperature)
     return softmax(logits, temperature).max(axis=1)
 
 
-def in_scope_scores(logits: np.ndarray, calibration: dict) -> np.ndarray:
+def in_scope_scores(
+    logits: np.ndarray, calibration: dict, density: np.ndarray | None = None
+) -> np.ndarray:
     """0..1, higher for requests more like those the model was trained on.
 
     A bundle without calibration scores by the plain top probability.
     """
     temperature = float(calibration.get("temperature", 1.0))
     score = calibration.get("score", "max_softmax")
-    raw = raw_scores(logits, score, temperature)
-    if score == "energy":
+    raw = raw_scores(logits, score, temperature, density)
+    if score in RANKED:
         reference = np.asarray(calibration["reference"])
         return np.searchsorted(reference, raw, side="right") / len(reference)
     return raw
@@ -77,11 +154,13 @@ def calibrate(
     labels: np.ndarray,
     score: str = DEFAULT_SCORE,
     accept: float = DEV_ACCEPT,
+    density: np.ndarray | None = None,
 ) -> dict:
     """Temperature, in-scope score and the threshold that lets ``accept`` of dev through.
 
     A small dev set that the model gets all right says nothing about temperature (the
     likelihood only grows as it sharpens), so the temperature is fitted only on enough data.
+    ``density``: dev's :meth:`ScopeModel.density`, which the ``mahalanobis`` score needs.
     """
     if score not in SCORES:
         raise ValueError(f"Unknown in-scope score {score!r}: choose one of {SCORES}.")
@@ -93,8 +172,8 @@ def calibrate(
         "score": score,
         "dev_accept": accept,
     }
-    if score == "energy":
-        dev = energy(logits, temperature)
+    if score in RANKED:
+        dev = raw_scores(logits, score, temperature, density)
         points = np.linspace(0.0, 1.0, min(len(dev), MAX_REFERENCE))
         calibration["reference"] = [round(float(x), 4) for x in np.quantile(dev, points)]
     if logits.shape[1] < 2:
@@ -102,6 +181,6 @@ def calibrate(
         # score says nothing about scope, and such a bundle rejects nothing.
         calibration["threshold"] = 0.0
         return calibration
-    dev_scores = in_scope_scores(logits, calibration)
+    dev_scores = in_scope_scores(logits, calibration, density)
     calibration["threshold"] = round(float(np.quantile(dev_scores, 1 - accept)), 4)
     return calibration

@@ -16,7 +16,7 @@ from voicenlu.model import load_torch_model
 log = logging.getLogger(__name__)
 
 INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
-OUTPUTS = ["intent_logits", "slot_logits"]
+OUTPUTS = ["intent_logits", "slot_logits", "utterance_vector"]
 PARITY_TOLERANCE = 1e-3
 
 
@@ -29,7 +29,7 @@ class _Exportable(torch.nn.Module):
 
     def forward(self, input_ids, attention_mask, token_type_ids):
         out = self.model(input_ids, attention_mask, token_type_ids)
-        return out["intent_logits"], out["slot_logits"]
+        return tuple(out[name] for name in OUTPUTS)
 
 
 def export_onnx(
@@ -75,6 +75,7 @@ def _export(model, args, path: Path, dynamic: dict, opset: int) -> None:
             "token_type_ids": dynamic,
             "intent_logits": {0: "batch"},
             "slot_logits": dynamic,
+            "utterance_vector": {0: "batch"},
         },
         opset_version=opset,
         # The TorchScript exporter (dynamo=False) mistranslates transformers v5's attention

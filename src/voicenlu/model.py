@@ -142,7 +142,12 @@ class JointModel(nn.Module):
         intent_logits = self.intent_head(self.dropout(pooled))
         token_features = torch.cat([hidden, pooled.unsqueeze(1).expand_as(hidden)], dim=-1)
         slot_logits = self.slot_head(self.dropout(token_features))
-        out = {"intent_logits": intent_logits, "slot_logits": slot_logits}
+        out = {
+            "intent_logits": intent_logits,
+            "slot_logits": slot_logits,
+            # What the in-scope score measures distances on (calibration.ScopeModel).
+            "utterance_vector": torch.cat([pooled, summary], dim=-1),
+        }
         if intent_labels is not None and slot_labels is not None:
             out["loss"] = self._loss(intent_logits, slot_logits, intent_labels, slot_labels)
             if teacher_intent_logits is not None:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from voicenlu.bundle import is_complete
+from voicenlu.bundle import is_complete, read_manifest
 from voicenlu.calibration import (
     DEFAULT_SCORE,
     SCORES,
@@ -24,7 +24,8 @@ from voicenlu.calibration import (
     softmax,
 )
 from voicenlu.data.training import snips_split
-from voicenlu.runtime import Parser
+from voicenlu.errors import ConfigError
+from voicenlu.runtime import Parser, uses_scope
 
 log = logging.getLogger(__name__)
 
@@ -68,28 +69,29 @@ def score_fold(parser: Parser, dev, in_scope, out_of_scope) -> dict:
     the raw score. The top-level figures are those of the default score, which training
     stores in new bundles.
     """
-    _, logits_dev, _ = parser.logits([u.text for u in dev])
-    _, logits_in, _ = parser.logits([u.text for u in in_scope])
-    _, logits_out, _ = parser.logits([u.text for u in out_of_scope])
+    _, logits_dev, _, density_dev = parser.logits([u.text for u in dev])
+    _, logits_in, _, density_in = parser.logits([u.text for u in in_scope])
+    _, logits_out, _, density_out = parser.logits([u.text for u in out_of_scope])
     labels_dev = np.array([parser.intents.index(u.intent) for u in dev])
     labels = np.array([parser.intents.index(u.intent) for u in in_scope])
-    calibrations = {name: calibrate(logits_dev, labels_dev, score=name) for name in SCORES}
+    calibrations = {
+        name: calibrate(logits_dev, labels_dev, score=name, density=density_dev) for name in SCORES
+    }
     t = calibrations[DEFAULT_SCORE]["temperature"]  # the same fit whatever the score
     raw, calibrated = softmax(logits_in), softmax(logits_in, t)
     correct = calibrated.argmax(axis=1) == labels
     by_score = {}
     for name, calibration in calibrations.items():
         threshold = calibration["threshold"]
-        s_in, s_out = raw_scores(logits_in, name, t), raw_scores(logits_out, name, t)
+        s_in = raw_scores(logits_in, name, t, density_in)
+        s_out = raw_scores(logits_out, name, t, density_out)
+        accepted_in = in_scope_scores(logits_in, calibration, density_in) >= threshold
+        accepted_out = in_scope_scores(logits_out, calibration, density_out) >= threshold
         by_score[name] = {
             "auroc": auroc(s_in, s_out),
             "fpr_at_95_tpr": fpr_at_tpr(s_in, s_out),
-            "in_scope_accuracy": float(
-                (correct & (in_scope_scores(logits_in, calibration) >= threshold)).mean()
-            ),
-            "out_of_scope_rejected": float(
-                (in_scope_scores(logits_out, calibration) < threshold).mean()
-            ),
+            "in_scope_accuracy": float((correct & accepted_in).mean()),
+            "out_of_scope_rejected": float(1 - accepted_out.mean()),
             "threshold": threshold,
         }
     return {
@@ -115,6 +117,11 @@ def leave_one_intent_out(snips, config, output_dir: Path, per_intent: int = 300)
         fold_dir = output_dir / f"without-{held_out}"
         bundle = fold_dir / "bundle"
         if is_complete(bundle):  # an earlier, interrupted run finished this fold
+            if not uses_scope(read_manifest(bundle, verify=False)):
+                raise ConfigError(
+                    f"{bundle} was trained by an older voicenlu, without the statistics of "
+                    f"the {DEFAULT_SCORE} score: delete {output_dir} or choose another --out."
+                )
             log.info("Scoring the existing %s (delete it to train the fold again).", bundle)
         else:
             bundle = train_bundle(data, config, fold_dir)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from voicenlu import bundle as bundles
 from voicenlu import speech
+from voicenlu.calibration import SCOPE_FILE
 from voicenlu.config import (
     DEFAULT_OUTPUT_DIR,
     PRUNE_EPOCHS,
@@ -101,6 +102,7 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
     bundles.put_files(bundle, trained.hf_tokenizer.save_pretrained)
     if trained.lexical:
         bundles.put_file(bundle, LEXICAL_FILE, trained.lexical.save)
+    bundles.put_file(bundle, SCOPE_FILE, trained.scope.save)
     # The recogniser's bias for spoken requests: this training data only.
     bundles.put_text(bundle, speech.SETTINGS_FILE, speech.settings_json(data.train))
 

@@ -16,7 +16,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from voicenlu.bundle import read_manifest, verify_files
-from voicenlu.calibration import in_scope_scores, softmax
+from voicenlu.calibration import SCOPE_FILE, ScopeModel, in_scope_scores, softmax
 from voicenlu.data.records import SlotSpan, Utterance, is_blank
 from voicenlu.errors import BundleError, InputError
 from voicenlu.features import (
@@ -52,9 +52,19 @@ def check_text(text: object) -> str:
     return text
 
 
+def uses_scope(manifest: dict) -> bool:
+    """Whether the bundle's in-scope score reads utterance vectors (and its scope file)."""
+    return manifest.get("calibration", {}).get("score") == "mahalanobis"
+
+
 def check_outputs(model_file: Path, session: ort.InferenceSession, manifest: dict) -> None:
     """The model must score exactly the labels the manifest lists, or every name is wrong."""
     sizes = {o.name: o.shape[-1] for o in session.get_outputs()}
+    if uses_scope(manifest) and "utterance_vector" not in sizes:
+        raise BundleError(
+            f"{model_file} has no utterance_vector output, which the bundle's in-scope score "
+            f"reads: export it again with `voicenlu export {model_file.parent}`."
+        )
     for output, labels in (("intent_logits", "intents"), ("slot_logits", "slot_tags")):
         size = sizes.get(output)
         if isinstance(size, int) and size != len(manifest[labels]):
@@ -115,6 +125,10 @@ class Parser:
         if self.lexical is not None and self.lexical.intents != self.intents:
             raise BundleError(f"{bundle / LEXICAL_FILE} scores other intents than the manifest.")
         self.lexical_weight = float(lexical["weight"]) if lexical else 0.0
+        self.scope = ScopeModel.load(bundle / SCOPE_FILE) if uses_scope(manifest) else None
+        self._outputs = ["intent_logits", "slot_logits"] + (
+            ["utterance_vector"] if self.scope else []
+        )
 
     @classmethod
     def load(
@@ -159,9 +173,9 @@ class Parser:
             )
         lexical = manifest.get("lexical")
         # Only the files the runtime reads: the training weights may not even be readable here.
-        verify_files(
-            bundle, manifest, ["tokenizer.json", model_file] + ([LEXICAL_FILE] if lexical else [])
-        )
+        extra = [LEXICAL_FILE] if lexical else []
+        extra += [SCOPE_FILE] if uses_scope(manifest) else []
+        verify_files(bundle, manifest, ["tokenizer.json", model_file, *extra])
         options = ort.SessionOptions()
         if not spin_wait:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
@@ -180,21 +194,22 @@ class Parser:
         return parser
 
     def logits(self, texts: list[str]):
-        """(encodings, intent logits, slot logits) for a batch, padded to its longest text.
+        """(encodings, intent logits, slot logits, density) for a batch, padded to its longest.
 
         The intent logits include the bundle's lexical evidence (``voicenlu.lexical``).
+        ``density`` is what the ``mahalanobis`` in-scope score reads, or None when the
+        bundle's calibration uses another score.
         """
         encodings = encode(self.tokenizer, texts)
         feed = pad_batch(encodings, self.pad_id)
         big = feed["input_ids"].size > SHRINK_AFTER_TOKENS
-        intent_logits, slot_logits = self.session.run(
-            ["intent_logits", "slot_logits"],
-            {k: feed[k] for k in self._input_names},
-            _SHRINK if big else None,
+        intent_logits, slot_logits, *vector = self.session.run(
+            self._outputs, {k: feed[k] for k in self._input_names}, _SHRINK if big else None
         )
         if self.lexical is not None:
             intent_logits = intent_logits + self.lexical_weight * self.lexical.log_probs(texts)
-        return encodings, intent_logits, slot_logits
+        density = self.scope.density(vector[0]) if self.scope else None
+        return encodings, intent_logits, slot_logits, density
 
     def parse(
         self,
@@ -271,9 +286,9 @@ class Parser:
         results = []
         for i in range(0, len(texts), batch_size):
             chunk = texts[i : i + batch_size]
-            encodings, intent_logits, slot_logits = self.logits(chunk)
+            encodings, intent_logits, slot_logits, density = self.logits(chunk)
             probs = softmax(intent_logits, self.temperature)
-            in_scope = in_scope_scores(intent_logits, self.calibration) >= threshold
+            in_scope = in_scope_scores(intent_logits, self.calibration, density) >= threshold
             for row in zip(chunk, encodings, probs, in_scope, slot_logits, strict=True):
                 results.append(self._result(*row, ref))
         return results

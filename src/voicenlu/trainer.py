@@ -25,10 +25,11 @@ from transformers import (
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer_utils import get_last_checkpoint
 
-from voicenlu.calibration import calibrate
+from voicenlu.calibration import ScopeModel, calibrate
 from voicenlu.config import Schedule, TrainConfig, schedule
 from voicenlu.data.augment import with_swapped_values
 from voicenlu.data.records import Utterance
+from voicenlu.data.snips import stratified_slice
 from voicenlu.data.spoken import with_spoken_copies
 from voicenlu.data.training import TrainData
 from voicenlu.errors import ConfigError
@@ -45,6 +46,8 @@ from voicenlu.model import Collator, JointModel, build_model
 
 log = logging.getLogger(__name__)
 
+SCOPE_PER_INTENT = 300  # training utterances per intent that the in-scope statistics see
+
 
 @dataclass
 class Fit:
@@ -57,6 +60,7 @@ class Fit:
     tags: list[str]
     pad_id: int
     calibration: dict
+    scope: ScopeModel  # statistics of the in-scope score (calibration.py)
     dev_metrics: dict
     history: list[dict]
     seconds: float
@@ -99,7 +103,7 @@ class _Metrics:
         self.lookup, self.intents, self.tags = lookup, intents, tags
 
     def __call__(self, eval_pred):
-        intent_logits, slot_logits = eval_pred.predictions
+        intent_logits, slot_logits = eval_pred.predictions[:2]
         example_ids = eval_pred.label_ids[2]
         examples = [self.lookup[int(i)] for i in example_ids]
         pred = predict_utterances(examples, intent_logits, slot_logits, self.intents, self.tags)
@@ -209,8 +213,16 @@ def fit(
     sample = data.train[:: max(1, len(data.train) // len(data.dev))][: len(data.dev)]
     first = len(taught) + len(data.dev)
     sample_set, sample_enc = featurize(sample, tokenizer, intent_index, tag_index, first)
+    # The utterances the in-scope statistics are fitted on, once trained.
+    scope_sample = stratified_slice(learn, SCOPE_PER_INTENT, config.seed)
+    scope_first = first + len(sample)
+    scope_set, scope_enc = featurize(scope_sample, tokenizer, intent_index, tag_index, scope_first)
     lookup = {}
-    for first_id, utts, encs in ((len(taught), data.dev, dev_enc), (first, sample, sample_enc)):
+    for first_id, utts, encs in (
+        (len(taught), data.dev, dev_enc),
+        (first, sample, sample_enc),
+        (scope_first, scope_sample, scope_enc),
+    ):
         pairs = zip(utts, encs, strict=True)
         lookup.update({first_id + k: pair for k, pair in enumerate(pairs)})
 
@@ -250,6 +262,8 @@ def fit(
     # id) so that they line up with the lexical evidence below.
     order = np.argsort(dev_out.label_ids[2])
     dev_logits, dev_labels = dev_out.predictions[0][order], dev_out.label_ids[0][order]
+    scope_out = trainer.predict(scope_set, metric_key_prefix="scope")
+    scope = ScopeModel.fit(scope_out.predictions[2], scope_out.label_ids[0])
     lexical, weight = None, 0.0
     if config.lexical and len(intents) > 1:  # with one intent there is nothing to tell apart
         lexical = LexicalModel.fit(learn, intents)
@@ -263,7 +277,10 @@ def fit(
         intents=intents,
         tags=tags,
         pad_id=pad_id,
-        calibration=calibrate(dev_logits, dev_labels),
+        calibration=calibrate(
+            dev_logits, dev_labels, density=scope.density(dev_out.predictions[2][order])
+        ),
+        scope=scope,
         dev_metrics={
             k.removeprefix("dev_"): v
             for k, v in dev_out.metrics.items()
