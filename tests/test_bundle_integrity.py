@@ -63,7 +63,7 @@ def test_an_edited_manifest_is_refused(copy, change):
         ({"calibration": {"threshold": 1.5}}, "calibration.threshold must be a number from 0 to 1"),
         (
             {"calibration": {"score": "vibes"}},
-            "calibration.score must be one of max_softmax, energy",
+            "calibration.score must be one of max_softmax, energy, mahalanobis",
         ),
         ({"max_length": "64"}, "max_length must be a whole number of at least 2, not '64'"),
         ({"intents": ["A", "A"]}, "intents must be a list of distinct intent names"),
@@ -93,9 +93,27 @@ def test_serving_checks_only_the_files_it_reads(copy):
     assert Parser.load(copy).parse("play some jazz")["intent"]["name"]
     with pytest.raises(BundleError, match="model.safetensors does not match the checksum"):
         bundles.read_manifest(copy)
+    scope = (copy / "scope.npz").read_bytes()
+    (copy / "scope.npz").write_bytes(scope[:-8] + bytes(8))
+    with pytest.raises(BundleError, match="scope.npz does not match the checksum"):
+        Parser.load(copy)
+    (copy / "scope.npz").write_bytes(scope)
     (copy / "tokenizer.json").write_text("{}")
     with pytest.raises(BundleError, match="tokenizer.json does not match the checksum"):
         Parser.load(copy)
+
+
+def test_a_graph_without_the_utterance_vector_is_sent_back_to_export(copy):
+    """The in-scope score reads the vector; a graph exported before it existed cannot serve."""
+    import onnx
+
+    graph = onnx.load(copy / "model.onnx")
+    kept = [o for o in graph.graph.output if o.name != "utterance_vector"]
+    del graph.graph.output[:]
+    graph.graph.output.extend(kept)
+    bundles.put_file(copy, "model.onnx", lambda path: onnx.save(graph, path))
+    with pytest.raises(BundleError, match="no utterance_vector output.*voicenlu export"):
+        Parser.load(copy, precision="fp32")
 
 
 def test_files_are_written_world_readable(tiny_bundle):

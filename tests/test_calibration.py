@@ -1,4 +1,4 @@
-"""Calibration: the energy score, the temperature, and thresholds that let 99% of dev through."""
+"""Calibration: the in-scope scores, the temperature, and thresholds that let 99% of dev through."""
 
 from __future__ import annotations
 
