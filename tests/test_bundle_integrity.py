@@ -63,7 +63,7 @@ def test_an_edited_manifest_is_refused(copy, change):
         ({"calibration": {"threshold": 1.5}}, "calibration.threshold must be a number from 0 to 1"),
         (
             {"calibration": {"score": "vibes"}},
-            "calibration.score must be one of max_softmax, energy, mahalanobis",
+            "calibration.score must be one of max_softmax, energy, mahalanobis, mahalanobis_",
         ),
         ({"max_length": "64"}, "max_length must be a whole number of at least 2, not '64'"),
         ({"intents": ["A", "A"]}, "intents must be a list of distinct intent names"),

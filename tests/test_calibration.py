@@ -146,3 +146,19 @@ def test_mahalanobis_needs_the_utterance_vectors():
     logits, labels = dev_logits(50)
     with pytest.raises(ValueError, match="utterance vectors"):
         calibrate(logits, labels, score="mahalanobis")
+
+
+def test_mahalanobis_softmax_is_the_mean_of_the_two_shares_of_dev():
+    vectors, _ = utterance_vectors(100, 16)
+    logits, labels = dev_logits(300)
+    density = ScopeModel.fit(vectors, np.arange(300) % 3).density(vectors)
+    calibration = calibrate(logits, labels, score="mahalanobis_softmax", density=density)
+    shares = in_scope_scores(logits, calibration, density)
+    typical = in_scope_scores(logits, calibration | {"score": "mahalanobis"}, density)
+    sure = softmax(logits, calibration["temperature"]).max(axis=1)
+    sure = np.searchsorted(calibration["reference_softmax"], sure, side="right") / len(sure)
+    np.testing.assert_allclose(shares, (typical + sure) / 2)
+    assert 0.985 <= (shares >= calibration["threshold"]).mean() <= 0.995
+    # Far from every intent and an unsure head: rejected.
+    unsure, far = np.zeros((1, 4)), np.array([density.min() - 100.0])
+    assert in_scope_scores(unsure, calibration, far)[0] < calibration["threshold"]

@@ -51,8 +51,8 @@ def test_fold_scores_on_a_real_model(tiny_bundle, snips, tmp_path):
     outside = [u for u in snips.test if u.intent == "RateBook"][:40]
     dev = [u for u in snips.dev if u.intent != "RateBook"][:100]
     scores = score_fold(parser, dev, in_scope, outside)
-    assert set(scores["scores"]) == {"max_softmax", "energy", "mahalanobis"}
-    assert scores["auroc"] == scores["scores"]["mahalanobis"]["auroc"]  # the default score
+    assert set(scores["scores"]) == {"max_softmax", "energy", "mahalanobis", "mahalanobis_softmax"}
+    assert scores["auroc"] == scores["scores"]["mahalanobis_softmax"]["auroc"]  # the default
 
     # Each figure is what its definition gives on the fold's own outputs and calibration.
     _, logits_dev, _, density_dev = parser.logits([u.text for u in dev])
@@ -64,14 +64,19 @@ def test_fold_scores_on_a_real_model(tiny_bundle, snips, tmp_path):
         calibration = calibrate(logits_dev, labels_dev, score=name, density=density_dev)
         t = calibration["temperature"]
         assert by_score["threshold"] == calibration["threshold"]
-        s_in = raw_scores(logits_in, name, t, density_in)
-        s_out = raw_scores(logits_out, name, t, density_out)
+        shares_in = in_scope_scores(logits_in, calibration, density_in)
+        shares_out = in_scope_scores(logits_out, calibration, density_out)
+        if name == "mahalanobis_softmax":  # a mean of shares ranks by itself
+            s_in, s_out = shares_in, shares_out
+        else:
+            s_in = raw_scores(logits_in, name, t, density_in)
+            s_out = raw_scores(logits_out, name, t, density_out)
         assert by_score["auroc"] == auroc(s_in, s_out)
         threshold = calibration["threshold"]
-        accepted_in = in_scope_scores(logits_in, calibration, density_in) >= threshold
+        accepted_in = shares_in >= threshold
         right = softmax(logits_in, t).argmax(axis=1) == labels
         assert by_score["in_scope_accuracy"] == pytest.approx((right & accepted_in).mean())
-        rejected = in_scope_scores(logits_out, calibration, density_out) < threshold
+        rejected = shares_out < threshold
         assert by_score["out_of_scope_rejected"] == pytest.approx(rejected.mean())
     # The model knows most in-scope requests, and its threshold lets nearly all of them in.
     assert scores["in_scope_accuracy"] > 0.6

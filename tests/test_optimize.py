@@ -42,6 +42,18 @@ def test_int8_is_smaller_and_keeps_accuracy(int8_bundle, tiny_data):
     assert m8["intent_accuracy"] == pytest.approx(q["test_int8"]["intent_accuracy"], abs=1e-3)
 
 
+def test_int8_serves_with_its_own_calibration(int8_bundle, tiny_data):
+    """Quantizing fits the int8 graph's threshold on dev; fp32 keeps the one training fitted."""
+    manifest = read_manifest(int8_bundle)
+    int8, fp32 = Parser.load(int8_bundle, precision="int8"), Parser.load(int8_bundle, "fp32")
+    assert fp32.calibration["threshold"] == manifest["calibration"]["threshold"]
+    assert int8.calibration["threshold"] == manifest["quantization"]["calibration"]["threshold"]
+    assert int8.calibration["score"] == manifest["calibration"]["score"] == "mahalanobis_softmax"
+    assert int8.calibration["reference"].tolist() != manifest["calibration"]["reference"]
+    accepted = [r["in_scope"] for r in int8.parse_batch([u.text for u in tiny_data.dev])]
+    assert sum(accepted) >= len(accepted) - 1  # 99% of 70 dev requests: all but one at most
+
+
 def test_removed_heads_compute_what_gated_heads_compute(tiny_bundle):
     """Slicing heads out of Q/K/V and the output projection == zeroing their gate."""
     import copy

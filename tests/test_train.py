@@ -66,10 +66,11 @@ def test_calibration_is_fitted_on_the_dev_set(tiny_bundle, tiny_data):
     _, logits, _, density = parser.logits([u.text for u in tiny_data.dev])
     labels = [parser.intents.index(u.intent) for u in tiny_data.dev]
     refit = calibrate(logits, np.array(labels), density=density)
-    assert calibration["score"] == "mahalanobis"
-    assert calibration["threshold"] == pytest.approx(refit["threshold"], abs=0.02)
+    assert calibration["score"] == "mahalanobis_softmax"
+    assert calibration["threshold"] == pytest.approx(refit["threshold"], abs=0.03)
     # Training measured dev with PyTorch, the parser with ONNX Runtime: the same distances.
     assert np.allclose(calibration["reference"], refit["reference"], rtol=1e-3, atol=0.05)
+    assert np.allclose(calibration["reference_softmax"], refit["reference_softmax"], atol=1e-3)
     accepted = in_scope_scores(logits, parser.calibration, density) >= parser.threshold
     assert 0.95 <= accepted.mean() < 1.0  # 99% of 70 rounds to all but one
     assert list((tiny_bundle.parent / "tensorboard").glob("events.out.tfevents.*"))

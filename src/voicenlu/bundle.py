@@ -297,23 +297,29 @@ def check_fields(manifest: dict, path: Path, complete: bool = True) -> None:
             raise bad(field, f"a whole number of at least {least}")
     if not isinstance(manifest.get("backbone"), str):
         raise bad("backbone", "the name or path of the encoder")
-    calibration = manifest.get("calibration", {})
-    if not isinstance(calibration, dict):
-        raise bad("calibration", "an object")
-    if "temperature" in calibration and not (
-        number(calibration["temperature"]) and calibration["temperature"] > 0
+    # The calibration, and the int8 graph's own when quantization fitted one.
+    int8 = manifest.get("quantization", {}).get("calibration")
+    for field, calibration in (("calibration", manifest.get("calibration", {})),) + (
+        (("quantization.calibration", int8),) if int8 is not None else ()
     ):
-        raise bad("calibration.temperature", "a number above 0")
-    if "threshold" in calibration and not (
-        number(calibration["threshold"]) and 0 <= calibration["threshold"] <= 1
-    ):
-        raise bad("calibration.threshold", "a number from 0 to 1")
-    if calibration.get("score", "max_softmax") not in SCORES:
-        raise bad("calibration.score", f"one of {', '.join(SCORES)}")
-    if calibration.get("score") in RANKED:
-        reference = calibration.get("reference")
-        if not (isinstance(reference, list) and reference and all(map(number, reference))):
-            raise bad("calibration.reference", "a list of numbers (the dev set's scores)")
+        if not isinstance(calibration, dict):
+            raise bad(field, "an object")
+        if "temperature" in calibration and not (
+            number(calibration["temperature"]) and calibration["temperature"] > 0
+        ):
+            raise bad(f"{field}.temperature", "a number above 0")
+        if "threshold" in calibration and not (
+            number(calibration["threshold"]) and 0 <= calibration["threshold"] <= 1
+        ):
+            raise bad(f"{field}.threshold", "a number from 0 to 1")
+        if calibration.get("score", "max_softmax") not in SCORES:
+            raise bad(f"{field}.score", f"one of {', '.join(SCORES)}")
+        for key, scores in (("reference", RANKED), ("reference_softmax", ("mahalanobis_softmax",))):
+            reference = calibration.get(key)
+            if calibration.get("score") in scores and not (
+                isinstance(reference, list) and reference and all(map(number, reference))
+            ):
+                raise bad(f"{field}.{key}", "a list of numbers (the dev set's scores)")
     lexical = manifest.get("lexical")
     if lexical is not None and not (
         isinstance(lexical, dict) and number(lexical.get("weight")) and lexical["weight"] > 0

@@ -4,7 +4,7 @@ Fitted on dev at the end of training, stored in the bundle's manifest, applied b
 runtime. numpy only, so the runtime stays free of torch.
 
 There are no out-of-scope examples to fit on, so the threshold comes from in-scope requests
-alone: it lets ``DEV_ACCEPT`` of dev through. Three in-scope scores are offered:
+alone: it lets ``DEV_ACCEPT`` of dev through. The in-scope scores on offer:
 
 - ``max_softmax``: the top calibrated probability;
 - ``energy``: T * logsumexp(logits / T) (Liu et al., 2020), which keeps the logits' scale,
@@ -14,24 +14,31 @@ alone: it lets ``DEV_ACCEPT`` of dev through. Three in-scope scores are offered:
   Podolskiy et al., 2021). It reads the model's features rather than its decision, so a
   request that the intent head would confidently squeeze into a known intent still shows
   as unlike anything trained on. Its statistics (:class:`ScopeModel`) live in the bundle.
+  Very short requests ("weather") have vectors unlike most training utterances, though;
+- ``mahalanobis_softmax``: the mean of the two, each as the share of dev that scored lower.
+  A short request the head is sure of gets through; a request unlike every intent must
+  also leave the head unsure to pass.
 
-``energy`` and ``mahalanobis`` are reported as the share of dev requests that scored lower,
-so a threshold reads the same way for every score (0 to 1).
+``energy`` and ``mahalanobis`` are reported as the share of dev requests that scored lower
+too, so a threshold reads the same way for every score (0 to 1).
 
-The leave-one-intent-out measurement (benchmarks/oos.md) chose ``mahalanobis``.
+The leave-one-intent-out measurement (benchmarks/oos.md) chose ``mahalanobis_softmax``.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-SCORES = ("max_softmax", "energy", "mahalanobis")
-RANKED = ("energy", "mahalanobis")  # put on the 0..1 scale by the dev set's reference
-DEFAULT_SCORE = "mahalanobis"
+SCORES = ("max_softmax", "energy", "mahalanobis", "mahalanobis_softmax")
+# Put on the 0..1 scale by the dev set's scores (``reference``; the mahalanobis part's for
+# mahalanobis_softmax, whose softmax part has its own ``reference_softmax``).
+RANKED = ("energy", "mahalanobis", "mahalanobis_softmax")
+SCOPED = ("mahalanobis", "mahalanobis_softmax")  # read utterance vectors and the scope file
+DEFAULT_SCORE = "mahalanobis_softmax"
 DEV_ACCEPT = 0.99  # share of in-scope dev requests the out-of-scope threshold lets through
 MIN_DEV_FOR_TEMPERATURE = 100
 MAX_REFERENCE = 1000  # dev scores kept in the manifest (as quantiles beyond this)
-SCOPE_FILE = "scope.npz"  # the mahalanobis score's statistics, in a bundle that uses it
+SCOPE_FILE = "scope.npz"  # the ScopeModel, in a bundle whose score is one of SCOPED
 
 
 def softmax(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
@@ -107,14 +114,15 @@ def ledoit_wolf(centred: np.ndarray) -> np.ndarray:
 def raw_scores(
     logits: np.ndarray, score: str, temperature: float = 1.0, density: np.ndarray | None = None
 ) -> np.ndarray:
-    """The named score before it is put on the 0..1 scale (for ranking, as AUROC does).
+    """The named score before it is put on the 0..1 scale (for ranking, as AUROC does); for
+    ``mahalanobis_softmax``, its mahalanobis part.
 
     ``density`` is the bundle's :meth:`ScopeModel.density` of the same requests, which the
     ``mahalanobis`` score is.
     """
-    if score == "mahalanobis":
+    if score in SCOPED:
         if density is None:
-            raise ValueError("The mahalanobis score needs the requests' utterance vectors.")
+            raise ValueError(f"The {score} score needs the requests' utterance vectors.")
         return density
     if score == "energy":
         return energy(logits, temperature)
@@ -131,10 +139,25 @@ def in_scope_scores(
     temperature = float(calibration.get("temperature", 1.0))
     score = calibration.get("score", "max_softmax")
     raw = raw_scores(logits, score, temperature, density)
+    if score == "mahalanobis_softmax":
+        sure = softmax(logits, temperature).max(axis=1)
+        shares = _share_below(calibration["reference"], raw)
+        return (shares + _share_below(calibration["reference_softmax"], sure)) / 2
     if score in RANKED:
-        reference = np.asarray(calibration["reference"])
-        return np.searchsorted(reference, raw, side="right") / len(reference)
+        return _share_below(calibration["reference"], raw)
     return raw
+
+
+def _share_below(reference, scores: np.ndarray) -> np.ndarray:
+    """The share of the (sorted) dev ``reference`` that each score reaches."""
+    reference = np.asarray(reference)
+    return np.searchsorted(reference, scores, side="right") / len(reference)
+
+
+def _reference(dev: np.ndarray) -> list[float]:
+    """Dev scores to rank requests against, as at most ``MAX_REFERENCE`` quantiles."""
+    points = np.linspace(0.0, 1.0, min(len(dev), MAX_REFERENCE))
+    return [round(float(x), 4) for x in np.quantile(dev, points)]
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
@@ -160,7 +183,7 @@ def calibrate(
 
     A small dev set that the model gets all right says nothing about temperature (the
     likelihood only grows as it sharpens), so the temperature is fitted only on enough data.
-    ``density``: dev's :meth:`ScopeModel.density`, which the ``mahalanobis`` score needs.
+    ``density``: dev's :meth:`ScopeModel.density`, which the scores of ``SCOPED`` need.
     """
     if score not in SCORES:
         raise ValueError(f"Unknown in-scope score {score!r}: choose one of {SCORES}.")
@@ -173,9 +196,9 @@ def calibrate(
         "dev_accept": accept,
     }
     if score in RANKED:
-        dev = raw_scores(logits, score, temperature, density)
-        points = np.linspace(0.0, 1.0, min(len(dev), MAX_REFERENCE))
-        calibration["reference"] = [round(float(x), 4) for x in np.quantile(dev, points)]
+        calibration["reference"] = _reference(raw_scores(logits, score, temperature, density))
+    if score == "mahalanobis_softmax":
+        calibration["reference_softmax"] = _reference(softmax(logits, temperature).max(axis=1))
     if logits.shape[1] < 2:
         # One intent: its head is never trained (a softmax over one class has no loss), so its
         # score says nothing about scope, and such a bundle rejects nothing.

@@ -83,10 +83,13 @@ def score_fold(parser: Parser, dev, in_scope, out_of_scope) -> dict:
     by_score = {}
     for name, calibration in calibrations.items():
         threshold = calibration["threshold"]
-        s_in = raw_scores(logits_in, name, t, density_in)
-        s_out = raw_scores(logits_out, name, t, density_out)
-        accepted_in = in_scope_scores(logits_in, calibration, density_in) >= threshold
-        accepted_out = in_scope_scores(logits_out, calibration, density_out) >= threshold
+        shares_in = in_scope_scores(logits_in, calibration, density_in)
+        shares_out = in_scope_scores(logits_out, calibration, density_out)
+        # A single score ranks by its raw value; a mean of shares has nothing rawer.
+        single = name != "mahalanobis_softmax"
+        s_in = raw_scores(logits_in, name, t, density_in) if single else shares_in
+        s_out = raw_scores(logits_out, name, t, density_out) if single else shares_out
+        accepted_in, accepted_out = shares_in >= threshold, shares_out >= threshold
         by_score[name] = {
             "auroc": auroc(s_in, s_out),
             "fpr_at_95_tpr": fpr_at_tpr(s_in, s_out),

@@ -12,7 +12,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import numpy as np
+
 from voicenlu.bundle import put_file, read_manifest, update_manifest
+from voicenlu.calibration import calibrate
 from voicenlu.data.records import Utterance
 from voicenlu.metrics import HEADLINE, compute_metrics
 from voicenlu.runtime import Parser, result_to_utterance
@@ -77,9 +80,22 @@ def quantize(
         "fused": bool(did_fuse),
         "size_mb": round((bundle / "model.int8.onnx").stat().st_size / 2**20, 2),
     }
+    if dev:
+        summary["calibration"] = _calibrate(Parser.load(bundle, precision="int8"), dev)
     summary.update(_score(bundle, {"dev": dev, "test": test}))
     update_manifest(bundle, quantization=summary)
     return summary
+
+
+def _calibrate(parser: Parser, dev: list[Utterance]) -> dict:
+    """The int8 graph's own calibration on dev, with the bundle's in-scope score: a threshold
+    fitted to fp32 lets fewer than 99% of dev through int8 (98.2-98.5% on two SNIPS folds)."""
+    outputs = [parser.logits([u.text for u in dev[i : i + 64]]) for i in range(0, len(dev), 64)]
+    logits = np.concatenate([o[1] for o in outputs])
+    density = np.concatenate([o[3] for o in outputs]) if parser.scope else None
+    labels = np.array([parser.intents.index(u.intent) for u in dev])
+    score = parser.calibration.get("score", "max_softmax")
+    return calibrate(logits, labels, score=score, density=density)
 
 
 def _score(bundle: Path, splits: dict[str, list[Utterance] | None]) -> dict:

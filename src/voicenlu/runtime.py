@@ -16,7 +16,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from voicenlu.bundle import read_manifest, verify_files
-from voicenlu.calibration import SCOPE_FILE, ScopeModel, in_scope_scores, softmax
+from voicenlu.calibration import SCOPE_FILE, SCOPED, ScopeModel, in_scope_scores, softmax
 from voicenlu.data.records import SlotSpan, Utterance, is_blank
 from voicenlu.errors import BundleError, InputError
 from voicenlu.features import (
@@ -52,9 +52,16 @@ def check_text(text: object) -> str:
     return text
 
 
+def calibration_for(manifest: dict, precision: str) -> dict:
+    """The calibration of the graph served: int8 moves the logits and vectors a little, so
+    quantizing fits the int8 graph its own on dev (when dev is at hand)."""
+    int8 = manifest.get("quantization", {}).get("calibration")
+    return int8 if precision == "int8" and int8 else manifest.get("calibration", {})
+
+
 def uses_scope(manifest: dict) -> bool:
     """Whether the bundle's in-scope score reads utterance vectors (and its scope file)."""
-    return manifest.get("calibration", {}).get("score") == "mahalanobis"
+    return manifest.get("calibration", {}).get("score") in SCOPED
 
 
 def check_outputs(model_file: Path, session: ort.InferenceSession, manifest: dict) -> None:
@@ -102,9 +109,10 @@ class Parser:
         self.intents: list[str] = manifest["intents"]
         self.tags: list[str] = manifest["slot_tags"]
         self.slots = sorted({t[2:] for t in self.tags if t != "O"})
-        self.calibration = dict(manifest.get("calibration", {}))
-        if "reference" in self.calibration:  # made an array once, not on every request
-            self.calibration["reference"] = np.asarray(self.calibration["reference"])
+        self.calibration = dict(calibration_for(manifest, precision))
+        for key in ("reference", "reference_softmax"):  # arrays once, not on every request
+            if key in self.calibration:
+                self.calibration[key] = np.asarray(self.calibration[key])
         self.temperature = float(self.calibration.get("temperature", 1.0))
         self.threshold = float(self.calibration.get("threshold", 0.0))
         self.tokenizer = prepare_tokenizer(
@@ -197,7 +205,7 @@ class Parser:
         """(encodings, intent logits, slot logits, density) for a batch, padded to its longest.
 
         The intent logits include the bundle's lexical evidence (``voicenlu.lexical``).
-        ``density`` is what the ``mahalanobis`` in-scope score reads, or None when the
+        ``density`` is what the in-scope scores of ``SCOPED`` read, or None when the
         bundle's calibration uses another score.
         """
         encodings = encode(self.tokenizer, texts)
