@@ -275,7 +275,7 @@ def test_health_ready_metadata(client, parser):
     assert meta["intents"] == parser.intents
     assert meta["slots"] == parser.slots
     assert meta["backbone"] == parser.manifest["backbone"]
-    assert meta["in_scope_score"] == "energy" and meta["threshold"] == parser.threshold
+    assert meta["in_scope_score"] == "mahalanobis_softmax" and meta["threshold"] == parser.threshold
     expected = Limits(
         max_chars=MAX_CHARS,
         max_batch=MAX_BATCH,

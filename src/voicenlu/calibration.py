@@ -155,9 +155,10 @@ def _share_below(reference, scores: np.ndarray) -> np.ndarray:
 
 
 def _reference(dev: np.ndarray) -> list[float]:
-    """Dev scores to rank requests against, as at most ``MAX_REFERENCE`` quantiles."""
+    """Dev scores to rank requests against, as at most ``MAX_REFERENCE`` quantiles (six
+    decimals: top probabilities crowd just below 1)."""
     points = np.linspace(0.0, 1.0, min(len(dev), MAX_REFERENCE))
-    return [round(float(x), 4) for x in np.quantile(dev, points)]
+    return [round(float(x), 6) for x in np.quantile(dev, points)]
 
 
 def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
