@@ -148,6 +148,17 @@ def in_scope_scores(
     return raw
 
 
+def ranking_scores(
+    logits: np.ndarray, calibration: dict, density: np.ndarray | None = None
+) -> np.ndarray:
+    """What AUROC ranks requests by: the calibration's raw score, or the 0..1 score itself
+    for ``mahalanobis_softmax``, a mean of shares with nothing rawer behind it."""
+    score = calibration.get("score", "max_softmax")
+    if score == "mahalanobis_softmax":
+        return in_scope_scores(logits, calibration, density)
+    return raw_scores(logits, score, float(calibration.get("temperature", 1.0)), density)
+
+
 def _share_below(reference, scores: np.ndarray) -> np.ndarray:
     """The share of the (sorted) dev ``reference`` that each score reaches."""
     reference = np.asarray(reference)

@@ -20,7 +20,7 @@ from voicenlu.calibration import (
     SCORES,
     calibrate,
     in_scope_scores,
-    raw_scores,
+    ranking_scores,
     softmax,
 )
 from voicenlu.data.training import snips_split
@@ -66,7 +66,7 @@ def score_fold(parser: Parser, dev, in_scope, out_of_scope) -> dict:
     """Rejection and calibration figures of one fold's model, for each in-scope score.
 
     Each score is calibrated on the fold's dev set as training does; AUROC and FPR rank by
-    the raw score. The top-level figures are those of the default score, which training
+    ``ranking_scores``. The top-level figures are those of the default score, which training
     stores in new bundles.
     """
     _, logits_dev, _, density_dev = parser.logits([u.text for u in dev])
@@ -83,13 +83,10 @@ def score_fold(parser: Parser, dev, in_scope, out_of_scope) -> dict:
     by_score = {}
     for name, calibration in calibrations.items():
         threshold = calibration["threshold"]
-        shares_in = in_scope_scores(logits_in, calibration, density_in)
-        shares_out = in_scope_scores(logits_out, calibration, density_out)
-        # A single score ranks by its raw value; a mean of shares has nothing rawer.
-        single = name != "mahalanobis_softmax"
-        s_in = raw_scores(logits_in, name, t, density_in) if single else shares_in
-        s_out = raw_scores(logits_out, name, t, density_out) if single else shares_out
-        accepted_in, accepted_out = shares_in >= threshold, shares_out >= threshold
+        s_in = ranking_scores(logits_in, calibration, density_in)
+        s_out = ranking_scores(logits_out, calibration, density_out)
+        accepted_in = in_scope_scores(logits_in, calibration, density_in) >= threshold
+        accepted_out = in_scope_scores(logits_out, calibration, density_out) >= threshold
         by_score[name] = {
             "auroc": auroc(s_in, s_out),
             "fpr_at_95_tpr": fpr_at_tpr(s_in, s_out),
