@@ -38,6 +38,9 @@ VARIANTS = {
     "no_slot_swaps": {"slot_swaps": 0},
     "first_token": {"mean_pooling": False},
     "label_smoothing_0.1": {"label_smoothing": 0.1},
+    "layer_decay_0.8": {"layer_decay": 0.8},
+    "first_subtoken": {"first_subtoken_labels": True},
+    "contrastive_2800": {"contrastive_pairs": 2800},
     "previous": {"lexical": False, "slot_swaps": 0, "mean_pooling": False},
 }
 METRICS = ("intent_accuracy", "slot_f1", "exact_match")

@@ -91,6 +91,23 @@ class TrainConfig:
     mean_pooling: bool = _option(
         True, "the intent head reads the mean of the token vectors (else the first token)"
     )
+    layer_decay: float = _option(
+        1.0,
+        "learning-rate factor per encoder layer below the top: the embeddings of an L-layer "
+        "encoder learn at encoder_lr * layer_decay**L (1: every layer at encoder_lr)",
+        above=0,
+    )
+    contrastive_pairs: int = _option(
+        0,
+        "before the joint training, train the encoder on this many same-intent and "
+        "different-intent pairs of training utterances (a contrastive warm start; 0: none)",
+        minimum=0,
+    )
+    first_subtoken_labels: bool = _option(
+        False,
+        "learn a tag on the first sub-token of each word only, the others following it "
+        "(else on every sub-token)",
+    )
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

@@ -98,6 +98,7 @@ def _dev_batches(dev, tokenizer, manifest) -> list[dict]:
         tokenizer,
         {n: i for i, n in enumerate(intents)},
         {t: i for i, t in enumerate(tags)},
+        first_subtoken=manifest["training"].get("first_subtoken_labels", False),
     )
     collate = Collator(manifest["pad_token_id"])
     batches = []

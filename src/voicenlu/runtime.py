@@ -121,6 +121,7 @@ class Parser:
         self.max_length = manifest["max_length"]
         self.pad_id = manifest["pad_token_id"]
         self._constraints = allowed_transitions(self.tags)
+        self._first_subtoken = manifest["training"].get("first_subtoken_labels", False)
         self._input_names = [i.name for i in session.get_inputs()]
         # Without types (values=False) every slot resolves to None, at no cost.
         self.values = ValueResolver.from_manifest(
@@ -309,7 +310,9 @@ class Parser:
         in_scope = bool(accepted)
         slots = []
         if in_scope:
-            for span, score in decode_slots(encoding, slot_logits, self.tags, self._constraints):
+            for span, score in decode_slots(
+                encoding, slot_logits, self.tags, self._constraints, self._first_subtoken
+            ):
                 slots.append(
                     {
                         "slot": span.slot,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from voicenlu.calibration import ScopeModel, calibrate
 from voicenlu.config import Schedule, TrainConfig, schedule
+from voicenlu.contrastive import warm_start
 from voicenlu.data.augment import with_swapped_values
 from voicenlu.data.records import Utterance
 from voicenlu.data.snips import stratified_slice
@@ -86,12 +88,15 @@ def _attach_teacher_logits(rows: list[dict], teacher: JointModel, collate: Colla
                 row["teacher_slot_logits"] = out["slot_logits"][k, : len(row["input_ids"])]
 
 
-def predict_utterances(examples, intent_logits, slot_logits, intents, tags) -> list[Utterance]:
+def predict_utterances(
+    examples, intent_logits, slot_logits, intents, tags, first_subtoken: bool
+) -> list[Utterance]:
     """Decode logits into Utterance records, with the runtime's constrained decoding."""
     constraints = allowed_transitions(tags)
     pred = []
     for (u, enc), il, sl in zip(examples, intent_logits, slot_logits, strict=True):
-        spans = tuple(s for s, _ in decode_slots(enc, sl, tags, constraints))
+        decoded = decode_slots(enc, sl, tags, constraints, first_subtoken)
+        spans = tuple(s for s, _ in decoded)
         pred.append(Utterance(u.text, intents[int(il.argmax())], spans))
     return pred
 
@@ -99,14 +104,17 @@ def predict_utterances(examples, intent_logits, slot_logits, intents, tags) -> l
 class _Metrics:
     """compute_metrics for Trainer: char-span metrics on each eval set, via example ids."""
 
-    def __init__(self, lookup, intents, tags):
+    def __init__(self, lookup, intents, tags, first_subtoken: bool):
         self.lookup, self.intents, self.tags = lookup, intents, tags
+        self.first_subtoken = first_subtoken
 
     def __call__(self, eval_pred):
         intent_logits, slot_logits = eval_pred.predictions[:2]
         example_ids = eval_pred.label_ids[2]
         examples = [self.lookup[int(i)] for i in example_ids]
-        pred = predict_utterances(examples, intent_logits, slot_logits, self.intents, self.tags)
+        pred = predict_utterances(
+            examples, intent_logits, slot_logits, self.intents, self.tags, self.first_subtoken
+        )
         m = compute_metrics([u for u, _ in examples], pred)
         return {k: m[k] for k in HEADLINE}
 
@@ -154,16 +162,29 @@ class DevEarlyStopping(EarlyStoppingCallback):
 
 
 def _parameter_groups(model: JointModel, config: TrainConfig) -> list[dict]:
-    """Heads and encoder at their own learning rates; no weight decay on biases and
-    LayerNorm weights (decaying them toward 0 only fights the normalisation)."""
+    """Heads and encoder at their own learning rates, lower layers of the encoder slower by
+    ``layer_decay`` per layer; no weight decay on biases and LayerNorm weights (decaying them
+    toward 0 only fights the normalisation)."""
+    top = model.encoder.config.num_hidden_layers
     groups: dict[tuple, list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        lr = config.encoder_lr if name.startswith("encoder.") else config.head_lr
+        lr = config.head_lr
+        if name.startswith("encoder."):
+            lr = config.encoder_lr * config.layer_decay ** (top - _depth(name, top))
         decay = 0.0 if param.ndim == 1 else config.weight_decay
         groups.setdefault((lr, decay), []).append(param)
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+
+
+def _depth(name: str, top: int) -> int:
+    """An encoder parameter's depth: 0 for the embeddings, i + 1 for layer i, else the top
+    (encoders that share their layers, such as ALBERT, have one depth for all of them)."""
+    if ".embeddings." in name:
+        return 0
+    match = re.search(r"\.layer\.(\d+)\.", name)
+    return int(match.group(1)) + 1 if match else top
 
 
 def fit(
@@ -181,6 +202,7 @@ def fit(
     pretrained backbone (a pruned model); ``teacher`` adds distillation from its logits.
     """
     output_dir = Path(output_dir)
+    started = time.perf_counter()
     set_seed(config.seed)
     if start is None:
         intents, tags = _labels(data)
@@ -192,6 +214,15 @@ def fit(
             label_smoothing=config.label_smoothing,
             mean_pooling=config.mean_pooling,
         )
+        if config.contrastive_pairs:
+            warm_start(
+                model.encoder,
+                hf_tokenizer,
+                data.train,
+                config.contrastive_pairs,
+                config.seed,
+                config.max_length,
+            )
     else:
         model, hf_tokenizer, intents, tags = start
     tokenizer = prepare_tokenizer(hf_tokenizer.backend_tokenizer, config.max_length)
@@ -207,16 +238,22 @@ def fit(
         fill = math.ceil(config.min_steps * config.batch_size / config.epochs)
         taught = with_swapped_values(learn, config.slot_swaps, config.seed, extra, total=fill)
     plan = schedule(config, len(taught))
-    train_set, _ = featurize(taught, tokenizer, intent_index, tag_index, 0)
-    dev_set, dev_enc = featurize(data.dev, tokenizer, intent_index, tag_index, len(taught))
+
+    def rows(utterances, first_id):
+        return featurize(
+            utterances, tokenizer, intent_index, tag_index, first_id, config.first_subtoken_labels
+        )
+
+    train_set, _ = rows(taught, 0)
+    dev_set, dev_enc = rows(data.dev, len(taught))
     # A fixed sample of the training set, scored each epoch like dev, for the learning curves.
     sample = data.train[:: max(1, len(data.train) // len(data.dev))][: len(data.dev)]
     first = len(taught) + len(data.dev)
-    sample_set, sample_enc = featurize(sample, tokenizer, intent_index, tag_index, first)
+    sample_set, sample_enc = rows(sample, first)
     # The utterances the in-scope statistics are fitted on, once trained.
     scope_sample = stratified_slice(learn, SCOPE_PER_INTENT, config.seed)
     scope_first = first + len(sample)
-    scope_set, scope_enc = featurize(scope_sample, tokenizer, intent_index, tag_index, scope_first)
+    scope_set, scope_enc = rows(scope_sample, scope_first)
     lookup = {}
     for first_id, utts, encs in (
         (len(taught), data.dev, dev_enc),
@@ -242,7 +279,7 @@ def fit(
         train_dataset=train_set,
         eval_dataset={"dev": dev_set, "train": sample_set},
         data_collator=collate,
-        compute_metrics=_Metrics(lookup, intents, tags),
+        compute_metrics=_Metrics(lookup, intents, tags, config.first_subtoken_labels),
         optimizers=(optimizer, None),
         callbacks=[
             DevEarlyStopping(early_stopping_patience=plan.patience),
@@ -254,7 +291,6 @@ def fit(
     )
     if resume and last is None:
         log.warning("No checkpoint in %s: training from the start.", args.output_dir)
-    started = time.perf_counter()
     trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - started
     dev_out = trainer.predict(dev_set, metric_key_prefix="dev")  # every rank takes part
