@@ -41,6 +41,7 @@ VARIANTS = {
     "layer_decay_0.8": {"layer_decay": 0.8},
     "first_subtoken": {"first_subtoken_labels": True},
     "contrastive_2800": {"contrastive_pairs": 2800},
+    "crf": {"crf": True},
     "previous": {"lexical": False, "slot_swaps": 0, "mean_pooling": False},
 }
 METRICS = ("intent_accuracy", "slot_f1", "exact_match")

@@ -283,3 +283,65 @@ def test_contrastive_pairs_are_labelled_by_intent():
     positives = sum(label for _, _, label in pairs)
     assert 120 <= positives <= 150  # half, less the turns of the lonely utterance
     assert contrastive_pairs(data[:4], total=10, seed=0) == []  # one intent: no negatives
+
+
+def test_crf_likelihood_is_the_share_of_the_gold_path_among_all_paths():
+    """The CRF's loss, by its forward algorithm, against every path enumerated; ignored
+    tokens (special ones, later sub-tokens of a word) are left out of the chain."""
+    import itertools
+
+    import torch
+
+    from voicenlu.model import CRF
+
+    torch.manual_seed(0)
+    n_tags = 3
+    crf = CRF(n_tags)
+    for p in crf.parameters():
+        torch.nn.init.normal_(p)
+    emissions = torch.randn(2, 6, n_tags)
+    labels = torch.tensor([[-100, 1, 2, -100, 0, -100], [-100, 2, -100, -100, -100, -100]])
+
+    def path_score(row, path):
+        em = emissions[row][labels[row] != -100]
+        score = crf.start[path[0]] + crf.end[path[-1]] + em[range(len(path)), list(path)].sum()
+        return score + sum(crf.transitions[a, b] for a, b in itertools.pairwise(path))
+
+    expected = 0.0
+    for row in range(2):
+        gold = [int(t) for t in labels[row] if t != -100]
+        paths = itertools.product(range(n_tags), repeat=len(gold))
+        log_z = torch.logsumexp(torch.stack([path_score(row, p) for p in paths]), 0)
+        expected += log_z - path_score(row, gold)
+    with torch.no_grad():
+        assert float(crf.negative_log_likelihood(emissions, labels)) == pytest.approx(
+            float(expected), rel=1e-5
+        )
+
+
+def test_decoding_follows_the_crf_scores():
+    """Viterbi with a CRF's learned scores finds the best path of all, BIO constraints kept."""
+    import itertools
+
+    from voicenlu.features import decoding_scores, slot_tags, viterbi
+
+    def total(path, emissions, start, trans, end):
+        steps = sum(trans[a, b] for a, b in itertools.pairwise(path))
+        return (
+            start[path[0]] + emissions[range(len(path)), list(path)].sum() + steps + end[path[-1]]
+        )
+
+    tags = slot_tags(["city"])  # O, B-city, I-city
+    rng = np.random.default_rng(1)
+    for _ in range(20):
+        crf = {
+            "start": rng.normal(size=3),
+            "transitions": rng.normal(size=(3, 3)),
+            "end": rng.normal(size=3),
+        }
+        emissions = rng.normal(size=(4, 3))
+        scores = decoding_scores(tags, crf)
+        paths = itertools.product(range(3), repeat=4)
+        best = max(paths, key=lambda p: total(p, emissions, *scores))
+        assert viterbi(emissions, *scores) == list(best)
+        assert np.isfinite(total(best, emissions, *scores))  # no I-city without a B-city before

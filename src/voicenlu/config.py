@@ -103,6 +103,9 @@ class TrainConfig:
         "different-intent pairs of training utterances (a contrastive warm start; 0: none)",
         minimum=0,
     )
+    crf: bool = _option(
+        False, "a CRF layer learns which slot tag follows which (else the tags are independent)"
+    )
     first_subtoken_labels: bool = _option(
         False,
         "learn a tag on the first sub-token of each word only, the others following it "

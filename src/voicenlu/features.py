@@ -146,18 +146,41 @@ def allowed_transitions(tags: list[str]) -> tuple[np.ndarray, np.ndarray]:
     return start, trans
 
 
-def viterbi(log_probs: np.ndarray, start: np.ndarray, trans: np.ndarray) -> list[int]:
-    """Most probable tag path under the BIO constraints (no ``I-x`` without a ``B-x`` before)."""
+def viterbi(
+    log_probs: np.ndarray, start: np.ndarray, trans: np.ndarray, end: np.ndarray | None = None
+) -> list[int]:
+    """Best tag path under additive start, transition and end scores (the BIO constraints,
+    plus a CRF's learned scores when the model has one)."""
     score = log_probs[0] + start
     back = np.zeros(log_probs.shape, dtype=np.int64)
     for t in range(1, len(log_probs)):
         total = score[:, None] + trans
         back[t] = total.argmax(axis=0)
         score = total.max(axis=0) + log_probs[t]
+    if end is not None:
+        score = score + end
     path = [int(score.argmax())]
     for t in range(len(log_probs) - 1, 0, -1):
         path.append(int(back[t, path[-1]]))
     return path[::-1]
+
+
+CRF_FILE = "crf.npz"  # a CRF's learned start, transition and end scores, in a bundle
+
+
+def load_crf(path) -> dict[str, np.ndarray]:
+    """A bundle's CRF scores (``start``, ``transitions``, ``end``), as the model saved them."""
+    with np.load(path, allow_pickle=False) as z:
+        return {name: z[name] for name in ("start", "transitions", "end")}
+
+
+def decoding_scores(tags: list[str], crf: dict[str, np.ndarray] | None = None) -> tuple:
+    """(start, trans, end) for :func:`viterbi`: the BIO constraints, plus the learned scores
+    of a CRF (arrays ``start``, ``transitions``, ``end``) if there is one."""
+    start, trans = allowed_transitions(tags)
+    if crf is None:
+        return start, trans, None
+    return start + crf["start"], trans + crf["transitions"], crf["end"]
 
 
 def decode_slots(

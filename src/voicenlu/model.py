@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
@@ -55,6 +56,62 @@ def load_backbone(name_or_path: str):
     return encoder, tokenizer
 
 
+class CRF(nn.Module):
+    """A linear-chain CRF over slot tags: learned start, tag-to-tag and end scores on top of
+    the slot head's per-token scores, trained by the sequence's negative log-likelihood.
+
+    Only tagged tokens form the chain (special tokens, and with first-sub-token labels the
+    rest of each word, are left out), so it learns which tag follows which among the tokens
+    that decoding reads.
+    """
+
+    def __init__(self, n_tags: int):
+        super().__init__()
+        self.start = nn.Parameter(torch.zeros(n_tags))
+        self.transitions = nn.Parameter(torch.zeros(n_tags, n_tags))
+        self.end = nn.Parameter(torch.zeros(n_tags))
+
+    def negative_log_likelihood(self, emissions: torch.Tensor, labels: torch.Tensor):
+        """Summed over the batch; ``labels`` are IGNORE_INDEX where a token is not tagged."""
+        tagged = labels != IGNORE_INDEX
+        # Tagged tokens first, in order, so each chain is a prefix of its row.
+        order = torch.argsort((~tagged).to(torch.int8), dim=1, stable=True)
+        mask = tagged.gather(1, order)
+        rows = mask[:, 0]
+        mask, order = mask[rows], order[rows]
+        if not len(mask):
+            return emissions.sum() * 0.0
+        n = emissions.shape[-1]
+        emissions = emissions[rows].gather(1, order.unsqueeze(-1).expand(-1, -1, n))
+        labels = labels[rows].gather(1, order).clamp(min=0)
+        gold_emission = emissions.gather(2, labels.unsqueeze(-1)).squeeze(-1)
+        steps = self.transitions[labels[:, :-1], labels[:, 1:]]
+        last = labels.gather(1, (mask.sum(1, keepdim=True) - 1)).squeeze(1)
+        gold = (
+            self.start[labels[:, 0]]
+            + (gold_emission * mask).sum(1)
+            + (steps * mask[:, 1:]).sum(1)
+            + self.end[last]
+        )
+        alpha = self.start + emissions[:, 0]
+        for t in range(1, emissions.shape[1]):
+            step = torch.logsumexp(alpha.unsqueeze(2) + self.transitions, dim=1) + emissions[:, t]
+            alpha = torch.where(mask[:, t : t + 1], step, alpha)
+        return (torch.logsumexp(alpha + self.end, dim=1) - gold).sum()
+
+    def arrays(self) -> dict:
+        """The learned scores as numpy arrays, as the runtime's decoding takes them."""
+        return {
+            name: getattr(self, name).detach().cpu().numpy()
+            for name in ("start", "transitions", "end")
+        }
+
+    def save(self, path) -> None:
+        """The learned scores for the runtime (``features.load_crf``)."""
+        with open(path, "wb") as f:
+            np.savez(f, **self.arrays())
+
+
 class JointModel(nn.Module):
     """Encoder + intent head on the pooled utterance + slot head on every token.
 
@@ -75,6 +132,7 @@ class JointModel(nn.Module):
         dropout: float = 0.1,
         label_smoothing: float = 0.0,
         mean_pooling: bool = True,
+        crf: bool = False,
     ):
         super().__init__()
         self.encoder = encoder
@@ -85,6 +143,7 @@ class JointModel(nn.Module):
         self._adopt_encoder_pooler()
         self.intent_head = nn.Linear(hidden, n_intents)
         self.slot_head = nn.Linear(2 * hidden, n_tags)
+        self.crf = CRF(n_tags) if crf else None
         self.label_smoothing = label_smoothing
         self.uses_token_types = encoder.config.model_type not in {
             "roberta",
@@ -107,11 +166,16 @@ class JointModel(nn.Module):
 
     @classmethod
     def from_config(
-        cls, encoder_config: PretrainedConfig, n_intents: int, n_tags: int, mean_pooling: bool
+        cls,
+        encoder_config: PretrainedConfig,
+        n_intents: int,
+        n_tags: int,
+        mean_pooling: bool,
+        crf: bool = False,
     ):
         """An untrained model of the right shape, to load a bundle's weights into."""
         encoder = AutoModel.from_config(encoder_config)
-        return cls(encoder, n_intents, n_tags, mean_pooling=mean_pooling)
+        return cls(encoder, n_intents, n_tags, mean_pooling=mean_pooling, crf=crf)
 
     def freeze_encoder(self) -> None:
         """Train the heads only, on frozen pretrained features (the original plan)."""
@@ -179,11 +243,14 @@ class JointModel(nn.Module):
         return t * t * (kl(intent, teacher_intent).mean() + slot_kl)
 
     def _loss(self, intent_logits, slot_logits, intent_labels, slot_labels) -> torch.Tensor:
-        """Summed cross-entropy of both heads; an intent-only batch (no tags) adds no slot loss."""
+        """Intent cross-entropy plus the slot loss per tagged token: cross-entropy, or the CRF's
+        negative log-likelihood. An intent-only batch (no tags) adds no slot loss."""
         ce = nn.functional.cross_entropy
         smoothing = self.label_smoothing
         intent_loss = ce(intent_logits, intent_labels, label_smoothing=smoothing)
         tagged = (slot_labels != -100).sum().clamp(min=1)
+        if self.crf is not None:
+            return intent_loss + self.crf.negative_log_likelihood(slot_logits, slot_labels) / tagged
         slot_loss = ce(
             slot_logits.flatten(0, 1),
             slot_labels.flatten(),
@@ -201,11 +268,17 @@ def build_model(
     freeze_backbone: bool = False,
     label_smoothing: float = 0.0,
     mean_pooling: bool = True,
+    crf: bool = False,
 ):
     """(JointModel, fast tokenizer) on a pretrained encoder."""
     encoder, tokenizer = load_backbone(backbone)
     model = JointModel(
-        encoder, n_intents, n_tags, label_smoothing=label_smoothing, mean_pooling=mean_pooling
+        encoder,
+        n_intents,
+        n_tags,
+        label_smoothing=label_smoothing,
+        mean_pooling=mean_pooling,
+        crf=crf,
     )
     if freeze_backbone:
         model.freeze_encoder()
@@ -267,6 +340,7 @@ def load_torch_model(bundle: Path, partial: bool = False):
         len(manifest["intents"]),
         len(manifest["slot_tags"]),
         mean_pooling=manifest["training"].get("mean_pooling", False),
+        crf=manifest["training"].get("crf", False),
     )
     if manifest.get("pruned_heads"):
         remove_heads(model, manifest["pruned_heads"])

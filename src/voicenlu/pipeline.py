@@ -35,6 +35,7 @@ from voicenlu.data.training import (
 )
 from voicenlu.errors import ConfigError, DataError
 from voicenlu.extras import require_extra
+from voicenlu.features import CRF_FILE
 from voicenlu.lexical import LEXICAL_FILE
 from voicenlu.version import __version__
 
@@ -103,6 +104,8 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
     if trained.lexical:
         bundles.put_file(bundle, LEXICAL_FILE, trained.lexical.save)
     bundles.put_file(bundle, SCOPE_FILE, trained.scope.save)
+    if trained.model.crf is not None:
+        bundles.put_file(bundle, CRF_FILE, trained.model.crf.save)
     # The recogniser's bias for spoken requests: this training data only.
     bundles.put_text(bundle, speech.SETTINGS_FILE, speech.settings_json(data.train))
 
@@ -305,6 +308,7 @@ def prune(
         slot_swaps=manifest["training"].get("slot_swaps", 0),
         lexical=manifest["training"].get("lexical", False),
         first_subtoken_labels=manifest["training"].get("first_subtoken_labels", False),
+        crf=manifest["training"].get("crf", False),
     )
     start = (
         student,

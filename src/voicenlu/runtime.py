@@ -20,9 +20,11 @@ from voicenlu.calibration import SCOPE_FILE, SCOPED, ScopeModel, in_scope_scores
 from voicenlu.data.records import SlotSpan, Utterance, is_blank
 from voicenlu.errors import BundleError, InputError
 from voicenlu.features import (
-    allowed_transitions,
+    CRF_FILE,
     decode_slots,
+    decoding_scores,
     encode,
+    load_crf,
     pad_batch,
     prepare_tokenizer,
 )
@@ -120,7 +122,8 @@ class Parser:
         )
         self.max_length = manifest["max_length"]
         self.pad_id = manifest["pad_token_id"]
-        self._constraints = allowed_transitions(self.tags)
+        crf = load_crf(bundle / CRF_FILE) if manifest["training"].get("crf") else None
+        self._constraints = decoding_scores(self.tags, crf)
         self._first_subtoken = manifest["training"].get("first_subtoken_labels", False)
         self._input_names = [i.name for i in session.get_inputs()]
         # Without types (values=False) every slot resolves to None, at no cost.
@@ -184,6 +187,7 @@ class Parser:
         # Only the files the runtime reads: the training weights may not even be readable here.
         extra = [LEXICAL_FILE] if lexical else []
         extra += [SCOPE_FILE] if uses_scope(manifest) else []
+        extra += [CRF_FILE] if manifest["training"].get("crf") else []
         verify_files(bundle, manifest, ["tokenizer.json", model_file, *extra])
         options = ort.SessionOptions()
         if not spin_wait:

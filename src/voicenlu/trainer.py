@@ -36,8 +36,8 @@ from voicenlu.data.spoken import with_spoken_copies
 from voicenlu.data.training import TrainData
 from voicenlu.errors import ConfigError
 from voicenlu.features import (
-    allowed_transitions,
     decode_slots,
+    decoding_scores,
     featurize,
     prepare_tokenizer,
     slot_tags,
@@ -89,10 +89,9 @@ def _attach_teacher_logits(rows: list[dict], teacher: JointModel, collate: Colla
 
 
 def predict_utterances(
-    examples, intent_logits, slot_logits, intents, tags, first_subtoken: bool
+    examples, intent_logits, slot_logits, intents, tags, constraints, first_subtoken: bool
 ) -> list[Utterance]:
     """Decode logits into Utterance records, with the runtime's constrained decoding."""
-    constraints = allowed_transitions(tags)
     pred = []
     for (u, enc), il, sl in zip(examples, intent_logits, slot_logits, strict=True):
         decoded = decode_slots(enc, sl, tags, constraints, first_subtoken)
@@ -104,16 +103,24 @@ def predict_utterances(
 class _Metrics:
     """compute_metrics for Trainer: char-span metrics on each eval set, via example ids."""
 
-    def __init__(self, lookup, intents, tags, first_subtoken: bool):
+    def __init__(self, lookup, intents, tags, model: JointModel, first_subtoken: bool):
         self.lookup, self.intents, self.tags = lookup, intents, tags
-        self.first_subtoken = first_subtoken
+        self.model, self.first_subtoken = model, first_subtoken
 
     def __call__(self, eval_pred):
         intent_logits, slot_logits = eval_pred.predictions[:2]
         example_ids = eval_pred.label_ids[2]
         examples = [self.lookup[int(i)] for i in example_ids]
+        crf = self.model.crf.arrays() if self.model.crf is not None else None
+        constraints = decoding_scores(self.tags, crf)
         pred = predict_utterances(
-            examples, intent_logits, slot_logits, self.intents, self.tags, self.first_subtoken
+            examples,
+            intent_logits,
+            slot_logits,
+            self.intents,
+            self.tags,
+            constraints,
+            self.first_subtoken,
         )
         m = compute_metrics([u for u, _ in examples], pred)
         return {k: m[k] for k in HEADLINE}
@@ -213,6 +220,7 @@ def fit(
             freeze_backbone=config.freeze_backbone,
             label_smoothing=config.label_smoothing,
             mean_pooling=config.mean_pooling,
+            crf=config.crf,
         )
         if config.contrastive_pairs:
             warm_start(
@@ -279,7 +287,7 @@ def fit(
         train_dataset=train_set,
         eval_dataset={"dev": dev_set, "train": sample_set},
         data_collator=collate,
-        compute_metrics=_Metrics(lookup, intents, tags, config.first_subtoken_labels),
+        compute_metrics=_Metrics(lookup, intents, tags, model, config.first_subtoken_labels),
         optimizers=(optimizer, None),
         callbacks=[
             DevEarlyStopping(early_stopping_patience=plan.patience),
