@@ -39,7 +39,6 @@ VARIANTS = {
     "first_token": {"mean_pooling": False},
     "label_smoothing_0.1": {"label_smoothing": 0.1},
     "layer_decay_0.8": {"layer_decay": 0.8},
-    "first_subtoken": {"first_subtoken_labels": True},
     "contrastive_2800": {"contrastive_pairs": 2800},
     "crf": {"crf": True},
     "previous": {"lexical": False, "slot_swaps": 0, "mean_pooling": False},
@@ -98,7 +97,12 @@ def render(runs: list[dict], command: str) -> str:
         "|---|---|---|---|---|---|---|---|",
     ]
     keys = dict.fromkeys((r["variant"], r["per_intent"]) for r in runs)
-    for variant, size in sorted(keys, key=lambda k: (k[1], list(VARIANTS).index(k[0]))):
+    order = list(VARIANTS)  # ingredients measured and then deleted come last
+
+    def rank(key):
+        return key[1], order.index(key[0]) if key[0] in order else len(order), key[0]
+
+    for variant, size in sorted(keys, key=rank):
         same = [r for r in runs if r["variant"] == variant and r["per_intent"] == size]
         cells = [f"{100 * statistics.mean(r[m] for r in same):.2f}" for m in METRICS]
         weights = "/".join(f"{r['lexical_weight']:g}" for r in same)

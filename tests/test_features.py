@@ -108,35 +108,3 @@ def test_decode_slots_reports_confidence_per_span(tokenizer):
         logits[i, max(t, 0)] = 5.0
     ((span, confidence),) = decode_slots(enc, logits, TAGS, allowed_transitions(TAGS))
     assert span == gold[0] and 0.9 < confidence <= 1.0
-
-
-@settings(max_examples=150, deadline=None)
-@given(annotated())
-def test_first_subtoken_labels_survive_decoding(tokenizer, sample):
-    """Tags on word starts only: the rest of each word is ignored by the loss and follows
-    its start when decoded, so whole-word spans come back exactly."""
-    text, spans = sample
-    (enc,) = encode(tokenizer, [text])
-    tags = spans_to_tags(enc, spans, TAG_INDEX, first_subtoken=True)
-    for i, tag in enumerate(tags):
-        assert (tag == -100) == (not enc.word_starts[i])
-    logits = np.full((len(enc.ids), len(TAGS)), -5.0, dtype=np.float32)
-    for i, t in enumerate(tags):
-        logits[i, max(t, 0)] = 5.0
-    logits[[i for i, t in enumerate(tags) if t == -100], -1] = 9.0  # ignored: never read
-    constraints = allowed_transitions(TAGS)
-    decoded = [s for s, _ in decode_slots(enc, logits, TAGS, constraints, first_subtoken=True)]
-    assert decoded == list(spans)
-
-
-def test_first_subtoken_tags_mark_only_word_starts(tokenizer):
-    text = "add tobymac to lovebirds"
-    (enc,) = encode(tokenizer, [text])
-    spans = (SlotSpan("artist", 4, 11), SlotSpan("playlist", 15, 24))
-    every = spans_to_tags(enc, spans, TAG_INDEX)
-    first = spans_to_tags(enc, spans, TAG_INDEX, first_subtoken=True)
-    b_artist, i_artist = TAG_INDEX["B-artist"], TAG_INDEX["I-artist"]
-    b_list, i_list = TAG_INDEX["B-playlist"], TAG_INDEX["I-playlist"]
-    # [CLS] add toby ##mac to love ##birds [SEP]
-    assert every == [-100, 0, b_artist, i_artist, 0, b_list, i_list, -100]
-    assert first == [-100, 0, b_artist, -100, 0, b_list, -100, -100]

@@ -106,11 +106,6 @@ class TrainConfig:
     crf: bool = _option(
         False, "a CRF layer learns which slot tag follows which (else the tags are independent)"
     )
-    first_subtoken_labels: bool = _option(
-        False,
-        "learn a tag on the first sub-token of each word only, the others following it "
-        "(else on every sub-token)",
-    )
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

@@ -210,12 +210,7 @@ def model_card(name: str, manifest: dict, metrics: dict) -> str:
         f"- Language: {language or 'not recorded by the data'}.",
         f"- Intents ({len(manifest['intents'])}, training utterances each): {intents}.",
         f"- Slots ({len(slot_names)}, training examples each): {slots or 'none'}; BIO-tagged on "
-        + (
-            "the first sub-token of each word"
-            if training.get("first_subtoken_labels")
-            else "every sub-token"
-        )
-        + ", decoded with BIO constraints"
+        + "every sub-token, decoded with BIO constraints"
         + (" and a CRF's learned transitions." if training.get("crf") else "."),
         f"- Training: seed {training.get('seed')}, {training.get('epochs_run')} epochs, "
         f"{training.get('train_seconds')} s.",

@@ -3,9 +3,7 @@
 Every sub-token is tagged (``B-x`` on the first sub-token of a slot, ``I-x`` on the rest),
 not only the first sub-token of each word: backbones differ in what they call a word
 (WordPiece splits ``tobymac's`` at the apostrophe, SentencePiece does not), and tagging
-sub-tokens lets a slot end wherever a sub-token ends, whatever the backbone. The other way
-(JointBERT's), a tag on the first sub-token of each word and the rest following it, is an
-option of training (``first_subtoken``) that the bundle records. Offsets come
+sub-tokens lets a slot end wherever a sub-token ends, whatever the backbone. Offsets come
 from the fast tokenizer on the raw text, so decoded spans index the original string.
 
 This module is shared by training and the torch-free runtime: numpy and tokenizers only.
@@ -34,14 +32,12 @@ def slot_tags(slot_names: list[str]) -> list[str]:
 
 @dataclass
 class Encoding:
-    """One tokenised text: ids, char offsets per token, which tokens are special and which
-    begin a word (the tokenizer's pre-tokenisation decides what a word is)."""
+    """One tokenised text: ids, char offsets per token and which tokens are special."""
 
     ids: list[int]
     type_ids: list[int]
     offsets: list[tuple[int, int]]
     special: list[bool]
-    word_starts: list[bool]
 
 
 def prepare_tokenizer(tokenizer: Tokenizer, max_length: int) -> Tokenizer:
@@ -59,38 +55,17 @@ def encode(tokenizer: Tokenizer, texts: list[str]) -> list[Encoding]:
             bool(m) or start == end
             for m, (start, end) in zip(enc.special_tokens_mask, enc.offsets, strict=True)
         ]
-        words = enc.word_ids
-        starts = [
-            not special[i] and (i == 0 or special[i - 1] or words[i] != words[i - 1])
-            for i in range(len(words))
-        ]
-        offsets = [tuple(o) for o in enc.offsets]
-        out.append(Encoding(enc.ids, enc.type_ids, offsets, special, starts))
+        out.append(Encoding(enc.ids, enc.type_ids, [tuple(o) for o in enc.offsets], special))
     return out
 
 
-def tagged_tokens(encoding: Encoding, first_subtoken: bool) -> list[int]:
-    """The tokens that carry a tag of their own: every non-special one, or word starts only."""
-    own = encoding.word_starts if first_subtoken else [not s for s in encoding.special]
-    return [i for i, tagged in enumerate(own) if tagged]
-
-
-def spans_to_tags(
-    encoding: Encoding,
-    spans: tuple[SlotSpan, ...],
-    tag_index: dict[str, int],
-    first_subtoken: bool = False,
-):
-    """Tag ids per token: a token belongs to a span when it starts inside it. Tokens without
-    a tag of their own (special ones; with ``first_subtoken``, the rest of a word) are ignored."""
-    tagged = tagged_tokens(encoding, first_subtoken)
-    tags = [IGNORE_INDEX] * len(encoding.ids)
-    for i in tagged:
-        tags[i] = tag_index[OUTSIDE]
+def spans_to_tags(encoding: Encoding, spans: tuple[SlotSpan, ...], tag_index: dict[str, int]):
+    """Tag ids per token: a token belongs to a span when it starts inside it."""
+    tags = [IGNORE_INDEX if sp else tag_index[OUTSIDE] for sp in encoding.special]
     for span in spans:
         first = True
-        for i in tagged:
-            if not (span.start <= encoding.offsets[i][0] < span.end):
+        for i, (start, _end) in enumerate(encoding.offsets):
+            if encoding.special[i] or not (span.start <= start < span.end):
                 continue
             tags[i] = tag_index[("B-" if first else "I-") + span.slot]
             first = False
@@ -188,18 +163,14 @@ def decode_slots(
     slot_logits: np.ndarray,
     tags: list[str],
     constraints,
-    first_subtoken: bool = False,
 ) -> list[tuple[SlotSpan, float]]:
-    """Char spans with confidences from one utterance's slot logits (tokens x tags).
-
-    With ``first_subtoken`` the path runs over word starts and the rest of each word follows
-    its start (``I-x`` after a ``B-x`` or ``I-x``, ``O`` after ``O``), with its confidence.
-    """
+    """Char spans with confidences from one utterance's slot logits (tokens x tags);
+    ``constraints`` are :func:`decoding_scores`."""
     n = len(encoding.ids)
     logits = slot_logits[:n].astype(np.float64)
     logits -= logits.max(axis=1, keepdims=True)
     log_probs = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    keep = tagged_tokens(encoding, first_subtoken)
+    keep = [i for i in range(n) if not encoding.special[i]]
     if not keep:
         return []
     path = viterbi(log_probs[keep], *constraints)
@@ -208,13 +179,6 @@ def decode_slots(
     for i, tag_id in zip(keep, path, strict=True):
         tag_ids[i] = tag_id
         scores[i] = float(np.exp(log_probs[i, tag_id]))
-    if first_subtoken:
-        inside = {tag: tags.index("I-" + tag[2:]) for tag in tags if tag != OUTSIDE}
-        for i in range(1, n):
-            if not encoding.special[i] and not encoding.word_starts[i]:
-                lead = tags[tag_ids[i - 1]]
-                tag_ids[i] = inside[lead] if lead != OUTSIDE else tag_ids[i - 1]
-                scores[i] = scores[i - 1]
     return tags_to_spans(encoding, tag_ids, tags, scores)
 
 
@@ -224,7 +188,6 @@ def featurize(
     intent_index: dict[str, int],
     tag_index: dict[str, int],
     first_id: int = 0,
-    first_subtoken: bool = False,
 ) -> tuple[list[dict], list[Encoding]]:
     """Training rows (ids, intent id, tag ids, an example id from ``first_id``) and encodings.
 
@@ -238,7 +201,7 @@ def featurize(
                 "input_ids": enc.ids,
                 "token_type_ids": enc.type_ids,
                 "intent_labels": intent_index[u.intent],
-                "slot_labels": spans_to_tags(enc, u.slots, tag_index, first_subtoken),
+                "slot_labels": spans_to_tags(enc, u.slots, tag_index),
                 "example_ids": first_id + k,
             }
         )

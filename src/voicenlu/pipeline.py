@@ -307,7 +307,6 @@ def prune(
         min_steps=manifest["training"].get("min_steps", 0),
         slot_swaps=manifest["training"].get("slot_swaps", 0),
         lexical=manifest["training"].get("lexical", False),
-        first_subtoken_labels=manifest["training"].get("first_subtoken_labels", False),
         crf=manifest["training"].get("crf", False),
     )
     start = (

@@ -98,7 +98,6 @@ def _dev_batches(dev, tokenizer, manifest) -> list[dict]:
         tokenizer,
         {n: i for i, n in enumerate(intents)},
         {t: i for i, t in enumerate(tags)},
-        first_subtoken=manifest["training"].get("first_subtoken_labels", False),
     )
     collate = Collator(manifest["pad_token_id"])
     batches = []

@@ -124,7 +124,6 @@ class Parser:
         self.pad_id = manifest["pad_token_id"]
         crf = load_crf(bundle / CRF_FILE) if manifest["training"].get("crf") else None
         self._constraints = decoding_scores(self.tags, crf)
-        self._first_subtoken = manifest["training"].get("first_subtoken_labels", False)
         self._input_names = [i.name for i in session.get_inputs()]
         # Without types (values=False) every slot resolves to None, at no cost.
         self.values = ValueResolver.from_manifest(
@@ -314,9 +313,7 @@ class Parser:
         in_scope = bool(accepted)
         slots = []
         if in_scope:
-            for span, score in decode_slots(
-                encoding, slot_logits, self.tags, self._constraints, self._first_subtoken
-            ):
+            for span, score in decode_slots(encoding, slot_logits, self.tags, self._constraints):
                 slots.append(
                     {
                         "slot": span.slot,

@@ -89,12 +89,12 @@ def _attach_teacher_logits(rows: list[dict], teacher: JointModel, collate: Colla
 
 
 def predict_utterances(
-    examples, intent_logits, slot_logits, intents, tags, constraints, first_subtoken: bool
+    examples, intent_logits, slot_logits, intents, tags, constraints
 ) -> list[Utterance]:
     """Decode logits into Utterance records, with the runtime's constrained decoding."""
     pred = []
     for (u, enc), il, sl in zip(examples, intent_logits, slot_logits, strict=True):
-        decoded = decode_slots(enc, sl, tags, constraints, first_subtoken)
+        decoded = decode_slots(enc, sl, tags, constraints)
         spans = tuple(s for s, _ in decoded)
         pred.append(Utterance(u.text, intents[int(il.argmax())], spans))
     return pred
@@ -103,9 +103,8 @@ def predict_utterances(
 class _Metrics:
     """compute_metrics for Trainer: char-span metrics on each eval set, via example ids."""
 
-    def __init__(self, lookup, intents, tags, model: JointModel, first_subtoken: bool):
-        self.lookup, self.intents, self.tags = lookup, intents, tags
-        self.model, self.first_subtoken = model, first_subtoken
+    def __init__(self, lookup, intents, tags, model: JointModel):
+        self.lookup, self.intents, self.tags, self.model = lookup, intents, tags, model
 
     def __call__(self, eval_pred):
         intent_logits, slot_logits = eval_pred.predictions[:2]
@@ -120,7 +119,6 @@ class _Metrics:
             self.intents,
             self.tags,
             constraints,
-            self.first_subtoken,
         )
         m = compute_metrics([u for u, _ in examples], pred)
         return {k: m[k] for k in HEADLINE}
@@ -248,9 +246,7 @@ def fit(
     plan = schedule(config, len(taught))
 
     def rows(utterances, first_id):
-        return featurize(
-            utterances, tokenizer, intent_index, tag_index, first_id, config.first_subtoken_labels
-        )
+        return featurize(utterances, tokenizer, intent_index, tag_index, first_id)
 
     train_set, _ = rows(taught, 0)
     dev_set, dev_enc = rows(data.dev, len(taught))
@@ -287,7 +283,7 @@ def fit(
         train_dataset=train_set,
         eval_dataset={"dev": dev_set, "train": sample_set},
         data_collator=collate,
-        compute_metrics=_Metrics(lookup, intents, tags, model, config.first_subtoken_labels),
+        compute_metrics=_Metrics(lookup, intents, tags, model),
         optimizers=(optimizer, None),
         callbacks=[
             DevEarlyStopping(early_stopping_patience=plan.patience),
