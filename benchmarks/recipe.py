@@ -38,7 +38,6 @@ VARIANTS = {
     "no_slot_swaps": {"slot_swaps": 0},
     "first_token": {"mean_pooling": False},
     "label_smoothing_0.1": {"label_smoothing": 0.1},
-    "layer_decay_0.8": {"layer_decay": 0.8},
     "contrastive_2800": {"contrastive_pairs": 2800},
     "crf": {"crf": True},
     "previous": {"lexical": False, "slot_swaps": 0, "mean_pooling": False},

@@ -238,38 +238,6 @@ def test_training_batches_pad_to_utterances_of_like_length(snips, tmp_path):
     assert seen == list(range(len(rows)))
 
 
-def test_layer_decay_slows_the_lower_layers():
-    from transformers import BertConfig, BertModel
-
-    from voicenlu.model import JointModel
-    from voicenlu.trainer import _parameter_groups
-
-    encoder = BertModel(
-        BertConfig(
-            vocab_size=64,
-            hidden_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            intermediate_size=32,
-        )
-    )
-    model = JointModel(encoder, n_intents=3, n_tags=5)
-    config = TrainConfig(encoder_lr=1e-4, head_lr=1e-3, layer_decay=0.5)
-    lr = {}
-    for group in _parameter_groups(model, config):
-        for p in group["params"]:
-            lr[id(p)] = group["lr"]
-    named = dict(model.named_parameters())
-    expected = {
-        "encoder.embeddings.word_embeddings.weight": 1e-4 * 0.25,
-        "encoder.encoder.layer.0.attention.self.query.weight": 1e-4 * 0.5,
-        "encoder.encoder.layer.1.output.dense.bias": 1e-4,
-        "slot_head.weight": 1e-3,
-    }
-    for name, rate in expected.items():
-        assert lr[id(named[name])] == pytest.approx(rate), name
-
-
 def test_contrastive_pairs_are_labelled_by_intent():
     from voicenlu.contrastive import contrastive_pairs
 

@@ -91,12 +91,6 @@ class TrainConfig:
     mean_pooling: bool = _option(
         True, "the intent head reads the mean of the token vectors (else the first token)"
     )
-    layer_decay: float = _option(
-        1.0,
-        "learning-rate factor per encoder layer below the top: the embeddings of an L-layer "
-        "encoder learn at encoder_lr * layer_decay**L (1: every layer at encoder_lr)",
-        above=0,
-    )
     contrastive_pairs: int = _option(
         0,
         "before the joint training, train the encoder on this many same-intent and "

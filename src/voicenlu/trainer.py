@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -94,8 +93,7 @@ def predict_utterances(
     """Decode logits into Utterance records, with the runtime's constrained decoding."""
     pred = []
     for (u, enc), il, sl in zip(examples, intent_logits, slot_logits, strict=True):
-        decoded = decode_slots(enc, sl, tags, constraints)
-        spans = tuple(s for s, _ in decoded)
+        spans = tuple(s for s, _ in decode_slots(enc, sl, tags, constraints))
         pred.append(Utterance(u.text, intents[int(il.argmax())], spans))
     return pred
 
@@ -113,12 +111,7 @@ class _Metrics:
         crf = self.model.crf.arrays() if self.model.crf is not None else None
         constraints = decoding_scores(self.tags, crf)
         pred = predict_utterances(
-            examples,
-            intent_logits,
-            slot_logits,
-            self.intents,
-            self.tags,
-            constraints,
+            examples, intent_logits, slot_logits, self.intents, self.tags, constraints
         )
         m = compute_metrics([u for u, _ in examples], pred)
         return {k: m[k] for k in HEADLINE}
@@ -167,29 +160,16 @@ class DevEarlyStopping(EarlyStoppingCallback):
 
 
 def _parameter_groups(model: JointModel, config: TrainConfig) -> list[dict]:
-    """Heads and encoder at their own learning rates, lower layers of the encoder slower by
-    ``layer_decay`` per layer; no weight decay on biases and LayerNorm weights (decaying them
-    toward 0 only fights the normalisation)."""
-    top = model.encoder.config.num_hidden_layers
+    """Heads and encoder at their own learning rates; no weight decay on biases and
+    LayerNorm weights (decaying them toward 0 only fights the normalisation)."""
     groups: dict[tuple, list] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        lr = config.head_lr
-        if name.startswith("encoder."):
-            lr = config.encoder_lr * config.layer_decay ** (top - _depth(name, top))
+        lr = config.encoder_lr if name.startswith("encoder.") else config.head_lr
         decay = 0.0 if param.ndim == 1 else config.weight_decay
         groups.setdefault((lr, decay), []).append(param)
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
-
-
-def _depth(name: str, top: int) -> int:
-    """An encoder parameter's depth: 0 for the embeddings, i + 1 for layer i, else the top
-    (encoders that share their layers, such as ALBERT, have one depth for all of them)."""
-    if ".embeddings." in name:
-        return 0
-    match = re.search(r"\.layer\.(\d+)\.", name)
-    return int(match.group(1)) + 1 if match else top
 
 
 def fit(
@@ -244,20 +224,16 @@ def fit(
         fill = math.ceil(config.min_steps * config.batch_size / config.epochs)
         taught = with_swapped_values(learn, config.slot_swaps, config.seed, extra, total=fill)
     plan = schedule(config, len(taught))
-
-    def rows(utterances, first_id):
-        return featurize(utterances, tokenizer, intent_index, tag_index, first_id)
-
-    train_set, _ = rows(taught, 0)
-    dev_set, dev_enc = rows(data.dev, len(taught))
+    train_set, _ = featurize(taught, tokenizer, intent_index, tag_index, 0)
+    dev_set, dev_enc = featurize(data.dev, tokenizer, intent_index, tag_index, len(taught))
     # A fixed sample of the training set, scored each epoch like dev, for the learning curves.
     sample = data.train[:: max(1, len(data.train) // len(data.dev))][: len(data.dev)]
     first = len(taught) + len(data.dev)
-    sample_set, sample_enc = rows(sample, first)
+    sample_set, sample_enc = featurize(sample, tokenizer, intent_index, tag_index, first)
     # The utterances the in-scope statistics are fitted on, once trained.
     scope_sample = stratified_slice(learn, SCOPE_PER_INTENT, config.seed)
     scope_first = first + len(sample)
-    scope_set, scope_enc = rows(scope_sample, scope_first)
+    scope_set, scope_enc = featurize(scope_sample, tokenizer, intent_index, tag_index, scope_first)
     lookup = {}
     for first_id, utts, encs in (
         (len(taught), data.dev, dev_enc),
