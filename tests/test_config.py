@@ -22,6 +22,10 @@ from voicenlu.errors import ConfigError
         ({"freeze_backbone": "yes"}, r"freeze_backbone \(--freeze-backbone\) must be bool"),
         ({"backbone": " "}, r"backbone \(--backbone\) must not be empty"),
         ({"seed": True}, r"seed \(--seed\) must be int"),
+        (
+            {"contrastive_pairs": 100, "freeze_backbone": True},
+            r"--contrastive-pairs\) trains the encoder, which freeze_backbone",
+        ),
     ],
 )
 def test_bad_values_name_the_field(options, message):

@@ -104,6 +104,11 @@ class TrainConfig:
     def __post_init__(self):
         for f in dataclasses.fields(self):
             _check(f, getattr(self, f.name))
+        if self.contrastive_pairs and self.freeze_backbone:
+            raise ConfigError(
+                "contrastive_pairs (--contrastive-pairs) trains the encoder, which "
+                "freeze_backbone (--freeze-backbone) keeps fixed: choose one."
+            )
 
     @classmethod
     def from_options(cls, **options) -> TrainConfig:

@@ -67,14 +67,11 @@ def warm_start(
     total: int,
     seed: int,
     max_length: int,
-) -> float:
-    """Train ``encoder`` in place on ``total`` pairs, one pass; returns the last batch's loss."""
+) -> None:
+    """Train ``encoder`` in place on ``total`` pairs, one pass."""
     pairs = contrastive_pairs(utterances, total, seed)
-    if not pairs:
-        return 0.0
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=LEARNING_RATE)
     encoder.train()
-    loss = torch.tensor(0.0)
     for i in range(0, len(pairs), BATCH_SIZE):
         chunk = pairs[i : i + BATCH_SIZE]
         left = _embed(encoder, tokenizer, [a for a, _, _ in chunk], max_length)
@@ -84,4 +81,3 @@ def warm_start(
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return float(loss)
