@@ -60,9 +60,8 @@ class CRF(nn.Module):
     """A linear-chain CRF over slot tags: learned start, tag-to-tag and end scores on top of
     the slot head's per-token scores, trained by the sequence's negative log-likelihood.
 
-    Only tagged tokens form the chain (special tokens, and with first-sub-token labels the
-    rest of each word, are left out), so it learns which tag follows which among the tokens
-    that decoding reads.
+    Only tagged tokens form the chain (special tokens are left out), as in the runtime's
+    Viterbi search, which adds these scores to its BIO constraints.
     """
 
     def __init__(self, n_tags: int):
