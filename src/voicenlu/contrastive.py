@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from voicenlu.data.records import Utterance
+from voicenlu.model import mean_pool
 
 LEARNING_RATE = 2e-5  # SetFit's body learning rate
 BATCH_SIZE = 16  # pairs per step
@@ -53,11 +54,10 @@ def _embed(encoder: nn.Module, tokenizer, texts: list[str], max_length: int) -> 
     batch = tokenizer(
         texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt"
     )
-    hidden = encoder(
-        input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]
-    ).last_hidden_state
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+    mask = batch["attention_mask"]
+    return mean_pool(
+        encoder(input_ids=batch["input_ids"], attention_mask=mask).last_hidden_state, mask
+    )
 
 
 def warm_start(

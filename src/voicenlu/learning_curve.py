@@ -128,7 +128,7 @@ class FrozenEmbedding:
         import numpy as np
         import torch
 
-        from voicenlu.model import load_backbone
+        from voicenlu.model import load_backbone, mean_pool
 
         if self._encoder is None:
             self._encoder, self._tokenizer = load_backbone(self.backbone)
@@ -139,8 +139,8 @@ class FrozenEmbedding:
             batch = self._tokenizer(chunk, padding=True, truncation=True, return_tensors="pt")
             with torch.no_grad():
                 hidden = self._encoder(**batch).last_hidden_state
-            mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            vectors = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
+            pooled = mean_pool(hidden, batch["attention_mask"])
+            vectors = torch.nn.functional.normalize(pooled, dim=-1)
             self._cache.update(zip(chunk, vectors.numpy(), strict=True))
         return np.stack([self._cache[t] for t in texts])
 

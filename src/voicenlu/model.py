@@ -56,6 +56,12 @@ def load_backbone(name_or_path: str):
     return encoder, tokenizer
 
 
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """The mean of each row's token vectors, padding left out: a sentence encoder's summary."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
 class CRF(nn.Module):
     """A linear-chain CRF over slot tags: learned start, tag-to-tag and end scores on top of
     the slot head's per-token scores, trained by the sequence's negative log-likelihood.
@@ -197,8 +203,7 @@ class JointModel(nn.Module):
             kwargs["token_type_ids"] = token_type_ids
         hidden = self.encoder(**kwargs).last_hidden_state
         if self.mean_pooling:
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            summary = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+            summary = mean_pool(hidden, attention_mask)
         else:
             summary = hidden[:, 0]
         pooled = torch.tanh(self.pooler(summary))
