@@ -38,6 +38,7 @@ VARIANTS = {
     "no_slot_swaps": {"slot_swaps": 0},
     "first_token": {"mean_pooling": False},
     "label_smoothing_0.1": {"label_smoothing": 0.1},
+    "one_learning_rate": {"head_lr": TrainConfig().encoder_lr},  # heads at the encoder's rate
     "contrastive_2800": {"contrastive_pairs": 2800},
     "crf": {"crf": True},
     "previous": {"lexical": False, "slot_swaps": 0, "mean_pooling": False},
