@@ -2,10 +2,11 @@
 
     python benchmarks/recipe.py                 # sizes 10 and 70 per intent, one draw each
     python benchmarks/recipe.py --sizes 10 --draws 2
+    python benchmarks/recipe.py --sizes full --variants crf   # the whole training split
 
 Each run trains on a stratified draw of the standard training split, chooses its checkpoint
 (and the lexical weight) on 20 dev utterances per intent, as the learning curve does, and is
-scored on the rest of dev (560 utterances). ``default`` is the shipped recipe; every other
+scored on the rest of dev (559 utterances). ``default`` is the shipped recipe; every other
 variant changes one setting of it, and ``previous`` is the recipe before these ingredients.
 Runs are kept under runs/recipe, so an interrupted benchmark picks up where it stopped;
 results go to benchmarks/recipe.json and recipe_runs.md.
@@ -25,7 +26,8 @@ from voicenlu.bundle import is_complete
 from voicenlu.config import TrainConfig
 from voicenlu.data import ensure_data, load_snips
 from voicenlu.data.training import snips_split
-from voicenlu.learning_curve import DEV_PER_INTENT
+from voicenlu.evaluation import evaluate_bundle
+from voicenlu.learning_curve import DEV_PER_INTENT, parse_sizes
 from voicenlu.metrics import compute_metrics
 from voicenlu.pipeline import train_bundle
 from voicenlu.runtime import Parser, result_to_utterance
@@ -46,28 +48,33 @@ VARIANTS = {
 METRICS = ("intent_accuracy", "slot_f1", "exact_match")
 
 
-def run(snips, variant: str, size: int, draw: int) -> dict:
+def run(snips, variant: str, size: int | None, draw: int) -> dict:
+    """One variant trained on one draw (``size`` None: the whole training split), scored on
+    the dev utterances that did not choose its checkpoint."""
     base = TrainConfig()
     seed = base.seed + draw
     data = snips_split(
-        snips, per_intent=size, seed=seed, dev_per_intent=DEV_PER_INTENT, dev_seed=base.seed
+        snips, per_intent=size or 0, seed=seed, dev_per_intent=DEV_PER_INTENT, dev_seed=base.seed
     )
     chosen = {u.text for u in data.dev}
     held = [u for u in snips.dev if u.text not in chosen]
     data = dataclasses.replace(data, test=held)  # the bundle is scored on the rest of dev
     trained = "default" if VARIANTS[variant] is None else variant
-    run_dir = RUNS / f"{trained}-{size}-draw{draw}"
-    if not is_complete(run_dir / "bundle"):
+    label = "full" if size is None else size
+    run_dir = RUNS / f"{trained}-{label}-draw{draw}"
+    bundle = run_dir / "bundle"
+    if not is_complete(bundle):
         config = dataclasses.replace(base, seed=seed, **VARIANTS[trained])
         train_bundle(data, config, run_dir)
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    metrics = json.loads((run_dir / "bundle" / "metrics.json").read_text())
-    manifest = json.loads((run_dir / "bundle" / "voicenlu.json").read_text())
+    manifest = json.loads((bundle / "voicenlu.json").read_text())
     if VARIANTS[variant] is None:
-        metrics, manifest["lexical"] = network_alone(run_dir / "bundle", held), None
+        metrics, manifest["lexical"] = network_alone(bundle, held), None
+    else:  # scored here, not read from the bundle: a bundle may come from the learning curve
+        metrics = evaluate_bundle(bundle, held, split="dev")
     return {
         "variant": variant,
-        "per_intent": size,
+        "per_intent": label,
         "draw": draw,
         "dev_scored": metrics["n"],
         **{k: metrics[k] for k in METRICS},
@@ -100,7 +107,8 @@ def render(runs: list[dict], command: str) -> str:
     order = list(VARIANTS)  # ingredients measured and then deleted come last
 
     def rank(key):
-        return key[1], order.index(key[0]) if key[0] in order else len(order), key[0]
+        size = float("inf") if key[1] == "full" else key[1]
+        return size, order.index(key[0]) if key[0] in order else len(order), key[0]
 
     for variant, size in sorted(keys, key=rank):
         same = [r for r in runs if r["variant"] == variant and r["per_intent"] == size]
@@ -123,15 +131,13 @@ def main() -> None:
     snips = load_snips(ensure_data(None))
     out = ROOT / "recipe.json"
     runs = json.loads(out.read_text())["runs"] if out.exists() else []
-    for size in (int(s) for s in args.sizes.split(",")):
+    for size in parse_sizes(args.sizes):
         for draw in range(args.draws):
             for variant in args.variants.split(","):
-                runs = [
-                    r
-                    for r in runs
-                    if (r["variant"], r["per_intent"], r["draw"]) != (variant, size, draw)
-                ]
-                runs.append(run(snips, variant, size, draw))
+                new = run(snips, variant, size, draw)
+                key = (variant, new["per_intent"], draw)
+                runs = [r for r in runs if (r["variant"], r["per_intent"], r["draw"]) != key]
+                runs.append(new)
                 out.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
                 table = render(runs, "python benchmarks/recipe.py " + " ".join(sys.argv[1:]))
                 (ROOT / "recipe_runs.md").write_text(table)
