@@ -38,6 +38,7 @@ VARIANTS = {
     "default": {},
     "no_lexical": None,  # the default run's network alone: the lexical model is applied after
     "no_slot_swaps": {"slot_swaps": 0},
+    "slot_swaps_16": {"slot_swaps": 16},
     "first_token": {"mean_pooling": False},
     "label_smoothing_0.1": {"label_smoothing": 0.1},
     "one_learning_rate": {"head_lr": TrainConfig().encoder_lr},  # heads at the encoder's rate
