@@ -12,16 +12,22 @@ from voicenlu.data import SnipsData, download, load_snips
 # --- SNIPS data: fetched the way a user does, from the mirror named by VOICENLU_SNIPS_MIRROR ---
 
 
-@pytest.fixture(scope="session")
-def snips_mirror() -> Path:
-    """A local copy of snipsco/nlu-benchmark (the folder holding 2017-06-custom-intent-engines/)."""
+def pytest_report_header(config) -> str:
+    """Say where the SNIPS data of this run comes from."""
     mirror = os.environ.get("VOICENLU_SNIPS_MIRROR")
-    if not mirror:
-        pytest.fail(
-            "VOICENLU_SNIPS_MIRROR is not set: point it at a local copy of snipsco/nlu-benchmark "
-            "(the folder holding 2017-06-custom-intent-engines/) to run the data tests"
-        )
-    return Path(mirror)
+    if mirror:
+        return f"SNIPS data: the local mirror {mirror} (VOICENLU_SNIPS_MIRROR)"
+    return "SNIPS data: downloaded from GitHub at the pinned commit (VOICENLU_SNIPS_MIRROR unset)"
+
+
+@pytest.fixture(scope="session")
+def snips_mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local copy of snipsco/nlu-benchmark (the folder holding 2017-06-custom-intent-engines/):
+    $VOICENLU_SNIPS_MIRROR, or one downloaded from upstream at the pinned commit."""
+    mirror = os.environ.get("VOICENLU_SNIPS_MIRROR")
+    if mirror:
+        return Path(mirror)
+    return download(tmp_path_factory.mktemp("snips-upstream"))
 
 
 @pytest.fixture(scope="session", autouse=True)

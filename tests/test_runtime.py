@@ -62,8 +62,10 @@ def test_batch_equals_single_parses(parser):
 def test_huge_utterance_is_truncated_not_refused(parser):
     text = "play some jazz " * 2000
     result = parser.parse(text)
+    assert result["truncated"] is True
     assert result["intent"]["name"] in parser.intents
     assert all(s["end"] <= len(text) for s in result["slots"])
+    assert "truncated" not in parser.parse("play some jazz")
 
 
 @pytest.mark.parametrize("bad", ["", "   \n\t", None, 42, ["play jazz"]])
