@@ -35,6 +35,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import urlparse
 
@@ -264,7 +265,6 @@ class Service:
             await server.start(handler)
         except OSError as exc:
             raise ConfigError(f"cannot listen on {uri}: {exc.strerror or exc}.") from None
-        log.warning("voicenlu wyoming: listening on %s", uri)
         if ready is not None:
             ready()
         try:
@@ -471,4 +471,6 @@ def serve(
     """Load ``bundle`` and serve it over Wyoming at ``uri`` until interrupted."""
     server_for(uri)  # a bad URI is refused before the model loads
     service = Service.load(bundle, limits or WyomingLimits(), threads)
-    asyncio.run(service.run(uri))
+    programs = "speech to text and intents" if service.hears else "intents from text"
+    ready = f"voicenlu wyoming: serving {programs} on {uri}"
+    asyncio.run(service.run(uri, ready=lambda: print(ready, file=sys.stderr, flush=True)))
