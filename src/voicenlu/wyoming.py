@@ -106,17 +106,14 @@ def intent_of(result: dict) -> Intent:
     )
 
 
-def not_understood(text: str) -> NotRecognized:
-    return NotRecognized(text=f"Sorry, I did not understand: {text}")
-
-
 def intent_events(result: dict) -> list[Event]:
     """The answer to a parse result: ``intent``, ``not-recognized``, or for several requests
     ``intents-start``, one ``intent`` each, ``intents-stop`` (DESIGN section 4's ``requests``)."""
     requests = result.get("requests") or [result]
     missed = [r for r in requests if not r["in_scope"]]
     if missed:
-        return [not_understood(" / ".join(r["text"] for r in missed)).event()]
+        heard = " / ".join(r["text"] for r in missed)
+        return [NotRecognized(text=f"Sorry, I did not understand: {heard}").event()]
     if len(requests) == 1:
         return [intent_of(requests[0]).event()]
     return [
