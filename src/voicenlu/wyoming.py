@@ -354,6 +354,8 @@ class Connection(AsyncEventHandler):
             log.info("closing the connection from %s: idle", self.peer)
         except ConnectionError as exc:
             log.info("the connection from %s broke: %s", self.peer, exc)
+        except Exception:  # a defect: keep serving the others, and say where it was
+            log.exception("closing the connection from %s after an unexpected error", self.peer)
         finally:
             service.connections -= 1
             self.writer.close()
