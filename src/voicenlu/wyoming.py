@@ -27,7 +27,9 @@ intent's ``context`` under ``"voicenlu"``.
 Everything is bounded: an event's size, a stream's length, the wait for the next event and
 the number of connections. A connection that breaks the protocol is closed with a log line;
 a request the service cannot serve gets an ``error`` event saying why. Recognition runs in
-worker threads, so one client's recording never holds up another's request.
+worker threads, off the event loop: every client is read and described while a recording is
+recognised, text requests never wait behind one, and recordings are recognised one at a time
+(the recogniser already uses every core).
 """
 
 from __future__ import annotations
@@ -251,8 +253,8 @@ class Service:
         return cls(parser, limits, hears)
 
     async def run(self, uri: str, ready=None) -> None:
-        """Serve ``uri`` (``tcp://HOST:PORT``, ``unix://PATH`` or ``stdio://``) until stopped;
-        ``ready`` is called once it listens."""
+        """Serve ``uri`` (``tcp://HOST:PORT`` or ``unix://PATH``) until cancelled; ``ready`` is
+        called once it listens."""
         server = server_for(uri)
 
         def handler(reader, writer):
