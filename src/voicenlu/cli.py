@@ -22,8 +22,10 @@ from voicenlu.config import (
     PRUNE_EPOCHS,
     QUICK_EPOCHS,
     QUICK_PER_INTENT,
+    WYOMING_URI,
     Limits,
     TrainConfig,
+    WyomingLimits,
     field_type,
     flag,
 )
@@ -340,6 +342,18 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_wyoming(args) -> int:
+    from voicenlu.extras import require_extra
+
+    require_extra("wyoming", "wyoming")
+    from voicenlu.wyoming import serve
+
+    chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(WyomingLimits)}
+    limits = WyomingLimits(**{k: v for k, v in chosen.items() if v is not None})
+    serve(args.bundle, uri=args.uri, limits=limits, threads=args.threads)
+    return 0
+
+
 def cmd_bundle_keygen(args) -> int:
     from voicenlu.signing import generate_key
 
@@ -363,10 +377,14 @@ def cmd_bundle_verify(args) -> int:
     return 0
 
 
-def add_limit_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per server limit, named, typed and explained by the Limits dataclass."""
-    group = p.add_argument_group("limits (per worker; also VOICENLU_<NAME> in the environment)")
-    for f in dataclasses.fields(Limits):
+def add_limit_flags(
+    p: argparse.ArgumentParser,
+    limits=Limits,
+    title: str = "limits (per worker; also VOICENLU_<NAME> in the environment)",
+) -> None:
+    """One flag per service limit, named, typed and explained by its dataclass."""
+    group = p.add_argument_group(title)
+    for f in dataclasses.fields(limits):
         group.add_argument(
             flag(f.name),
             type=field_type(f),
@@ -713,6 +731,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_limit_flags(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "wyoming",
+        help="Wyoming service (speech to text and intents) for Home Assistant; needs "
+        "voicenlu[wyoming]",
+        description="Serves a bundle over the Wyoming protocol: `describe`, `transcript` or "
+        "`recognize` -> `intent` / `not-recognized`, and audio streams -> `transcript` and the "
+        "intent. Add it in Home Assistant as a Wyoming Protocol integration (host and port of "
+        "--uri); see docs/home-assistant.md.",
+    )
+    p.add_argument("bundle", help="model bundle directory")
+    p.add_argument("--uri", default=WYOMING_URI, help="where to listen (default: %(default)s)")
+    p.add_argument("--threads", type=int, help="model threads (default: one per core)")
+    add_limit_flags(p, WyomingLimits, "limits")
+    p.set_defaults(func=cmd_wyoming)
     return parser
 
 

