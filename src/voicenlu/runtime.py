@@ -313,7 +313,8 @@ class Parser:
         in_scope = bool(accepted)
         slots = []
         if in_scope:
-            for span, score in decode_slots(encoding, slot_logits, self.tags, self._constraints):
+            found = decode_slots(encoding, slot_logits, self.tags, self._constraints, text)
+            for span, score in self.values.whole_values(text, found, ref):
                 slots.append(
                     {
                         "slot": span.slot,

@@ -93,7 +93,7 @@ def predict_utterances(
     """Decode logits into Utterance records, with the runtime's constrained decoding."""
     pred = []
     for (u, enc), il, sl in zip(examples, intent_logits, slot_logits, strict=True):
-        spans = tuple(s for s, _ in decode_slots(enc, sl, tags, constraints))
+        spans = tuple(s for s, _ in decode_slots(enc, sl, tags, constraints, u.text))
         pred.append(Utterance(u.text, intents[int(il.argmax())], spans))
     return pred
 
