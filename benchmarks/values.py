@@ -4,10 +4,10 @@ what resolution adds to a single parse.
     python benchmarks/values.py BUNDLE      # writes benchmarks/values.json and values.md
 
 Coverage and the checked sample need no model: they resolve the gold test spans with the types
-shipped for SNIPS, the custom entities completed from the training split, as a bundle records
-them. The latency overhead is measured with BUNDLE (int8 when it has one), as ``voicenlu bench``
-does (``values_overhead``): each request parsed with and without resolution, in turns, by two
-parsers sharing one model session, 1 thread.
+shipped for SNIPS, the custom entities completed from the training and dev splits, as a bundle
+records them. The latency overhead is measured with BUNDLE (int8 when it has one), as
+``voicenlu bench`` does (``values_overhead``): each request parsed with and without resolution,
+in turns, by two parsers sharing one model session, 1 thread.
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ def main() -> None:
 
     snips = load_snips(ensure_data())
     slots = {s.slot for u in snips.train for s in u.slots}
-    section = snips.slot_types.manifest_section(snips.train, slots)
+    section = snips.slot_types.manifest_section(snips.train + snips.dev, slots)
     sample = json.loads(SAMPLE.read_text(encoding="utf-8"))
     resolver = ValueResolver.from_manifest(section)
     ref = resolver.reference(sample["reference_time"], sample["timezone"])

@@ -61,7 +61,7 @@ from datetime import datetime
 from pathlib import Path
 
 from voicenlu.data.records import SlotSpan
-from voicenlu.data.types import DIMENSIONS, CustomEntity, normalize
+from voicenlu.data.types import DIMENSIONS, CustomEntity, edit_distance, normalize
 from voicenlu.errors import InputError
 
 __all__ = [
@@ -89,27 +89,6 @@ def max_edit_distance(length: int) -> int:
     if length < 4:
         return 0
     return 1 if length <= 8 else 2
-
-
-def edit_distance(a: str, b: str, limit: int | None = None) -> int:
-    """Damerau-Levenshtein distance (optimal string alignment); ``limit + 1`` once it exceeds
-    ``limit``, so comparing against a long list stays cheap."""
-    if limit is not None and abs(len(a) - len(b)) > limit:
-        return limit + 1
-    previous2: list[int] = []
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, start=1):
-        current = [i] + [0] * len(b)
-        for j, cb in enumerate(b, start=1):
-            cost = 0 if ca == cb else 1
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
-            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
-                current[j] = min(current[j], previous2[j - 2] + 1)
-        # Once two rows in a row exceed the limit, no later cell can come back under it.
-        if limit is not None and min(current) > limit and min(previous) > limit:
-            return limit + 1
-        previous2, previous = previous, current
-    return previous[-1]
 
 
 class _Table:
