@@ -2,11 +2,12 @@
 
     python benchmarks/small_assistant.py BUNDLE     # writes small_assistant.json and .md
 
-In-domain: the bundle's own dev utterances (found from what the bundle records) and the
+In-domain: the bundle's own dev utterances (found from what the bundle records), the
 coffee orders Picovoice wrote for the other engines of its speech-to-intent benchmark (the
 432 texts of ``luis/barista.json``, written apart from the Rhino grammar the bundle learnt
-from). Off-domain: requests of other assistants, the BANKING77 test set and the SNIPS test
-set. The shipped background (``voicenlu/data/background.txt``) has no request of either.
+from) and, with ``--transcripts``, its recordings as the recogniser wrote them.
+Off-domain: requests of other assistants, the BANKING77 test set and the SNIPS test set.
+The shipped background (``voicenlu/data/background.txt``) has no request of either.
 Data: ``--picovoice`` or $VOICENLU_PICOVOICE_DIR, ``--banking77`` or $VOICENLU_BANKING77,
 SNIPS from $VOICENLU_SNIPS_MIRROR; each defaults to ``../shared/data/...`` beside the repo.
 The bundle answers with its own threshold, int8 when it has one, as a user's would.
@@ -36,6 +37,21 @@ GOALS = {"in_domain_accepted": 0.99, "off_domain_rejected": 0.95}
 
 def accepted(parser: Parser, texts: list[str]) -> list[bool]:
     return [r["in_scope"] for r in parser.parse_batch(texts)]
+
+
+def _transcripts(cache: Path | None) -> dict:
+    """The Picovoice recordings as Whisper wrote them (clean), when a cache is given."""
+    if cache is None:
+        return {}
+    rows = [json.loads(line) for line in cache.read_text("utf-8").splitlines()]
+    texts = [r["text"] for r in rows if r["condition"] == "clean" and r["text"]]
+    return {
+        "transcripts": (
+            True,
+            "the clean Picovoice recordings as the bundle's recogniser wrote them",
+            texts,
+        )
+    }
 
 
 def render(result: dict) -> str:
@@ -87,6 +103,12 @@ def main() -> None:
     parser.add_argument(
         "--banking77", type=Path, default=os.environ.get("VOICENLU_BANKING77", SHARED / "banking77")
     )
+    parser.add_argument(
+        "--transcripts",
+        type=Path,
+        help="the transcript cache of benchmarks/speech.py: its clean recordings' text is "
+        "in-domain too (as the model reads it)",
+    )
     parser.add_argument("--bundle-note", default="", help="how the bundle was made, for the table")
     args = parser.parse_args()
 
@@ -106,6 +128,7 @@ def main() -> None:
             "Picovoice's written coffee orders (luis/barista.json)",
             [u["text"] for u in barista["utterances"]],
         ),
+        **_transcripts(args.transcripts),
         "banking77": (False, "BANKING77 test set", banking),
         "snips": (False, "SNIPS test set", [u.text for u in load_snips(ensure_data()).test]),
     }
