@@ -112,7 +112,8 @@ class Parser:
         self.tags: list[str] = manifest["slot_tags"]
         self.slots = sorted({t[2:] for t in self.tags if t != "O"})
         self.calibration = dict(calibration_for(manifest, precision))
-        for key in ("reference", "reference_softmax"):  # arrays once, not on every request
+        # Arrays once, not on every request.
+        for key in ("reference", "reference_softmax", "reference_background"):
             if key in self.calibration:
                 self.calibration[key] = np.asarray(self.calibration[key])
         self.temperature = float(self.calibration.get("temperature", 1.0))
