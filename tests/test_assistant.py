@@ -249,3 +249,16 @@ def test_python_api_refuses_what_the_cli_refuses(tmp_path, cli):
         voicenlu.train(data=bad, output_dir=tmp_path / "run")
     with pytest.raises(ConfigError, match="per_intent"):
         voicenlu.train(data=ASSISTANT, output_dir=tmp_path, per_intent=5)
+
+
+def test_every_annotated_value_is_in_its_entity_list(assistant_bundle):
+    """Dev's values too: a value seen only in the held-out tenth is still one of the entity's."""
+    values = read_manifest(assistant_bundle)["values"]
+    data = load_dataset(ASSISTANT)
+    for utt in data.utterances:
+        for slot, value in utt.slot_values():
+            entity = values["slot_types"].get(slot)
+            if entity in values["entities"]:
+                forms = values["entities"][entity]["values"]
+                known = set(forms) | {s for synonyms in forms.values() for s in synonyms}
+                assert value in known, (slot, value)

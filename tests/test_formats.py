@@ -551,3 +551,40 @@ def test_validate_split_coverage():
 
 def test_format_problems_without_problems():
     assert format_problems([]) == "no problems found"
+
+
+def test_a_slot_name_typo_is_flagged(tmp_path):
+    text = RASA.read_text("utf-8").replace(
+        "lights in the [garage](room) [on](state) now",
+        "lights in the [garage](rom) [on](state) now",
+    )
+    path = tmp_path / "typo.yml"
+    path.write_text(text, "utf-8")
+    (problem,) = validate_path(path)
+    assert "[garage](rom)" in text.splitlines()[int(problem.where.removeprefix("line ")) - 1]
+    assert problem.message == "slot 'rom' is used 1 time, and 'room' 5 times: a typo?"
+    assert "write 'room'" in problem.fix
+    assert validate_path(RASA) == []  # the example's own slot names are all different enough
+
+
+def test_a_csv_with_several_blank_fields_reports_each(tmp_path):
+    path = tmp_path / "blanks.csv"
+    path.write_text(
+        "text,intent,note\nhello,Greet,\n,Greet,x\nbye,,x\n,,x\nhi,Greet,\n,,\nyo,,\n",
+        encoding="utf-8",
+    )
+    problems = validate_path(path)
+    assert [(p.where, p.message) for p in problems] == [
+        ("line 3", "the text is empty"),
+        ("line 4", "the intent is empty"),
+        ("line 5", "the text and the intent are empty"),
+        ("line 8", "the intent is empty"),  # line 7 holds nothing: skipped
+    ]
+    with pytest.raises(DataError, match="line 3.*\n.*line 4"):
+        load_dataset(path)
+
+
+def test_a_jsonl_file_reports_every_bad_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "a"}\n{"text": "b", "intent": "B"}\nnope\n', encoding="utf-8")
+    assert [p.where for p in validate_path(path)] == ["line 1", "line 3"]

@@ -134,7 +134,14 @@ def test_parse_answers_the_design_result(client, parser, slot_example):
     text = slot_example
     result = client.post("/parse", json={"text": text}).raise_for_status().json()
     expected = parser.parse(text)
-    assert set(result) == {"text", "intent", "in_scope", "intent_ranking", "slots"}
+    assert set(result) == {
+        "text",
+        "intent",
+        "in_scope",
+        "in_scope_score",
+        "intent_ranking",
+        "slots",
+    }
     assert result["intent"]["name"] == expected["intent"]["name"]
     assert [r["name"] for r in result["intent_ranking"]] == [
         r["name"] for r in expected["intent_ranking"]

@@ -225,7 +225,9 @@ def model_card(name: str, manifest: dict, metrics: dict) -> str:
         "## Limits",
         "",
         "- Only the intents above: anything else gets the closest of them unless the "
-        "out-of-scope threshold in `voicenlu.json` rejects it.",
+        "out-of-scope threshold in `voicenlu.json` rejects it"
+        + _background_note(manifest.get("calibration", {}))
+        + ".",
         f"- Requests longer than {manifest['max_length']} sub-tokens are truncated; slots past "
         "that point are not found.",
         "- Trained on written requests and their spoken form (lower case, no punctuation, "
@@ -237,3 +239,15 @@ def model_card(name: str, manifest: dict, metrics: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _background_note(calibration: dict) -> str:
+    """What the threshold does with the shipped background of general requests."""
+    background = calibration.get("background")
+    if not background:
+        return ""
+    return (
+        f" (it rejects {100 * background['rejected']:.1f}% of the "
+        f"{background['requests']} general requests of other assistants shipped as the "
+        "background)"
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from voicenlu.data.records import Utterance
+from voicenlu.data.records import SlotSpan, Utterance
 from voicenlu.data.types import DIMENSIONS
 from voicenlu.values import Reference, ValueResolver
 
@@ -131,7 +131,11 @@ def value_coverage(resolver: ValueResolver, gold: Sequence[Utterance], ref: Refe
 
 def checked_values(resolver: ValueResolver, test: Sequence[Utterance], sample: dict) -> dict:
     """Resolve each slot of a hand-checked sample (``test_index``, ``slot``, ``text``,
-    ``expected``, relative to its ``reference_time`` and ``timezone``) and compare."""
+    ``expected``, relative to its ``reference_time`` and ``timezone``) and compare.
+
+    The sample's ``joined`` part checks expressions a model may tag as several slots:
+    each item's ``parts`` (texts of one slot, in order) must come out as the ``expected``
+    values (``text`` and ``resolved``), with the slot types of ``joined["slot_types"]``."""
     ref = resolver.reference(sample["reference_time"], sample["timezone"])
     wrong = []
     for item in sample["items"]:
@@ -150,5 +154,27 @@ def checked_values(resolver: ValueResolver, test: Sequence[Utterance], sample: d
         found = resolver.resolve_slot(utt.text, span.slot, span.start, span.end, ref)
         if found != item["expected"]:
             wrong.append(item | {"found": found})
-    n = len(sample["items"])
+    joined = sample.get("joined", {"slot_types": {}, "items": []})
+    typed = ValueResolver(joined["slot_types"], timezone=resolver.timezone)
+    for item in joined["items"]:
+        found = _joined_values(typed, item, ref)
+        if found != item["expected"]:
+            wrong.append(item | {"found": found})
+    n = len(sample["items"]) + len(joined["items"])
     return {"n": n, "right": _ratio(n - len(wrong), n), "wrong": wrong}
+
+
+def _joined_values(resolver: ValueResolver, item: dict, ref: Reference) -> list[dict]:
+    """What the runtime makes of ``item["parts"]``, tagged as separate spans of its slot."""
+    text, spans, at = item["text"], [], 0
+    for part in item["parts"]:
+        start = text.index(part, at)
+        at = start + len(part)
+        spans.append((SlotSpan(item["slot"], start, at), 1.0))
+    return [
+        {
+            "text": text[s.start : s.end],
+            "resolved": resolver.resolve_slot(text, s.slot, s.start, s.end, ref),
+        }
+        for s, _ in resolver.whole_values(text, spans, ref)
+    ]

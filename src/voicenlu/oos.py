@@ -23,6 +23,7 @@ from voicenlu.calibration import (
     ranking_scores,
     softmax,
 )
+from voicenlu.data.background import background_requests
 from voicenlu.data.training import snips_split
 from voicenlu.errors import ConfigError
 from voicenlu.runtime import Parser, uses_scope
@@ -74,8 +75,10 @@ def score_fold(parser: Parser, dev, in_scope, out_of_scope) -> dict:
     _, logits_out, _, density_out = parser.logits([u.text for u in out_of_scope])
     labels_dev = np.array([parser.intents.index(u.intent) for u in dev])
     labels = np.array([parser.intents.index(u.intent) for u in in_scope])
+    background = parser.evidence(list(background_requests()))
     calibrations = {
-        name: calibrate(logits_dev, labels_dev, score=name, density=density_dev) for name in SCORES
+        name: calibrate(logits_dev, labels_dev, name, density=density_dev, background=background)
+        for name in SCORES
     }
     t = calibrations[DEFAULT_SCORE]["temperature"]  # the same fit whatever the score
     raw, calibrated = softmax(logits_in), softmax(logits_in, t)

@@ -80,8 +80,9 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
         "encoder_config": encoder_config.to_diff_dict() | {"model_type": encoder_config.model_type},
         "intents": trained.intents,
         "slot_tags": trained.tags,
+        # Every annotated value is a value of its entity, dev's too: dev is the user's data.
         "values": data.slot_types.manifest_section(
-            data.train, {t[2:] for t in trained.tags if t != "O"}
+            data.train + data.dev, {t[2:] for t in trained.tags if t != "O"}
         ),
         "max_length": config.max_length,
         "pad_token_id": trained.pad_id,

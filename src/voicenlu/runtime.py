@@ -112,7 +112,8 @@ class Parser:
         self.tags: list[str] = manifest["slot_tags"]
         self.slots = sorted({t[2:] for t in self.tags if t != "O"})
         self.calibration = dict(calibration_for(manifest, precision))
-        for key in ("reference", "reference_softmax"):  # arrays once, not on every request
+        # Arrays once, not on every request.
+        for key in ("reference", "reference_softmax", "reference_background"):
             if key in self.calibration:
                 self.calibration[key] = np.asarray(self.calibration[key])
         self.temperature = float(self.calibration.get("temperature", 1.0))
@@ -223,6 +224,14 @@ class Parser:
         density = self.scope.density(vector[0]) if self.scope else None
         return encodings, intent_logits, slot_logits, density
 
+    def evidence(self, texts: list[str], batch_size: int = 64):
+        """(intent logits, density) of many texts, what calibration reads (density is None
+        when the bundle's in-scope score does not read utterance vectors)."""
+        outputs = [self.logits(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+        logits = np.concatenate([o[1] for o in outputs])
+        density = np.concatenate([o[3] for o in outputs]) if self.scope else None
+        return logits, density
+
     def parse(
         self,
         text: str,
@@ -300,20 +309,23 @@ class Parser:
             chunk = texts[i : i + batch_size]
             encodings, intent_logits, slot_logits, density = self.logits(chunk)
             probs = softmax(intent_logits, self.temperature)
-            in_scope = in_scope_scores(intent_logits, self.calibration, density) >= threshold
-            for row in zip(chunk, encodings, probs, in_scope, slot_logits, strict=True):
-                results.append(self._result(*row, ref))
+            scores = in_scope_scores(intent_logits, self.calibration, density)
+            for row in zip(chunk, encodings, probs, scores, slot_logits, strict=True):
+                results.append(self._result(*row, threshold, ref))
         return results
 
-    def _result(self, text, encoding, probs, accepted, slot_logits, ref: Reference) -> dict:
+    def _result(
+        self, text, encoding, probs, score, slot_logits, threshold: float, ref: Reference
+    ) -> dict:
         order = np.argsort(-probs)
         ranking = [
             {"name": self.intents[j], "confidence": round(float(probs[j]), 4)} for j in order
         ]
-        in_scope = bool(accepted)
+        in_scope = bool(score >= threshold)
         slots = []
         if in_scope:
-            for span, score in decode_slots(encoding, slot_logits, self.tags, self._constraints):
+            found = decode_slots(encoding, slot_logits, self.tags, self._constraints, text)
+            for span, score in self.values.whole_values(text, found, ref):
                 slots.append(
                     {
                         "slot": span.slot,
@@ -333,6 +345,7 @@ class Parser:
                 "confidence": ranking[0]["confidence"],
             },
             "in_scope": in_scope,
+            "in_scope_score": round(float(score), 4),
             "intent_ranking": ranking,
             "slots": slots,
         }

@@ -29,6 +29,7 @@ from voicenlu.calibration import ScopeModel, calibrate
 from voicenlu.config import Schedule, TrainConfig, schedule
 from voicenlu.contrastive import warm_start
 from voicenlu.data.augment import with_swapped_values
+from voicenlu.data.background import background_requests
 from voicenlu.data.records import Utterance
 from voicenlu.data.snips import stratified_slice
 from voicenlu.data.spoken import with_spoken_copies
@@ -93,7 +94,7 @@ def predict_utterances(
     """Decode logits into Utterance records, with the runtime's constrained decoding."""
     pred = []
     for (u, enc), il, sl in zip(examples, intent_logits, slot_logits, strict=True):
-        spans = tuple(s for s, _ in decode_slots(enc, sl, tags, constraints))
+        spans = tuple(s for s, _ in decode_slots(enc, sl, tags, constraints, u.text))
         pred.append(Utterance(u.text, intents[int(il.argmax())], spans))
     return pred
 
@@ -234,11 +235,17 @@ def fit(
     scope_sample = stratified_slice(learn, SCOPE_PER_INTENT, config.seed)
     scope_first = first + len(sample)
     scope_set, scope_enc = featurize(scope_sample, tokenizer, intent_index, tag_index, scope_first)
+    # General requests of other assistants, which calibration ranks requests against too
+    # (labelled with any intent: only their logits and vectors are read).
+    others = [Utterance(text, intents[0]) for text in background_requests()]
+    others_first = scope_first + len(scope_sample)
+    others_set, others_enc = featurize(others, tokenizer, intent_index, tag_index, others_first)
     lookup = {}
     for first_id, utts, encs in (
         (len(taught), data.dev, dev_enc),
         (first, sample, sample_enc),
         (scope_first, scope_sample, scope_enc),
+        (others_first, others, others_enc),
     ):
         pairs = zip(utts, encs, strict=True)
         lookup.update({first_id + k: pair for k, pair in enumerate(pairs)})
@@ -280,12 +287,17 @@ def fit(
     dev_logits, dev_labels = dev_out.predictions[0][order], dev_out.label_ids[0][order]
     scope_out = trainer.predict(scope_set, metric_key_prefix="scope")
     scope = ScopeModel.fit(scope_out.predictions[2], scope_out.label_ids[0])
+    others_out = trainer.predict(others_set, metric_key_prefix="background")
+    in_order = np.argsort(others_out.label_ids[2])
+    others_logits = others_out.predictions[0][in_order]
+    others_density = scope.density(others_out.predictions[2][in_order])
     lexical, weight = None, 0.0
     if config.lexical and len(intents) > 1:  # with one intent there is nothing to tell apart
         lexical = LexicalModel.fit(learn, intents)
         evidence = lexical.log_probs([u.text for u in data.dev])
         weight = choose_weight(dev_logits, evidence, dev_labels)
         dev_logits = dev_logits + weight * evidence
+        others_logits = others_logits + weight * lexical.log_probs([u.text for u in others])
     return Fit(
         model=model,
         hf_tokenizer=hf_tokenizer,
@@ -294,7 +306,10 @@ def fit(
         tags=tags,
         pad_id=pad_id,
         calibration=calibrate(
-            dev_logits, dev_labels, density=scope.density(dev_out.predictions[2][order])
+            dev_logits,
+            dev_labels,
+            density=scope.density(dev_out.predictions[2][order]),
+            background=(others_logits, others_density),
         ),
         scope=scope,
         dev_metrics={

@@ -146,6 +146,10 @@ class ParseResult(BaseModel):
     text: str
     intent: Intent
     in_scope: bool
+    in_scope_score: float = Field(
+        description="0 to 1, higher for requests more like those the model was trained on; "
+        "in_scope is whether it reaches the threshold (the bundle's, or the request's)."
+    )
     intent_ranking: list[RankedIntent]
     slots: list[Slot]
     truncated: bool = Field(
