@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from voicenlu.config import (
-    DEFAULT_OUTPUT_DIR,
     DEV_FRACTION,
+    MIN_DEV_PER_INTENT,
     OOS_EPOCHS,
     OOS_PER_INTENT,
     PRUNE_EPOCHS,
@@ -86,6 +86,7 @@ def cmd_train(args) -> int:
         args.data,
         args.output_dir,
         resume=args.resume,
+        overwrite=args.overwrite,
         quick=args.quick,
         per_intent=args.per_intent,
         data_dir=args.data_dir,
@@ -95,18 +96,34 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
 def _print_bundle_summary(bundle: Path) -> None:
     from voicenlu.bundle import is_complete, read_manifest
+    from voicenlu.evaluation import describe_choice
 
     if not is_complete(bundle):  # not the writing process under torchrun
         return
-    m = read_manifest(bundle, verify=False)["metrics"]
+    manifest = read_manifest(bundle, verify=False)
+    m = manifest["metrics"]
     print(f"\nbundle: {bundle}")
+    choice = manifest["training"].get("choice")
+    if choice:
+        print(f"chosen: {describe_choice(choice)}")
     print(
-        f"{m['split']}: intent accuracy {100 * m['intent_accuracy']:.2f}%  slot F1 "
-        f"{100 * m['slot_f1']:.2f}%  exact match {100 * m['exact_match']:.2f}%  "
-        f"(n={m['n']})"
+        f"{m['split']}: intent accuracy {_pct(m['intent_accuracy'])}  slot F1 "
+        f"{_pct(m['slot_f1'])}  exact match {_pct(m['exact_match'])}  (n={m['n']})"
+        + ("  (in-sample: nothing was held out)" if m["split"] == "train" else "")
     )
+    quantization = manifest.get("quantization")
+    if quantization and "agreement" in quantization:
+        a = quantization["agreement"]
+        print(
+            f"int8: model.int8.onnx ({quantization['size_mb']:.1f} MB, served by default) "
+            f"parses {100 * a['same_parse']:.1f}% of {a['texts']} texts exactly as fp32 does"
+        )
     print(f"report: {bundle / 'report' / 'report.md'}")
 
 
@@ -470,20 +487,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="fine-tune an encoder on SNIPS and write a model bundle",
-        description="Fine-tune a transformer encoder with an intent head and a slot head on the "
-        "standard SNIPS split; write OUTPUT_DIR/bundle (weights, ONNX graph, report). "
-        "Several processes: torchrun --nproc_per_node=2 -m voicenlu train ...",
+        help="fine-tune an encoder on your data (or SNIPS) and write a model bundle",
+        description="Fine-tune a transformer encoder with an intent head and a slot head on "
+        "your data (--data) or the standard SNIPS split; write OUTPUT_DIR/bundle (weights, "
+        "ONNX graphs fp32 and int8, report). Several processes: torchrun --nproc_per_node=2 "
+        "-m voicenlu train ...",
     )
     add_data_dir(p)
     p.add_argument(
         "--data",
         metavar="PATH",
-        help="train on your own data instead of SNIPS: Snips NLU JSON, Rasa YAML, CSV or JSONL "
-        f"(validated first; {100 * DEV_FRACTION:.0f}%% per intent held out as dev)",
+        help="your data: Snips NLU JSON, Rasa YAML, a Rhino context, CSV or JSONL (validated "
+        f"first; {100 * DEV_FRACTION:.0f}%% per intent held out as dev, or none when that is "
+        f"under {MIN_DEV_PER_INTENT} per intent); without it, the SNIPS benchmark",
     )
     p.add_argument(
-        "--output-dir", default=DEFAULT_OUTPUT_DIR, help="run directory (default: %(default)s)"
+        "--output-dir",
+        help="run directory (default: runs/<data name>, e.g. runs/assistant for "
+        "assistant.rasa.yml, runs/snips without --data)",
     )
     add_config_options(p)
     p.add_argument(
@@ -499,7 +520,15 @@ def build_parser() -> argparse.ArgumentParser:
         "intent, to see it work",
     )
     p.add_argument(
-        "--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR"
+        "--resume",
+        action="store_true",
+        help="continue an unfinished run from its last checkpoint in OUTPUT_DIR (same data and "
+        "options)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the bundle (or unfinished run) in OUTPUT_DIR: retrain after editing the data",
     )
     p.set_defaults(func=cmd_train)
 
@@ -641,7 +670,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("bundle", help="bundle with model.onnx and model.int8.onnx")
     p.add_argument("--pruned", nargs="*", default=[], help="pruned bundles (quantized)")
-    p.add_argument("--out", default="benchmarks/deploy", help="output stem (default: %(default)s)")
+    p.add_argument(
+        "--out", help="output stem: OUT.json and OUT.md (default: BUNDLE-bench/deploy, beside it)"
+    )
     p.add_argument("--runs", type=int, default=5, help="runs per measurement (median reported)")
     p.add_argument("--requests", type=int, default=1000, help="single requests per run")
     add_data_dir(p)
