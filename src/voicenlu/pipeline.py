@@ -248,7 +248,8 @@ def evaluate(
             "--write-bundle records the bundle's own figures: it cannot be combined with --data."
         )
     found = bundle_data(manifest, data, data_dir)
-    split, gold = held_out(found, data)
+    # The bundle's own figures are what training recorded: in-sample when nothing was held out.
+    split, gold = found.evaluation if write_bundle else held_out(found, data)
     return evaluate_bundle(
         Path(bundle),
         gold,

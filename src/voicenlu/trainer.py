@@ -258,9 +258,11 @@ def check_resumable(folder: Path, now: dict) -> None:
     then = json.loads(path.read_text(encoding="utf-8"))
     fix = "train afresh with --overwrite (or into another --output-dir)"
     changes = []
-    for key, name in (("intents", "intents"), ("slot_tags", "slot tags")):
-        added = sorted(set(now[key]) - set(then[key]))
-        removed = sorted(set(then[key]) - set(now[key]))
+    for name, labels in (
+        ("intents", lambda r: set(r["intents"])),
+        ("slots", lambda r: {t[2:] for t in r["slot_tags"] if t != "O"}),
+    ):
+        added, removed = sorted(labels(now) - labels(then)), sorted(labels(then) - labels(now))
         changes += [f"{name} added: {', '.join(added)}"] if added else []
         changes += [f"{name} removed: {', '.join(removed)}"] if removed else []
     if changes:
