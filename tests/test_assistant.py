@@ -300,3 +300,32 @@ def test_python_api_refuses_what_the_cli_refuses(tmp_path, cli):
         voicenlu.train(data=bad, output_dir=tmp_path / "run")
     with pytest.raises(ConfigError, match="per_intent"):
         voicenlu.train(data=ASSISTANT, output_dir=tmp_path, per_intent=5)
+
+
+def test_info_shows_what_the_bundle_holds(assistant_bundle, cli):
+    done = cli("info", str(assistant_bundle))
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "intents (3, training utterances each): GetWeather (9), SetTimer (9)" in text
+    assert "duration: duration (resolved by Duckling)" in text
+    assert "room: entity room (6 values, extensible)" in text
+    assert "entity state: on, off" in text and "Zürich" in text
+    assert "data: assistant.rasa.yml (rasa); 27 training, 0 dev utterances" in text
+    assert "chosen: too few utterances to hold out a dev set" in text
+    assert "figures on train (in-sample)" in text and "model.int8.onnx" in text
+    info = json.loads(cli("info", str(assistant_bundle), "--json").stdout)
+    assert set(info["intents"]) == INTENTS and set(info["slots"]) == SLOTS
+    assert info["data"]["sha256"] == read_manifest(assistant_bundle)["data"]["sha256"]
+
+
+def test_hints_for_a_run_folder_and_a_wav_read_as_text(assistant_bundle, tmp_path, cli):
+    run_folder = assistant_bundle.parent
+    for command in (("info",), ("predict", "--json"), ("evaluate",)):
+        done = cli(command[0], str(run_folder), *command[1:], *(["hi"] if len(command) > 1 else []))
+        assert done.returncode == 1, command
+        assert f"did you mean {run_folder / 'bundle'}?" in done.stderr, command
+    wav = tmp_path / "order.wav"
+    wav.write_bytes(b"RIFF")
+    done = cli("predict", str(assistant_bundle), str(wav))
+    assert done.returncode == 0
+    assert "order.wav is a WAV file, parsed here as text: pass --audio" in done.stderr

@@ -279,6 +279,7 @@ def cmd_predict(args) -> int:
             for path in args.texts
         ]
     else:
+        _audio_hint(args.texts)
         results = parser.parse_batch(
             _read_texts(args),
             threshold=args.threshold,
@@ -288,6 +289,25 @@ def cmd_predict(args) -> int:
     for result in results:
         print(json.dumps(result, ensure_ascii=False) if args.json else format_result(result))
     return 0
+
+
+def cmd_info(args) -> int:
+    from voicenlu.info import bundle_info, render_info
+
+    info = bundle_info(args.bundle)
+    print(json.dumps(info, indent=2, ensure_ascii=False) if args.json else render_info(info))
+    return 0
+
+
+def _audio_hint(texts: list[str]) -> None:
+    """A request that names a recording was most likely meant as one: say how."""
+    wavs = [t for t in texts if t.lower().endswith(".wav") and Path(t).is_file()]
+    if wavs:
+        print(
+            f"note: {wavs[0]} is a WAV file, parsed here as text: pass --audio to transcribe "
+            "it (needs voicenlu[speech])",
+            file=sys.stderr,
+        )
 
 
 def cmd_export(args) -> int:
@@ -616,6 +636,18 @@ def build_parser() -> argparse.ArgumentParser:
         f"(default: {DEFAULT_TIMEZONE})",
     )
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "info",
+        help="what a bundle holds: intents, slots and their types, entity lists, data, figures",
+        description="Shows a bundle from its manifest: intents and slots with their training "
+        "counts, each slot's type and the entity values behind it, where the training data "
+        "came from and how the checkpoint was chosen, its figures, out-of-scope settings and "
+        "files.",
+    )
+    p.add_argument("bundle", help="model bundle directory")
+    p.add_argument("--json", action="store_true", help="print the same as JSON")
+    p.set_defaults(func=cmd_info)
 
     p = sub.add_parser(
         "export", help="write model.onnx and check it against PyTorch on the dev set"
