@@ -2,22 +2,26 @@
 
 People bring 10 to 70 examples per intent, not 2,000. Each point trains on a stratified
 draw of a training split (for SNIPS the standard one, never the 300-per-intent
-``train_<Intent>.json`` files, which share utterances with the standard test set), chooses
-its checkpoint on a fixed 20-per-intent dev slice and is scored on the test set, side by
-side with two baselines on the same draw: TF-IDF + logistic regression, and the frozen
-backbone's sentence embedding + logistic regression.
+``train_<Intent>.json`` files, which share utterances with the standard test set) and is
+scored on the test set, side by side with two baselines on the same draw: TF-IDF + logistic
+regression, and the frozen backbone's sentence embedding + logistic regression.
+
+A draw is trained as ``voicenlu train`` trains a file of it: when a tenth of it would be
+under 5 per intent, it has no dev set and trains on every utterance for the fixed schedule
+(``as_a_user_would``); larger draws choose their checkpoint on a fixed 20-per-intent dev
+slice.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import statistics
+import sys
 from pathlib import Path
 
 from voicenlu.bundle import is_complete
-from voicenlu.data.training import snips_split
+from voicenlu.data.training import TrainData, dev_fraction, snips_split
 from voicenlu.errors import ConfigError
 from voicenlu.lexical import DEFAULT_C, LexicalModel
 
@@ -57,6 +61,14 @@ def snips_draws(snips, dev_seed: int):
     return draw
 
 
+def as_a_user_would(data: TrainData) -> TrainData:
+    """The draw as ``voicenlu train`` would train a file of it: without a dev set when a
+    tenth of it is too few to choose with (``dev_fraction``), else with the curve's dev."""
+    if dev_fraction(data.train):
+        return data
+    return dataclasses.replace(data, dev=[], source=data.source | {"final_fit": True})
+
+
 def learning_curve(draw, test, base, output_dir: Path, sizes, draws: int = 3) -> dict:
     """Train and score every (size, draw); write the rows, means over draws, as they come.
 
@@ -74,13 +86,19 @@ def learning_curve(draw, test, base, output_dir: Path, sizes, draws: int = 3) ->
     for size in sizes:
         for index in range(draws if size is not None and size < SMALL else 1):
             seed = base.seed + index
-            data = dataclasses.replace(draw(size, seed), test=test)
+            data = dataclasses.replace(as_a_user_would(draw(size, seed)), test=test)
             label = "full" if size is None else size
             run_dir = output_dir / f"{label}-draw{index}"
             bundle = run_dir / "bundle"
             if not is_complete(bundle):  # else an interrupted run made it
-                train_bundle(data, dataclasses.replace(base, seed=seed), run_dir)
-                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # bundles suffice
+                print(
+                    f"learning curve: {label} per intent, draw {index + 1}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                # The curve scores the trained (fp32) model: an int8 copy would go unused.
+                config = dataclasses.replace(base, seed=seed, quantize=False)
+                train_bundle(data, config, run_dir)
             metrics = json.loads((bundle / "metrics.json").read_text())
             manifest = json.loads((bundle / "voicenlu.json").read_text())
             runs.append(
@@ -88,8 +106,10 @@ def learning_curve(draw, test, base, output_dir: Path, sizes, draws: int = 3) ->
                     "per_intent": label,
                     "draw": index,
                     "train_utterances": len(data.train),
+                    "dev_utterances": len(data.dev),
                     "mean_per_intent": len(data.train) / len({u.intent for u in data.train}),
                     "epochs": manifest["training"]["epochs_run"],
+                    "choice": manifest["training"].get("choice", {}).get("method", "dev"),
                     "train_seconds": manifest["training"]["train_seconds"],
                     "voicenlu": {
                         k: metrics[k]
@@ -190,7 +210,9 @@ def render_learning_curve(result: dict, command: str, name: str = "SNIPS") -> st
         f"# Learning curve on {name}",
         "",
         "Test scores against training examples per intent: mean ± standard deviation over "
-        f"draws. Checkpoints are chosen on {DEV_PER_INTENT} dev utterances per intent. "
+        f"draws. Checkpoints are chosen on {DEV_PER_INTENT} dev utterances per intent, "
+        "except for draws whose tenth is under 5 per intent: like `voicenlu train` on such "
+        "data, they have no dev set and train on every utterance for the fixed schedule. "
         "Baselines on the same draws (intents only): TF-IDF + logistic regression, and the "
         "frozen backbone's mean-pooled embedding + logistic regression. "
         f"Made by `{command}`.",
