@@ -257,6 +257,10 @@ def test_serve_parses_over_http(assistant_bundle):
             time.sleep(0.5)
         result = httpx.post(f"{url}/parse", json={"text": "lights off in the garage"}, timeout=30)
         assert result.raise_for_status().json()["intent"]["name"] == "SwitchLights"
+        # The demo page offers the assistant's own requests, one per intent, not SNIPS ones.
+        examples = httpx.get(f"{url}/metadata", timeout=30).json()["examples"]
+        own = {u.text: u.intent for u in load_dataset(ASSISTANT).utterances}
+        assert len(examples) == 3 and {own[e] for e in examples} == INTENTS
     finally:
         proc.terminate()
         proc.wait(timeout=30)

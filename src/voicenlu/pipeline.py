@@ -132,6 +132,7 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
         "lexical": {"weight": trained.lexical_weight} if trained.lexical else None,
         "dev_metrics": trained.dev_metrics,
         "history": trained.history,
+        "examples": demo_examples(data.train),
     }
     bundles.create(bundle, manifest | record)
     bundles.put_file(bundle, "model.safetensors", lambda path: save_weights(trained.model, path))
@@ -143,6 +144,17 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
         bundles.put_file(bundle, CRF_FILE, trained.model.crf.save)
     # The recogniser's bias for spoken requests: this training data only.
     bundles.put_text(bundle, speech.SETTINGS_FILE, speech.settings_json(data.train))
+
+
+def demo_examples(utterances: list, most: int = 6) -> list[str]:
+    """A few of the bundle's own training requests for the demo page to offer: one per
+    intent (the first with the most slots), as many intents as ``most`` allows."""
+    chosen: dict[str, object] = {}
+    for u in utterances:
+        best = chosen.get(u.intent)
+        if best is None or len(u.slots) > len(best.slots):
+            chosen[u.intent] = u
+    return [u.text for u in list(chosen.values())[:most]]
 
 
 def _finish(bundle: Path, data: TrainData, config: TrainConfig) -> None:
