@@ -67,8 +67,11 @@ def tiny_bundle(tmp_path_factory, tiny_data) -> Path:
     from voicenlu.config import TrainConfig
     from voicenlu.pipeline import train_bundle
 
-    # A few epochs, not the step budget: quick, and what the tests need of a model.
-    config = TrainConfig(epochs=4, batch_size=16, seed=3, max_length=48, min_steps=0)
+    # A few epochs, not the step budget: quick, and what the tests need of a model (fp32 only:
+    # the int8 tests quantize a copy, and train's int8 step is tested on the assistant).
+    config = TrainConfig(
+        epochs=4, batch_size=16, seed=3, max_length=48, min_steps=0, quantize=False
+    )
     return train_bundle(tiny_data, config, tmp_path_factory.mktemp("tiny_run"))
 
 

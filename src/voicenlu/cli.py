@@ -51,9 +51,33 @@ def cmd_data_download(args) -> int:
 def cmd_data_stats(args) -> int:
     from voicenlu.data import format_stats, stats
 
+    if args.path:
+        return _file_stats(Path(args.path), args.seed)
     data = _snips(args)
     print(format_stats(stats(data)))
     print(f"\nCESU-8 surrogate pairs repaired: {data.repairs}; upstream commit {data.commit}")
+    return 0
+
+
+def _file_stats(path: Path, seed: int) -> int:
+    """Utterances per intent and slot of a user's file, split as ``train`` would split it."""
+    from voicenlu.data import format_stats, holdout, load_dataset, stats
+    from voicenlu.data.training import dev_fraction
+
+    dataset = load_dataset(path)
+    fraction = dev_fraction(dataset.utterances)
+    train, dev = holdout(dataset.utterances, fraction, seed)
+    print(format_stats(stats({"train": train, "dev": dev})))
+    if fraction:
+        held = f"{100 * fraction:.0f}% of each intent held out as dev (seed {seed})"
+    else:
+        held = (
+            f"no dev set: a tenth would be under {MIN_DEV_PER_INTENT} per intent, so `train` "
+            "trains on every utterance for a fixed schedule"
+        )
+    print(f"\n{path}: {dataset.format}, {len(dataset.utterances)} utterances; {held}")
+    if not dataset.has_slots:
+        print("intents only: this format annotates no slots")
     return 0
 
 
@@ -448,9 +472,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Intent detection and slot filling for voice assistants.",
         epilog=(
             "Start here:\n"
-            "  voicenlu data download            # the SNIPS benchmark, checked file by file\n"
-            "  voicenlu train --quick            # a few minutes; drop --quick for the full run\n"
-            '  voicenlu predict runs/snips/bundle "play some jazz"'
+            "  voicenlu data validate assistant.yml   # your own assistant: Rasa, Snips NLU, CSV\n"
+            "  voicenlu train --data assistant.yml    # writes runs/assistant/bundle\n"
+            '  voicenlu predict runs/assistant/bundle "turn on the kitchen lights"\n'
+            "  voicenlu train --quick                 # or the SNIPS benchmark, a few minutes"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -466,7 +491,9 @@ def build_parser() -> argparse.ArgumentParser:
             "missing files are fetched first, from $VOICENLU_SNIPS_MIRROR when set",
         )
 
-    data = sub.add_parser("data", help="get and inspect the SNIPS benchmark data")
+    data = sub.add_parser(
+        "data", help="check, convert and inspect training data; get the SNIPS benchmark"
+    )
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = data_sub.add_parser(
         "download",
@@ -483,7 +510,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(also: $VOICENLU_SNIPS_MIRROR)",
     )
     p.set_defaults(func=cmd_data_download)
-    p = data_sub.add_parser("stats", help="utterances per intent and per slot, train/dev/test")
+    p = data_sub.add_parser(
+        "stats",
+        help="utterances per intent and per slot of your data (as train splits it) or of SNIPS",
+        description="With PATH: utterances per intent and slot occurrences per slot of that "
+        "file or folder, in the train/dev split `voicenlu train --data PATH` would make. "
+        "Without it: the SNIPS benchmark's train/dev/test.",
+    )
+    p.add_argument("path", nargs="?", help="your dataset file or folder (default: SNIPS)")
+    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="default: %(default)s")
     add_data_dir(p)
     p.set_defaults(func=cmd_data_stats)
     p = data_sub.add_parser(
