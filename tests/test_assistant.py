@@ -333,3 +333,45 @@ def test_hints_for_a_run_folder_and_a_wav_read_as_text(assistant_bundle, tmp_pat
     done = cli("predict", str(assistant_bundle), str(wav))
     assert done.returncode == 0
     assert "order.wav is a WAV file, parsed here as text: pass --audio" in done.stderr
+
+
+def test_oos_runs_on_the_bundles_own_data(assistant_bundle, tmp_path, capsys):
+    """Leave one intent out of the assistant's own utterances (briefly here), saying what it
+    does as it goes; never a SNIPS training."""
+    from voicenlu.config import TrainConfig
+    from voicenlu.oos import file_folds, leave_one_intent_out
+
+    folds = file_folds(load_dataset(ASSISTANT).utterances, 13, "assistant.rasa.yml")
+    config = TrainConfig(epochs=1, batch_size=8, min_steps=0, quantize=False)
+    result = leave_one_intent_out(folds, config, tmp_path, "test")
+    assert "fold 3 of 3, without SwitchLights" in capsys.readouterr().err
+    assert [f["held_out"] for f in result["folds"]] == sorted(INTENTS)
+    fold = read_manifest(tmp_path / "without-GetWeather" / "bundle")
+    assert set(fold["intents"]) == INTENTS - {"GetWeather"}
+    assert fold["training"]["choice"]["method"] == "fixed_schedule"
+    assert 0 <= result["mean"]["auroc"] <= 1
+
+
+def test_oos_without_a_bundle_says_it_runs_on_snips(tmp_path, cli):
+    env = {"VOICENLU_SNIPS_MIRROR": "", "VOICENLU_DATA_DIR": str(tmp_path / "none")}
+    env["VOICENLU_SNIPS_URL"] = "http://127.0.0.1:9"  # no network: it stops at the data
+    done = cli("evaluate", "--oos", "--out", str(tmp_path / "o"), env=env)
+    assert done.returncode == 1
+    assert "--oos without a BUNDLE: the SNIPS benchmark's protocol" in done.stderr
+
+
+def test_learning_curve_runs_on_the_bundles_own_data(assistant_bundle, tmp_path):
+    from voicenlu.config import TrainConfig
+    from voicenlu.data.formats import load_dataset as load
+    from voicenlu.learning_curve import file_draws, learning_curve
+
+    utterances = load(ASSISTANT).utterances
+    draw, test, sizes = file_draws(utterances, 13, "assistant.rasa.yml", [3, 20, None])
+    assert sizes == [3, None]  # 7 per intent left after the test share: 20 is beyond it
+    assert {u.intent for u in test} == INTENTS and not {u.text for u in test} & {
+        u.text for u in draw(None, 13).train
+    }
+    base = TrainConfig(epochs=1, batch_size=8, min_steps=0, seed=13)
+    result = learning_curve(draw, test, base, tmp_path, [3], draws=1, user_rule=False)
+    (run,) = result["runs"]
+    assert run["train_utterances"] == 9 and run["dev_utterances"] == 0

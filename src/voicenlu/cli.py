@@ -205,16 +205,55 @@ def default_evaluation_dir(bundle: Path) -> Path:
     return bundle.parent / f"{bundle.name}-evaluation"
 
 
+def _experiment_data(args, what: str):
+    """(name, the bundle's data or None for SNIPS, out folder) for --oos and --learning-curve:
+    the data of BUNDLE when given (or --data), else the SNIPS benchmark, said out loud."""
+    default = {"--oos": "oos", "--learning-curve": "learning-curve"}[what]
+    if not args.bundle:
+        if args.data:
+            raise ConfigError(f"{what} --data PATH needs the BUNDLE whose labels it uses.")
+        print(
+            f"{what} without a BUNDLE: the SNIPS benchmark's protocol (several trainings, "
+            "see --help); pass BUNDLE to run it on that bundle's own data",
+            file=sys.stderr,
+        )
+        return "SNIPS", None, Path(args.out or f"runs/{default}")
+    from voicenlu.bundle import read_manifest
+    from voicenlu.pipeline import bundle_data
+
+    bundle = Path(args.bundle).resolve()
+    found = bundle_data(read_manifest(bundle), args.data, args.data_dir)
+    out = Path(args.out) if args.out else bundle.parent / f"{bundle.name}-{default}"
+    if found.source.get("kind") == "snips":
+        return "SNIPS", None, out
+    utterances = found.test if args.data else found.train + found.dev
+    return found.source.get("description", "the data"), utterances, out
+
+
 def _evaluate_oos(args) -> int:
     from voicenlu.extras import require_extra
 
     require_extra("train", "evaluate --oos")
-    from voicenlu.oos import leave_one_intent_out, render_oos
+    from voicenlu.oos import file_folds, leave_one_intent_out, render_oos, snips_folds
 
-    config = TrainConfig(epochs=args.oos_epochs, seed=args.seed)
-    out = Path(args.out or "runs/oos")
-    result = leave_one_intent_out(_snips(args), config, out, per_intent=args.oos_per_intent)
-    table = render_oos(result, args.command_line)
+    name, utterances, out = _experiment_data(args, "--oos")
+    config = TrainConfig(epochs=args.oos_epochs, seed=args.seed, quantize=False)
+    if utterances is None:
+        folds = snips_folds(_snips(args), args.oos_per_intent, args.seed)
+        protocol = (
+            f"leave one intent out, {args.oos_per_intent} training utterances per intent, "
+            f"{config.epochs:g} epochs and at least {config.min_steps} steps"
+        )
+    else:
+        folds = file_folds(utterances, args.seed, name)
+        protocol = (
+            f"leave one intent out of {name}: 20% of each intent held out as the in-scope "
+            "test set, each fold trained on the rest of the other intents as `train` trains "
+            f"a file, {config.epochs:g} epochs and at least {config.min_steps} steps"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    result = leave_one_intent_out(folds, config, out, protocol)
+    table = render_oos(result, args.command_line, name)
     (out / "oos.md").write_text(table)
     print(table)
     return 0
@@ -228,17 +267,27 @@ def _evaluate_learning_curve(args) -> int:
     if args.draws < 1:
         raise ConfigError(f"--draws must be at least 1, got {args.draws}.")
     require_extra("train", "evaluate --learning-curve")
-    from voicenlu.learning_curve import learning_curve, render_learning_curve, snips_draws
+    from voicenlu.learning_curve import (
+        file_draws,
+        learning_curve,
+        render_learning_curve,
+        snips_draws,
+    )
     from voicenlu.plots import plot_learning_curve
 
-    out = Path(args.out or "runs/learning-curve")
+    name, utterances, out = _experiment_data(args, "--learning-curve")
     out.mkdir(parents=True, exist_ok=True)
-    snips = _snips(args)
-    draw = snips_draws(snips, dev_seed=args.seed)
-    result = learning_curve(draw, snips.test, TrainConfig(seed=args.seed), out, sizes, args.draws)
-    table = render_learning_curve(result, args.command_line)
+    base = TrainConfig(seed=args.seed)
+    if utterances is None:
+        snips = _snips(args)
+        draw, test = snips_draws(snips, dev_seed=args.seed), snips.test
+        result = learning_curve(draw, test, base, out, sizes, args.draws)
+    else:
+        draw, test, sizes = file_draws(utterances, args.seed, name, sizes)
+        result = learning_curve(draw, test, base, out, sizes, args.draws, user_rule=False)
+    table = render_learning_curve(result, args.command_line, name)
     (out / "learning_curve.md").write_text(table)
-    plot_learning_curve(result["rows"], out / "learning_curve")
+    plot_learning_curve(result["rows"], out / "learning_curve", name=name)
     print(table)
     print(f"plot: {out / 'learning_curve.png'}")
     return 0
@@ -615,8 +664,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--oos",
         action="store_true",
-        help="out-of-scope protocol: 7 models, each trained without one intent, whose test "
-        "utterances must be rejected (AUROC, FPR@95%%TPR, in-scope accuracy, ECE)",
+        help="out-of-scope protocol on BUNDLE's data (without BUNDLE: SNIPS): one model per "
+        "intent, each trained without it, whose utterances must be rejected (AUROC, "
+        "FPR@95%%TPR, in-scope accuracy, ECE)",
     )
     p.add_argument(
         "--oos-per-intent", type=int, default=OOS_PER_INTENT, help="training budget per fold"
@@ -625,8 +675,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--learning-curve",
         action="store_true",
-        help="train on a few examples per intent up to the full set, score each on test beside "
-        "the TF-IDF baseline, and plot the curve",
+        help="on BUNDLE's data (without BUNDLE: SNIPS), train on a few examples per intent up "
+        "to the full set, score each on held-out data beside the TF-IDF baseline, and plot it",
     )
     p.add_argument(
         "--sizes",

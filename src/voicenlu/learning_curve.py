@@ -18,9 +18,11 @@ import dataclasses
 import json
 import statistics
 import sys
+from collections import Counter
 from pathlib import Path
 
 from voicenlu.bundle import is_complete
+from voicenlu.data.snips import holdout, stratified_slice
 from voicenlu.data.training import TrainData, dev_fraction, snips_split
 from voicenlu.errors import ConfigError
 from voicenlu.lexical import DEFAULT_C, LexicalModel
@@ -28,6 +30,7 @@ from voicenlu.lexical import DEFAULT_C, LexicalModel
 MODELS = ("voicenlu", "tfidf_logreg", "frozen_embedding")
 SMALL = 300  # sizes below this get several draws: one draw of 10 says little
 DEV_PER_INTENT = 20
+TEST_SHARE = 0.2  # of each intent of a user's data: the test set its curve is scored on
 
 
 def parse_sizes(text: str) -> list[int | None]:
@@ -69,10 +72,29 @@ def as_a_user_would(data: TrainData) -> TrainData:
     return dataclasses.replace(data, dev=[], source=data.source | {"final_fit": True})
 
 
-def learning_curve(draw, test, base, output_dir: Path, sizes, draws: int = 3) -> dict:
+def file_draws(utterances, seed: int, name: str, sizes):
+    """(draw, test, sizes) on a user's data: ``TEST_SHARE`` of each intent is the test set,
+    and each draw of the rest is split as ``train`` splits a file. Sizes beyond what the
+    data holds per intent are dropped (``full`` stays)."""
+    pool, test = holdout(utterances, TEST_SHARE, seed)
+    source = {"kind": "experiment", "description": f"{name}, learning curve"}
+
+    def draw(per_intent: int | None, draw_seed: int) -> TrainData:
+        chosen = stratified_slice(pool, per_intent, draw_seed) if per_intent else pool
+        train, dev = holdout(chosen, dev_fraction(chosen), draw_seed)
+        return TrainData(train=train, dev=dev, source=source)
+
+    most = max(Counter(u.intent for u in pool).values())
+    return draw, test, [s for s in sizes if s is None or s < most]
+
+
+def learning_curve(
+    draw, test, base, output_dir: Path, sizes, draws: int = 3, user_rule: bool = True
+) -> dict:
     """Train and score every (size, draw); write the rows, means over draws, as they come.
 
-    ``draw(per_intent, seed)`` gives the training data of one run (``snips_draws``); every
+    ``draw(per_intent, seed)`` gives the training data of one run (``snips_draws``; with
+    ``user_rule``, trained ``as_a_user_would``; ``file_draws`` split their own); every
     run is scored on ``test``. A run whose bundle is complete in ``output_dir`` is scored
     without training again, so an interrupted curve picks up where it stopped; a run stopped
     halfway is trained again.
@@ -86,7 +108,8 @@ def learning_curve(draw, test, base, output_dir: Path, sizes, draws: int = 3) ->
     for size in sizes:
         for index in range(draws if size is not None and size < SMALL else 1):
             seed = base.seed + index
-            data = dataclasses.replace(as_a_user_would(draw(size, seed)), test=test)
+            drawn = draw(size, seed)
+            data = dataclasses.replace(as_a_user_would(drawn) if user_rule else drawn, test=test)
             label = "full" if size is None else size
             run_dir = output_dir / f"{label}-draw{index}"
             bundle = run_dir / "bundle"
