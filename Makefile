@@ -22,7 +22,7 @@ data: setup
 	$(BIN)/voicenlu data download
 
 demo: data
-	$(BIN)/voicenlu train --output-dir $(RUN_DIR) $(if $(QUICK),--quick,)
+	$(BIN)/voicenlu train --output-dir $(RUN_DIR) --overwrite $(if $(QUICK),--quick,)
 	$(BIN)/voicenlu predict $(RUN_DIR)/bundle \
 		"add Diamonds to my roadtrip playlist" \
 		"will it rain in Boston tomorrow?" \

@@ -1,9 +1,9 @@
 """Where a committed figure came from: the code, the command, the data and the bundle.
 
-Every benchmark script puts the fields of ``provenance(...)`` at the top of the JSON it writes,
-so a reader (and a test) can tell whether a figure is current: the commit it ran at (and whether the tree had uncommitted
-changes), when, the exact command, the SHA-256 of the data it read, and the bundle's manifest
-digest and training configuration.
+Every benchmark script puts the fields of ``provenance(...)`` at the top of the JSON it
+writes, so a reader (and a test) can tell whether a figure is current: the commit it ran at
+(and whether the tree had uncommitted changes), when, the exact command, the SHA-256 of the
+data it read, and the bundle's manifest digest and training configuration.
 
     from provenance import provenance            # benchmarks/ is the script's own folder
     result = {**provenance(bundle=bundle, data=[data_file]), ...}

@@ -73,8 +73,11 @@ def tiny_bundle(tmp_path_factory, tiny_data) -> Path:
     from voicenlu.config import TrainConfig
     from voicenlu.pipeline import train_bundle
 
-    # A few epochs, not the step budget: quick, and what the tests need of a model.
-    config = TrainConfig(epochs=4, batch_size=16, seed=3, max_length=48, min_steps=0)
+    # A few epochs, not the step budget: quick, and what the tests need of a model (fp32 only:
+    # the int8 tests quantize a copy, and train's int8 step is tested on the assistant).
+    config = TrainConfig(
+        epochs=4, batch_size=16, seed=3, max_length=48, min_steps=0, quantize=False
+    )
     return train_bundle(tiny_data, config, tmp_path_factory.mktemp("tiny_run"))
 
 
@@ -109,7 +112,8 @@ def cli():
 
 @pytest.fixture(scope="session")
 def assistant_run(tmp_path_factory):
-    """``voicenlu train --data examples/assistant.rasa.yml``: 27 utterances, 3 intents."""
+    """``voicenlu train --data examples/assistant.rasa.yml``: 27 utterances, 3 intents, too
+    few to hold out a dev set, so every one is trained on for a fixed schedule."""
     out = tmp_path_factory.mktemp("assistant")
     done = run_cli(
         "train",
@@ -127,7 +131,7 @@ def assistant_run(tmp_path_factory):
         str(out),
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return out / "bundle", done.stdout
+    return out / "bundle", done.stdout, done.stderr
 
 
 @pytest.fixture(scope="session")

@@ -588,3 +588,25 @@ def test_a_jsonl_file_reports_every_bad_line(tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text('{"text": "a"}\n{"text": "b", "intent": "B"}\nnope\n', encoding="utf-8")
     assert [p.where for p in validate_path(path)] == ["line 1", "line 3"]
+
+def test_a_folder_of_rasa_files_is_read_as_rasa(tmp_path):
+    """A Rasa project's data folder: its NLU files are read together, stories and the domain
+    are skipped with a note, and the result is the same as the one file they came from."""
+    import yaml
+
+    from voicenlu.data.formats import detect_format, load_dataset
+
+    source = Path(__file__).resolve().parent.parent / "examples" / "assistant.rasa.yml"
+    items = yaml.safe_load(source.read_text())["nlu"]
+    (tmp_path / "data").mkdir()
+    for name, part in (("nlu_a.yml", items[:2]), ("nlu_b.yml", items[2:])):
+        (tmp_path / "data" / name).write_text(yaml.safe_dump({"version": "3.1", "nlu": part}))
+    (tmp_path / "data" / "stories.yml").write_text("version: '3.1'\nstories: []\n")
+    (tmp_path / "domain.yml").write_text("version: '3.1'\nintents: [greet]\n")
+    assert detect_format(tmp_path) == "rasa"
+    folder, single = load_dataset(tmp_path), load_dataset(source)
+    assert sorted(folder.utterances, key=repr) == sorted(single.utterances, key=repr)
+    assert folder.slot_types.types == single.slot_types.types
+    assert folder.slot_types.entities == single.slot_types.entities
+    assert "domain.yml skipped: no nlu data (stories, domain...)" in folder.notes
+    assert folder.slot_types.origins["city"][0].endswith("nlu_b.yml")

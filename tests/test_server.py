@@ -292,6 +292,8 @@ def test_health_ready_metadata(client, parser):
     assert meta["limits"] == expected.asdict()
     assert meta["limits"]["header_timeout"] > 0 and meta["limits"]["max_connections"] > 0
     assert "version" in meta and "metrics" in meta
+    # The demo page's examples: the bundle's own training requests, one per intent (at most 6).
+    assert meta["examples"] == parser.manifest["examples"] and len(meta["examples"]) == 6
 
 
 def test_metrics_count_requests_by_endpoint_and_status(client):

@@ -169,6 +169,11 @@ def read_manifest(
         )
     path = bundle / MANIFEST
     if not path.is_file():
+        if (bundle / "bundle" / MANIFEST).is_file():
+            raise BundleError(
+                f"{bundle} is a training run folder, not a bundle: did you mean "
+                f"{bundle / 'bundle'}?"
+            )
         raise BundleError(f"{bundle} is not a voicenlu bundle: {MANIFEST} is missing.")
     try:
         manifest = json.loads(_read(path).decode("utf-8"))

@@ -11,15 +11,20 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from voicenlu.errors import ConfigError
 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
-DEFAULT_OUTPUT_DIR = "runs/snips"  # a training run: checkpoints, TensorBoard logs, bundle/
+RUNS_DIR = "runs"  # a training run goes to runs/<data name>: TensorBoard logs, bundle/
+CHECKPOINTS = "checkpoints"  # in a run folder while it trains; removed once the bundle is written
 
 # User data has no dev set of its own: this share of each intent is held out to choose the
 # checkpoint and calibrate (with the run's seed).
 DEV_FRACTION = 0.1
+# A dev set of fewer utterances per intent than this (on average) cannot choose anything:
+# the run then trains on every utterance for a fixed schedule (``min_steps``) instead.
+MIN_DEV_PER_INTENT = 5
 
 # `--quick`: one epoch (whatever min_steps says) on a stratified slice, to see the whole
 # pipeline work in minutes.
@@ -32,6 +37,13 @@ OOS_EPOCHS = 3.0
 PRUNE_EPOCHS = 2.0  # distillation epochs that recover a pruned model
 # A run of short epochs is scored on dev (and checkpointed) this many times, not every epoch.
 EVALUATIONS = 20
+
+
+def default_output_dir(data: str | Path | None) -> Path:
+    """Where a run goes unless told: ``runs/snips`` for the benchmark, ``runs/assistant`` for
+    ``assistant.rasa.yml``, so runs on different data never replace each other."""
+    name = "snips" if data is None else Path(data).resolve().name.split(".")[0]
+    return Path(RUNS_DIR) / (name or "data")
 
 
 def _option(default, help: str, minimum=None, below=None, above=None):
@@ -69,7 +81,9 @@ class TrainConfig:
     patience: int = _option(
         3, "early stopping: dev evaluations without a better dev score", minimum=1
     )
-    keep_checkpoints: int = _option(2, "checkpoints kept on disk", minimum=1)
+    keep_checkpoints: int = _option(
+        2, "checkpoints kept on disk while training (removed once the bundle is written)", minimum=1
+    )
     spoken_copies: bool = _option(
         True,
         "also learn the spoken form (lower case, no punctuation, numbers as words) of each "
@@ -99,6 +113,10 @@ class TrainConfig:
     )
     crf: bool = _option(
         False, "a CRF layer learns which slot tag follows which (else the tags are independent)"
+    )
+    quantize: bool = _option(
+        True,
+        "also write model.int8.onnx (dynamic int8), the model the runtime serves when present",
     )
 
     def __post_init__(self):

@@ -47,9 +47,18 @@ def _check_aligned(gold: Sequence[Utterance], pred: Sequence[Utterance]) -> None
             raise ValueError(f"utterance {i} differs: gold {g.text!r} vs pred {p.text!r}")
 
 
-def compute_metrics(gold: Sequence[Utterance], pred: Sequence[Utterance]) -> dict:
-    """Score predictions against gold, aligned by position; returns a JSON-serialisable dict."""
+def compute_metrics(
+    gold: Sequence[Utterance], pred: Sequence[Utterance], slots: bool = True
+) -> dict:
+    """Score predictions against gold, aligned by position; returns a JSON-serialisable dict.
+
+    ``slots=False``: the gold data does not annotate slots (a CSV of text and intent), so
+    slot figures and exact match do not apply and are None, not a misleading 0.
+    """
     _check_aligned(gold, pred)
+    if not slots:
+        gold = [Utterance(u.text, u.intent) for u in gold]
+        pred = [Utterance(u.text, u.intent) for u in pred]
     slot_counts: dict[str, Counter] = {}
     intent_counts: dict[str, Counter] = {}
     pairs: Counter = Counter()
@@ -80,10 +89,10 @@ def compute_metrics(gold: Sequence[Utterance], pred: Sequence[Utterance]) -> dic
     return {
         "n": n,
         "intent_accuracy": _ratio(intent_right, n),
-        "slot_precision": slot_all["precision"],
-        "slot_recall": slot_all["recall"],
-        "slot_f1": slot_all["f1"],
-        "exact_match": _ratio(exact, n),
+        "slot_precision": slot_all["precision"] if slots else None,
+        "slot_recall": slot_all["recall"] if slots else None,
+        "slot_f1": slot_all["f1"] if slots else None,
+        "exact_match": _ratio(exact, n) if slots else None,
         "per_intent": {
             k: _prf(c["tp"], c["fp"], c["fn"]) for k, c in sorted(intent_counts.items())
         },

@@ -362,6 +362,7 @@ def create_app(
             "microbatch_ms": microbatch_ms,
             "timezone": parser.values.timezone,
             "slot_types": parser.values.slot_types,
+            "examples": parser.manifest.get("examples", []),
         }
 
     @app.get("/metrics", summary="Prometheus metrics, all workers together")

@@ -2,13 +2,6 @@
 // All text from the request and the model goes in through textContent, never as HTML.
 "use strict";
 
-const EXAMPLES = [
-  "add Diamonds to my roadtrip playlist",
-  "will it rain in Paris tomorrow",
-  "book a table for two at a sushi place tonight",
-  "play something by Miles Davis",
-];
-
 const $ = (id) => document.getElementById(id);
 let apiKey = "";
 // Resolved times come back in the reader's own time zone.
@@ -135,13 +128,17 @@ async function describeModel() {
     const meta = await call("/metadata");
     $("model").textContent = `${meta.backbone} · ${meta.intents.length} intents · ${meta.slots.length} slot types · v${meta.version}`;
     $("text").maxLength = meta.limits.max_chars;
+    showExamples(meta.examples || []);
   } catch {
     // Without the key the page still works once the user types it in.
   }
 }
 
-function init() {
-  for (const example of EXAMPLES) {
+// The bundle's own training requests (from /metadata), so the page speaks its domain.
+function showExamples(examples) {
+  $("examples").replaceChildren();
+  if (examples.length) $("text").placeholder = examples[0];
+  for (const example of examples) {
     const chip = el("button", "chip", example);
     chip.type = "button";
     chip.addEventListener("click", () => {
@@ -150,6 +147,9 @@ function init() {
     });
     $("examples").append(chip);
   }
+}
+
+function init() {
   $("ask").addEventListener("submit", parse);
   describeModel();
 }
