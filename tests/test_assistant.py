@@ -318,6 +318,7 @@ def test_every_annotated_value_is_in_its_entity_list(assistant_bundle):
                 known = set(forms) | {s for synonyms in forms.values() for s in synonyms}
                 assert value in known, (slot, value)
 
+
 def test_info_shows_what_the_bundle_holds(assistant_bundle, cli):
     done = cli("info", str(assistant_bundle))
     assert done.returncode == 0, done.stderr

@@ -589,6 +589,7 @@ def test_a_jsonl_file_reports_every_bad_line(tmp_path):
     path.write_text('{"text": "a"}\n{"text": "b", "intent": "B"}\nnope\n', encoding="utf-8")
     assert [p.where for p in validate_path(path)] == ["line 1", "line 3"]
 
+
 def test_a_folder_of_rasa_files_is_read_as_rasa(tmp_path):
     """A Rasa project's data folder: its NLU files are read together, stories and the domain
     are skipped with a note, and the result is the same as the one file they came from."""
