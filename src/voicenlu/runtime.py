@@ -260,7 +260,8 @@ class Parser:
 
         Needs the speech extra. The result is ``parse``'s for the transcript as the model read
         it (``text``: lower-cased, words snapped to the training vocabulary), plus
-        ``"transcript"`` (the recogniser's own text) and ``"timing"`` in milliseconds. Audio
+        ``"transcript"`` (the recogniser's own text), ``"recogniser"`` (``grammar``: the
+        closed-domain decoder, ``whisper``, or ``none``) and ``"timing"`` in milliseconds. Audio
         with no speech in it (silence, a tone, noise, music) gives ``"transcript": ""``,
         ``"text": ""``, ``"in_scope": false``, no intent and no slots.
         """
@@ -313,6 +314,7 @@ class Parser:
             }
         understand = time.perf_counter() - started
         result["transcript"] = heard.raw
+        result["recogniser"] = heard.engine
         result["timing"] = {
             "audio_ms": round(1000 * heard.audio_s, 1),
             "recognise_ms": round(1000 * heard.recognise_s, 1),
