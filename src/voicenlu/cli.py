@@ -479,6 +479,62 @@ def cmd_bundle_sign(args) -> int:
     return 0
 
 
+def cmd_bundle_speech(args) -> int:
+    from voicenlu.pipeline import speech_settings
+
+    print(json.dumps(speech_settings(args.bundle, args.data_dir)))
+    return 0
+
+
+def cmd_listen(args) -> int:
+    from voicenlu.runtime import Parser
+
+    parser = Parser.load(args.bundle, precision=args.precision)
+    source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
+    with source:
+        head = source.read(12)
+        if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+            _skip_wav_header(source, args.input)
+        results = parser.listen(
+            _chunks(source, head if head[:4] != b"RIFF" else b""),
+            threshold=args.threshold,
+            timezone=args.timezone,
+        )
+        for result in results:
+            print(json.dumps(result, ensure_ascii=False) if args.json else format_result(result))
+            sys.stdout.flush()
+    return 0
+
+
+def _chunks(source, first: bytes):
+    """The stream's bytes as they come (0.1 s at a time)."""
+    if first:
+        yield first
+    while chunk := source.read1(3200) if hasattr(source, "read1") else source.read(3200):
+        yield chunk
+
+
+def _skip_wav_header(source, name: str) -> None:
+    """Read a WAV stream's chunks up to its samples; refuse anything but 16 kHz mono 16-bit."""
+    while True:
+        head = source.read(8)
+        if len(head) < 8:
+            raise ConfigError(f"{name}: the WAV stream ends before its data chunk.")
+        kind, size = head[:4], int.from_bytes(head[4:], "little")
+        if kind == b"data":
+            return
+        body = source.read(size + (size & 1))
+        if kind == b"fmt ":
+            channels = int.from_bytes(body[2:4], "little")
+            rate = int.from_bytes(body[4:8], "little")
+            width = int.from_bytes(body[14:16], "little")
+            if (channels, rate, width) != (1, 16000, 16):
+                raise ConfigError(
+                    f"{name} is {rate} Hz, {channels} channel(s), {width}-bit: voicenlu listen "
+                    "reads 16 kHz mono 16-bit PCM (arecord -r 16000 -f S16_LE -c 1)."
+                )
+
+
 def cmd_bundle_verify(args) -> int:
     from voicenlu.signing import verify_bundle
 
@@ -833,6 +889,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="model bundle directory")
     p.add_argument("--public-key", required=True, help="the public key (KEY.pub)")
     p.set_defaults(func=cmd_bundle_verify)
+    p = bundle_sub.add_parser(
+        "speech",
+        help="write BUNDLE/speech.json again from its training data (the recogniser's "
+        "prompt, vocabulary and closed-domain grammar)",
+    )
+    p.add_argument("bundle", help="model bundle directory")
+    p.add_argument("--data-dir", default=None, help="where the SNIPS data lives")
+    p.set_defaults(func=cmd_bundle_speech)
+
+    p = sub.add_parser(
+        "listen",
+        help="parse a live audio stream: one result per spoken command (voicenlu[speech])",
+        description="Reads 16 kHz mono 16-bit PCM, raw or as a WAV stream, from a file or "
+        "stdin (-), e.g. `arecord -r 16000 -f S16_LE -c 1 -t raw | voicenlu listen BUNDLE -`, "
+        "and prints one result per spoken command as soon as its end is heard.",
+    )
+    p.add_argument("bundle", help="model bundle directory")
+    p.add_argument("input", nargs="?", default="-", help="raw PCM or WAV file, - for stdin")
+    p.add_argument("--json", action="store_true", help="one JSON result per line")
+    p.add_argument("--threshold", type=float, default=None, help="in-scope threshold")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
+    p.add_argument("--timezone", default=DEFAULT_TIMEZONE, help="IANA time zone for times")
+    p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser(
         "serve",

@@ -13,6 +13,7 @@ after the check for the extra that provides them.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from pathlib import Path
 
@@ -144,7 +145,9 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
     if trained.model.crf is not None:
         bundles.put_file(bundle, CRF_FILE, trained.model.crf.save)
     # The recogniser's bias for spoken requests: this training data only.
-    bundles.put_text(bundle, speech.SETTINGS_FILE, speech.settings_json(data.train))
+    bundles.put_text(
+        bundle, speech.SETTINGS_FILE, speech.settings_json(data.train, data.slot_types)
+    )
 
 
 def demo_examples(utterances: list, most: int = 6) -> list[str]:
@@ -324,6 +327,23 @@ def export(bundle: str | Path, data: str | Path | None = None, data_dir=None) ->
     found = bundle_data(manifest, data, data_dir)
     texts = found.test if data is not None else found.checks
     return export_onnx(Path(bundle), [u.text for u in texts])
+
+
+def speech_settings(bundle: str | Path, data_dir=None) -> dict:
+    """Write ``speech.json`` again from the bundle's recorded training data (as training
+    does), for a bundle trained before this voicenlu recorded all it holds (the grammar)."""
+    manifest = bundles.read_manifest(bundle)
+    found = bundle_data(manifest, None, data_dir)
+    text = speech.settings_json(found.train, found.slot_types)
+    bundles.put_text(Path(bundle), speech.SETTINGS_FILE, text)
+    settings = json.loads(text)
+    grammar = settings.get("grammar")
+    return {
+        "bundle": str(bundle),
+        "file": speech.SETTINGS_FILE,
+        "grammar": bool(grammar),
+        "closed_slots": sorted(grammar["slots"]) if grammar else [],
+    }
 
 
 def quantize(

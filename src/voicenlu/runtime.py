@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -268,18 +269,61 @@ class Parser:
 
         Needs the speech extra. The result is ``parse``'s for the transcript as the model read
         it (``text``: lower-cased, words snapped to the training vocabulary), plus
-        ``"transcript"`` (the recogniser's own text) and ``"timing"`` in milliseconds.
+        ``"transcript"`` (the recogniser's own text), ``"recogniser"`` (``grammar``: the
+        closed-domain decoder, ``whisper``, or ``none``) and ``"timing"`` in milliseconds. Audio
+        with no speech in it (silence, a tone, noise, music) gives ``"transcript": ""``,
+        ``"text": ""``, ``"in_scope": false``, no intent and no slots.
         """
-        from voicenlu.speech import MAX_SECONDS, AudioError, read_audio
+        from voicenlu.speech import MAX_SECONDS, read_audio
 
         samples = read_audio(audio, sample_rate, max_seconds or MAX_SECONDS)
         heard = self.recogniser().transcribe(samples)
-        if not heard.text:
-            raise AudioError("No speech was recognised in the audio: record the request again.")
+        return self.understand(heard, threshold, reference_time=reference_time, timezone=timezone)
+
+    def listen(
+        self,
+        chunks: Iterable[bytes],
+        threshold: float | None = None,
+        *,
+        reference_time: datetime | str | float | None = None,
+        timezone: str | None = None,
+    ):
+        """Parse a live stream: raw 16 kHz 16-bit mono PCM byte chunks of any size in, one
+        ``parse_audio`` result per spoken command out, as soon as its end is heard
+        (``voicenlu.listen``). Stretches with no recognised speech yield nothing; ``timing``
+        adds ``start_ms``/``end_ms``, where the command lies in the stream."""
+        from voicenlu.listen import listen
+
+        return listen(
+            self, chunks, threshold=threshold, reference_time=reference_time, timezone=timezone
+        )
+
+    def understand(
+        self,
+        heard,
+        threshold: float | None = None,
+        *,
+        reference_time: datetime | str | float | None = None,
+        timezone: str | None = None,
+    ) -> dict:
+        """The result for a ``speech.Transcript``: ``parse`` of its text, or the no-speech
+        result when it is empty."""
         started = time.perf_counter()
-        result = self.parse(heard.text, threshold, reference_time=reference_time, timezone=timezone)
+        if heard.text:
+            result = self.parse(
+                heard.text, threshold, reference_time=reference_time, timezone=timezone
+            )
+        else:
+            result = {
+                "text": "",
+                "intent": {"name": None, "confidence": 0.0},
+                "in_scope": False,
+                "intent_ranking": [],
+                "slots": [],
+            }
         understand = time.perf_counter() - started
         result["transcript"] = heard.raw
+        result["recogniser"] = heard.engine
         result["timing"] = {
             "audio_ms": round(1000 * heard.audio_s, 1),
             "recognise_ms": round(1000 * heard.recognise_s, 1),
