@@ -40,7 +40,7 @@ from voicenlu.bundle import verify_files
 from voicenlu.config import AUDIO_SAMPLE_RATE as SAMPLE_RATE
 from voicenlu.config import MAX_AUDIO_SECONDS as MAX_SECONDS
 from voicenlu.data.records import Utterance
-from voicenlu.errors import InputError, MissingExtraError
+from voicenlu.errors import BundleError, InputError, MissingExtraError
 
 SETTINGS_FILE = "speech.json"
 PROMPT_WORDS = 120
@@ -280,6 +280,30 @@ def model_dir() -> Path:
     return folder
 
 
+def read_settings(bundle: Path, manifest: dict) -> dict | None:
+    """A bundle's ``speech.json``, checked against its checksum and its shape (None when the
+    bundle has none); a server checks it at start, before any request needs it."""
+    if SETTINGS_FILE not in manifest.get("files", {}):
+        return None
+    verify_files(bundle, manifest, [SETTINGS_FILE])
+    path = Path(bundle) / SETTINGS_FILE
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path} is not valid JSON: {exc}. Train the bundle again.") from None
+    shape = {"prompt": str, "vocabulary": list, "beam_size": int}
+    for key, kind in shape.items():
+        value = settings.get(key) if isinstance(settings, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise BundleError(
+                f"{path}: {key} must be a {kind.__name__}, not {value!r:.60}. "
+                "Train the bundle again."
+            )
+    if not all(isinstance(w, str) for w in settings["vocabulary"]) or settings["beam_size"] < 1:
+        raise BundleError(f"{path}: vocabulary must list words and beam_size be at least 1.")
+    return settings
+
+
 class Recogniser:
     """Whisper tiny.en on the CPU, prompted and snapped with a bundle's ``speech.json``."""
 
@@ -296,13 +320,12 @@ class Recogniser:
 
     @classmethod
     def from_bundle(cls, bundle: Path, manifest: dict, threads: int = 0) -> Recogniser:
-        if SETTINGS_FILE not in manifest.get("files", {}):
+        settings = read_settings(bundle, manifest)
+        if settings is None:
             raise SpeechUnavailable(
                 f"{bundle} has no {SETTINGS_FILE}: retrain it with this voicenlu, which writes "
                 "the recogniser's settings from the training data."
             )
-        verify_files(bundle, manifest, [SETTINGS_FILE])
-        settings = json.loads((bundle / SETTINGS_FILE).read_text(encoding="utf-8"))
         return cls(settings, threads)
 
     def transcribe(self, samples: np.ndarray) -> Transcript:
