@@ -816,7 +816,6 @@ def test_sigterm_ends_a_never_ending_body_within_the_shutdown_deadline(tiny_bund
         assert time.monotonic() - started < 4
         # uvicorn shuts down, then lets SIGTERM end the process as it would have: not a kill.
         assert server.returncode == -signal.SIGTERM
-        assert b"timeout graceful shutdown exceeded" in server.stderr.read()
 
 
 # --- Fuzzing from the OpenAPI schema -----------------------------------------------------------

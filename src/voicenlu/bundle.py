@@ -253,6 +253,9 @@ def _unreadable(file: Path, exc: OSError) -> BundleError:
 
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
+# Sub-tokens a bundle may ask its model to read; loading also runs the model at its own
+# max_length, so this only keeps that check cheap (no encoder served here reads more).
+MAX_LENGTH = 4096
 
 
 def check_fields(manifest: dict, path: Path, complete: bool = True) -> None:
@@ -296,10 +299,15 @@ def check_fields(manifest: dict, path: Path, complete: bool = True) -> None:
         and len(set(tags)) == len(tags)
     ):
         raise bad("slot_tags", 'a list of distinct tags, "O" first and then B-/I- tags')
-    for field, least in (("max_length", 2), ("pad_token_id", 0)):
+    for field, least, most in (("max_length", 2, MAX_LENGTH), ("pad_token_id", 0, None)):
         value = manifest.get(field)
-        if not (isinstance(value, int) and not isinstance(value, bool) and value >= least):
-            raise bad(field, f"a whole number of at least {least}")
+        if not (
+            isinstance(value, int)
+            and not isinstance(value, bool)
+            and least <= value <= (most or value)
+        ):
+            bounds = f"from {least} to {most}" if most else f"of at least {least}"
+            raise bad(field, f"a whole number {bounds}")
     if not isinstance(manifest.get("backbone"), str):
         raise bad("backbone", "the name or path of the encoder")
     # The calibration, and the int8 graph's own when quantization fitted one.

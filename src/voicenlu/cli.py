@@ -546,7 +546,7 @@ def cmd_bundle_verify(args) -> int:
 def add_limit_flags(
     p: argparse.ArgumentParser,
     limits=Limits,
-    title: str = "limits (per worker; also VOICENLU_<NAME> in the environment)",
+    title: str = "limits (per worker; a flag overrides VOICENLU_<NAME> in the environment)",
 ) -> None:
     """One flag per service limit, named, typed and explained by its dataclass."""
     group = p.add_argument_group(title)
@@ -930,26 +930,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="processes, each loading the model once; one per core serves the most requests",
     )
     p.add_argument(
-        "--cors-origin", action="append", default=[], help="allow this browser origin (repeatable)"
+        "--cors-origin",
+        action="append",
+        default=[],
+        help="allow this browser origin (repeatable; default: VOICENLU_CORS_ORIGINS, "
+        "comma-separated)",
     )
     p.add_argument(
         "--microbatch-ms",
         type=float,
-        default=0.0,
         help="group concurrent /parse requests into one model run: those waiting when the "
-        "model frees up plus those arriving within this window (0: off)",
+        "model frees up plus those arriving within this window (default: "
+        "VOICENLU_MICROBATCH_MS, else 0: off)",
     )
     p.add_argument(
         "--threads",
         type=int,
-        help="model threads per worker (default: 1; to use more cores, add workers)",
+        help="model threads per worker (default: VOICENLU_THREADS, else 1; to use more "
+        "cores, add workers)",
     )
     p.add_argument("--access-log", action="store_true", help="log a line per request")
     p.add_argument(
         "--timezone",
         metavar="NAME",
-        default=DEFAULT_TIMEZONE,
-        help="IANA time zone of resolved times when a request names none (default: %(default)s)",
+        help="IANA time zone of resolved times when a request names none (default: "
+        f"VOICENLU_TIMEZONE, else {DEFAULT_TIMEZONE})",
     )
     p.add_argument(
         "--require-signature",

@@ -203,6 +203,7 @@ def _check(f: dataclasses.Field, value) -> None:
 
 AUDIO_SAMPLE_RATE = 16_000  # what the recogniser hears; other rates are refused, not resampled
 MAX_AUDIO_SECONDS = 30.0  # one Whisper window; a spoken command is a few seconds
+JSON_BYTES_PER_CHAR = 12  # the most a character takes in JSON: a surrogate pair, \ud83d\ude00
 
 
 @dataclass(frozen=True)
@@ -219,7 +220,9 @@ class Limits:
         minimum=1,
     )
     max_body_bytes: int = _option(
-        0, "largest request body (413 beyond); 0: room for a maximal batch as UTF-8 JSON", minimum=0
+        0,
+        "largest request body (413 beyond); 0: room for a maximal batch as JSON, escaped or not",
+        minimum=0,
     )
     max_audio_seconds: float = _option(
         15.0,
@@ -279,11 +282,13 @@ class Limits:
     @property
     def body_bytes(self) -> int:
         """The largest request body: max_body_bytes, or room for a full batch of maximal texts
-        at 4 UTF-8 bytes a character plus framing."""
+        at 12 bytes a character (a character beyond the BMP written as a JSON escape pair,
+        \\ud83d\\ude00; as UTF-8 it takes 4) plus framing, so a text within the character
+        limits always fits, however it is written."""
         if self.max_body_bytes:
             return self.max_body_bytes
         room = min(self.max_batch * self.max_chars, self.max_batch_chars)
-        return 4 * room + 16 * self.max_batch + 1024
+        return JSON_BYTES_PER_CHAR * room + 16 * self.max_batch + 1024
 
     @property
     def audio_bytes(self) -> int:

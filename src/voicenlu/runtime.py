@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+import unicodedata
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from voicenlu.values import DEFAULT_TIMEZONE, Reference, ValueResolver
 
 log = logging.getLogger(__name__)
 
+COMBINING = ("Mn", "Me")
 PRECISIONS = {"fp32": "model.onnx", "int8": "model.int8.onnx"}
 # onnxruntime keeps the arena it grew for the largest batch so far (about 75 MB after 192 texts
 # of 1,000 characters). A run bigger than this many padded tokens hands what it grew back at
@@ -82,6 +84,35 @@ def check_outputs(model_file: Path, session: ort.InferenceSession, manifest: dic
                 f"{model_file} scores {size} {labels.replace('_', ' ')} but the manifest lists "
                 f"{len(manifest[labels])}: the labels and the model are from different bundles."
             )
+
+
+def with_marks(text: str, span: SlotSpan) -> SlotSpan:
+    """The span with the combining marks that follow its last character: the tokenizer drops
+    accents, and its offsets cover one mark after a word, not a stack of them."""
+    end = span.end
+    while end < len(text) and unicodedata.category(text[end]) in COMBINING:
+        end += 1
+    return SlotSpan(span.slot, span.start, end) if end != span.end else span
+
+
+def check_length(model_file: Path, session: ort.InferenceSession, manifest: dict) -> None:
+    """The model must read ``max_length`` sub-tokens: one run of that length at load, so a
+    manifest that asks for more positions than the encoder has is refused here, not with an
+    error from ONNX Runtime on the first long request."""
+    length = manifest["max_length"]
+    feed = {
+        "input_ids": np.full((1, length), manifest["pad_token_id"], dtype=np.int64),
+        "attention_mask": np.ones((1, length), dtype=np.int64),
+        "token_type_ids": np.zeros((1, length), dtype=np.int64),
+    }
+    try:
+        session.run(["intent_logits"], {i.name: feed[i.name] for i in session.get_inputs()})
+    except Exception as exc:  # onnxruntime raises its own untyped errors
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise BundleError(
+            f"{model_file} cannot read max_length={length} sub-tokens, as the manifest asks "
+            f"(more than the encoder's positions?): {first}. Export the bundle again."
+        ) from None
 
 
 class Parser:
@@ -203,6 +234,7 @@ class Parser:
         except Exception as exc:  # onnxruntime raises its own untyped errors
             raise BundleError(f"{bundle / model_file} could not be loaded: {exc}") from exc
         check_outputs(bundle / model_file, session, manifest)
+        check_length(bundle / model_file, session, manifest)
         parser = cls(bundle, manifest, session, precision, timezone, values, threads)
         parser.values.warm()
         return parser
@@ -368,7 +400,12 @@ class Parser:
         in_scope = bool(score >= threshold)
         slots = []
         if in_scope:
-            found = decode_slots(encoding, slot_logits, self.tags, self._constraints, text)
+            found = [
+                (with_marks(text, span), score)
+                for span, score in decode_slots(
+                    encoding, slot_logits, self.tags, self._constraints, text
+                )
+            ]
             for span, score in self.values.whole_values(text, found, ref):
                 slots.append(
                     {

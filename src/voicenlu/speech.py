@@ -39,7 +39,7 @@ from voicenlu.config import AUDIO_SAMPLE_RATE as SAMPLE_RATE
 from voicenlu.config import MAX_AUDIO_SECONDS as MAX_SECONDS
 from voicenlu.data.records import Utterance
 from voicenlu.data.types import SlotTypes
-from voicenlu.errors import InputError, MissingExtraError
+from voicenlu.errors import BundleError, InputError, MissingExtraError
 from voicenlu.grammar import grammar_settings
 
 SETTINGS_FILE = "speech.json"
@@ -331,6 +331,30 @@ def model_dir() -> Path:
     return folder
 
 
+def read_settings(bundle: Path, manifest: dict) -> dict | None:
+    """A bundle's ``speech.json``, checked against its checksum and its shape (None when the
+    bundle has none); a server checks it at start, before any request needs it."""
+    if SETTINGS_FILE not in manifest.get("files", {}):
+        return None
+    verify_files(bundle, manifest, [SETTINGS_FILE])
+    path = Path(bundle) / SETTINGS_FILE
+    try:
+        settings = json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{path} is not valid JSON: {exc}. Train the bundle again.") from None
+    shape = {"prompt": str, "vocabulary": list, "beam_size": int}
+    for key, kind in shape.items():
+        value = settings.get(key) if isinstance(settings, dict) else None
+        if not isinstance(value, kind) or isinstance(value, bool):
+            raise BundleError(
+                f"{path}: {key} must be a {kind.__name__}, not {value!r:.60}. "
+                "Train the bundle again."
+            )
+    if not all(isinstance(w, str) for w in settings["vocabulary"]) or settings["beam_size"] < 1:
+        raise BundleError(f"{path}: vocabulary must list words and beam_size be at least 1.")
+    return settings
+
+
 class Whisper:
     """Whisper tiny.en on the CPU, prompted with a bundle's ``speech.json``: the open path.
 
@@ -390,13 +414,12 @@ class Recogniser:
 
     @classmethod
     def from_bundle(cls, bundle: Path, manifest: dict, threads: int = 0) -> Recogniser:
-        if SETTINGS_FILE not in manifest.get("files", {}):
+        settings = read_settings(bundle, manifest)
+        if settings is None:
             raise SpeechUnavailable(
                 f"{bundle} has no {SETTINGS_FILE}: retrain it with this voicenlu, which writes "
                 "the recogniser's settings from the training data."
             )
-        verify_files(bundle, manifest, [SETTINGS_FILE])
-        settings = json.loads((bundle / SETTINGS_FILE).read_text(encoding="utf-8"))
         return cls(settings, threads)
 
     @property

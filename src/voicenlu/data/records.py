@@ -8,11 +8,15 @@ from dataclasses import dataclass, field
 # Characters that show nothing on their own: controls (NUL...), format characters (zero-width
 # spaces, the BOM) and combining marks with nothing to combine with.
 INVISIBLE = frozenset({"Cc", "Cf", "Mn", "Me"})
+# Letters and symbols that are drawn blank: the Hangul fillers and the braille blank.
+BLANK_GLYPHS = frozenset("\u115f\u1160\u3164\uffa0\u2800")
 
 
 def is_blank(text: str) -> bool:
-    """True when the text shows nothing: only white space and invisible characters."""
-    return all(c.isspace() or unicodedata.category(c) in INVISIBLE for c in text)
+    """True when the text shows nothing: only white space and invisible or blank characters."""
+    return all(
+        c.isspace() or c in BLANK_GLYPHS or unicodedata.category(c) in INVISIBLE for c in text
+    )
 
 
 @dataclass(frozen=True)

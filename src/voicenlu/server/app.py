@@ -21,9 +21,9 @@ from voicenlu.config import Limits
 from voicenlu.errors import ConfigError, InputError
 from voicenlu.runtime import Parser
 from voicenlu.server.batching import MicroBatcher, ModelLane
-from voicenlu.server.demo import add_demo_page
+from voicenlu.server.demo import SecurityHeadersMiddleware, add_demo_page
 from voicenlu.server.guard import GuardMiddleware
-from voicenlu.server.metrics import CLIENT_GONE, Metrics, MetricsMiddleware
+from voicenlu.server.metrics import CLIENT_GONE, REFUSALS, Metrics, MetricsMiddleware
 from voicenlu.server.schemas import (
     AudioParseResult,
     ParseResult,
@@ -241,7 +241,8 @@ def create_app(
             )
             app.state.batcher.start()
         app.state.ready = True
-        yield
+        # The HTTP layer (limits.LimitedHttpProtocol) counts its own answers with this.
+        yield {REFUSALS: metrics.refused}
         app.state.ready = False
         if app.state.batcher:
             await app.state.batcher.stop()
@@ -360,6 +361,8 @@ def create_app(
             "metrics": parser.manifest.get("dev_metrics", {}),
             "limits": limits.asdict(),
             "microbatch_ms": microbatch_ms,
+            "threads": parser.threads or None,
+            "cors_origins": list(cors_origins),
             "timezone": parser.values.timezone,
             "slot_types": parser.values.slot_types,
             "examples": parser.manifest.get("examples", []),
@@ -388,5 +391,6 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "Content-Type"],
         )
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app

@@ -17,6 +17,32 @@ def add_demo_page(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     async def demo() -> FileResponse:
-        return FileResponse(STATIC / "index.html", headers={"Content-Security-Policy": POLICY})
+        return FileResponse(STATIC / "index.html")
 
     app.mount(STATIC_PREFIX.rstrip("/"), StaticFiles(directory=STATIC), name="static")
+
+
+# On every answer: the page's policy (the same page is also /static/index.html), and no
+# guessing of content types by browsers.
+SECURITY_HEADERS = [
+    (b"content-security-policy", POLICY.encode()),
+    (b"x-content-type-options", b"nosniff"),
+]
+
+
+class SecurityHeadersMiddleware:
+    """Adds ``SECURITY_HEADERS`` to every HTTP answer, static files and errors included."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_headers(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)

@@ -22,7 +22,22 @@ from prometheus_client import (
 from voicenlu.server.demo import STATIC_PREFIX
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
-ENDPOINTS = ("/parse", "/parse/batch", "/model/parse", "/health", "/ready", "/metadata", "/metrics")
+ENDPOINTS = (
+    "/parse",
+    "/parse/batch",
+    "/model/parse",
+    "/parse/audio",
+    "/health",
+    "/ready",
+    "/metadata",
+    "/metrics",
+    "/openapi.json",
+)
+# The label of a connection refused before it named a path (a silent or malformed one).
+NO_PATH = "none"
+# The key under which the app's lifespan hands the HTTP layer its way to count the answers
+# it gives itself (ASGI lifespan state, which uvicorn shares with every connection).
+REFUSALS = "voicenlu.refusals"
 LATENCY_BUCKETS = (0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # nginx's code for "the client closed the connection before the answer": counted apart from
 # 5xx, so an alert on server errors never fires on client behaviour.
@@ -41,7 +56,8 @@ class Metrics:
         where = {"registry": self.registry}
         self.requests = Counter(
             "voicenlu_requests",
-            "HTTP requests answered, by endpoint and status (499: the client went away first).",
+            "HTTP requests answered, by endpoint and status (499: the client went away first; "
+            "endpoint none: refused before it named a path).",
             ["endpoint", "status"],
             **where,
         )
@@ -70,6 +86,11 @@ class Metrics:
             "Texts run through the model (work for clients that left is not).",
             **where,
         )
+
+    def refused(self, path: str | None, status: int) -> None:
+        """Count an answer the HTTP layer gave before the app saw the request."""
+        label = NO_PATH if path is None else endpoint_label(path)
+        self.requests.labels(label, str(status)).inc()
 
     def observe_batch(self, size: int) -> None:
         self.batches.inc()
