@@ -100,6 +100,11 @@ class TrainConfig:
     crf: bool = _option(
         False, "a CRF layer learns which slot tag follows which (else the tags are independent)"
     )
+    segmenter: bool = _option(
+        True,
+        "learn where a text holding several requests ('turn off the lights and close the "
+        "blinds') splits, from joins of the training utterances",
+    )
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

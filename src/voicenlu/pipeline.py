@@ -65,7 +65,7 @@ def train_bundle(
     if not trained.is_main:
         return bundle
     _write_trained(bundle, trained, data, config, record or {})
-    _finish(bundle, data)
+    _finish(bundle, data, config)
     return bundle
 
 
@@ -110,15 +110,31 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
     bundles.put_text(bundle, speech.SETTINGS_FILE, speech.settings_json(data.train))
 
 
-def _finish(bundle: Path, data: TrainData) -> None:
-    """Export (checked on dev), score on the held-out split, then mark the bundle complete."""
+def _finish(bundle: Path, data: TrainData, config: TrainConfig) -> None:
+    """Export (checked on dev), fit the segmenter, score on the held-out split, then mark the
+    bundle complete."""
     from voicenlu.evaluation import evaluate_bundle
     from voicenlu.export import export_onnx
 
     export_onnx(bundle, [u.text for u in data.dev], partial=True)
+    if config.segmenter:
+        _fit_segmenter(bundle, data.train, config.seed, partial=True)
     split, gold = data.evaluation
     evaluate_bundle(bundle, gold, split=split, write_bundle=True, partial=True)
     bundles.mark_complete(bundle)
+
+
+def _fit_segmenter(bundle: Path, utterances, seed: int, partial: bool = False) -> dict:
+    """Learn where texts holding several requests split, from joins of ``utterances`` read by
+    the bundle's own model (the graph it serves), and store it in the bundle."""
+    from voicenlu import segment
+    from voicenlu.runtime import Parser
+
+    parser = Parser.load(bundle, values=False, partial=partial, split=False)
+    model, record = segment.fit(utterances, parser.read, seed)
+    bundles.put_file(bundle, segment.SEGMENT_FILE, model.save)
+    bundles.update_manifest(bundle, segmenter=record)
+    return record
 
 
 # --- the Python API -----------------------------------------------------------------------
@@ -245,6 +261,19 @@ def export(bundle: str | Path, data: str | Path | None = None, data_dir=None) ->
     found = bundle_data(manifest, data, data_dir)
     texts = found.test if data is not None else found.dev
     return export_onnx(Path(bundle), [u.text for u in texts])
+
+
+def fit_segmenter(
+    bundle: str | Path, data: str | Path | None = None, seed: int = TrainConfig.seed, data_dir=None
+) -> dict:
+    """Add (or replace) the segmenter of a finished bundle, learned from its training data (or
+    the training part of ``data``, split as the bundle split its own): how a bundle trained
+    without it comes to split several requests."""
+    require_extra("train", "segment")  # scikit-learn fits it
+    manifest = bundles.read_manifest(bundle)
+    found = bundle_data(manifest, data, data_dir)
+    _check_labels(manifest, found)
+    return _fit_segmenter(Path(bundle), found.train, seed)
 
 
 def quantize(
