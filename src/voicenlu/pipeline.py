@@ -118,20 +118,20 @@ def _finish(bundle: Path, data: TrainData, config: TrainConfig) -> None:
 
     export_onnx(bundle, [u.text for u in data.dev], partial=True)
     if config.segmenter:
-        _fit_segmenter(bundle, data.train, config.seed, partial=True)
+        _fit_segmenter(bundle, data, config.seed, partial=True)
     split, gold = data.evaluation
     evaluate_bundle(bundle, gold, split=split, write_bundle=True, partial=True)
     bundles.mark_complete(bundle)
 
 
-def _fit_segmenter(bundle: Path, utterances, seed: int, partial: bool = False) -> dict:
-    """Learn where texts holding several requests split, from joins of ``utterances`` read by
-    the bundle's own model (the graph it serves), and store it in the bundle."""
+def _fit_segmenter(bundle: Path, data: TrainData, seed: int, partial: bool = False) -> dict:
+    """Learn where texts holding several requests split, from joins of the data's utterances
+    read by the bundle's own model (the graph it serves), and store it in the bundle."""
     from voicenlu import segment
     from voicenlu.runtime import Parser
 
     parser = Parser.load(bundle, values=False, partial=partial, split=False)
-    model, record = segment.fit(utterances, parser.read, seed)
+    model, record = segment.fit(data.train, data.dev, parser.read, seed)
     bundles.put_file(bundle, segment.SEGMENT_FILE, model.save)
     bundles.update_manifest(bundle, segmenter=record)
     return record
@@ -273,7 +273,7 @@ def fit_segmenter(
     manifest = bundles.read_manifest(bundle)
     found = bundle_data(manifest, data, data_dir)
     _check_labels(manifest, found)
-    return _fit_segmenter(Path(bundle), found.train, seed)
+    return _fit_segmenter(Path(bundle), found, seed)
 
 
 def quantize(
