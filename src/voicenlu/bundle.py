@@ -338,6 +338,13 @@ def check_fields(manifest: dict, path: Path, complete: bool = True) -> None:
         isinstance(lexical, dict) and number(lexical.get("weight")) and lexical["weight"] > 0
     ):
         raise bad("lexical", 'null or {"weight": a number above 0}')
+    segmenter = manifest.get("segmenter")
+    if segmenter is not None and not (
+        isinstance(segmenter, dict)
+        and number(segmenter.get("threshold"))
+        and 0 < segmenter["threshold"] < 1
+    ):
+        raise bad("segmenter", 'null or {"threshold": a number between 0 and 1, ...}')
 
 
 def _install(bundle: Path, moves: list[tuple[Path, str]]) -> None:

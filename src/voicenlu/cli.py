@@ -303,11 +303,24 @@ def _read_texts(args) -> list[str]:
 
 
 def format_result(result: dict) -> str:
-    """One readable line: intent (confidence) then slot="value" pairs.
+    """The text, then one line per request: intent (confidence) then slot="value" pairs.
 
     A rejected request names the nearest intent: its probability can be high even so, since
     rejection looks at how unlike the training data the request is, not at that probability.
     """
+    requests = result.get("requests") or [result]
+    lines = [result["text"]]
+    for request in requests:
+        lines.append(
+            f"  -> {_request_text(request)}"
+            + (f'  "{request["text"]}"' if len(requests) > 1 else "")
+        )
+    if result.get("truncated"):
+        lines.append("  (truncated: longer than the model reads; only its start was parsed)")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _request_text(result: dict) -> str:
     intent = result["intent"]
     if intent["name"] is None:
         nearest = result["intent_ranking"][0]
@@ -319,10 +332,7 @@ def format_result(result: dict) -> str:
         + (f" ({_value_text(s['resolved'])})" if s["resolved"] else "")
         for s in result["slots"]
     )
-    line = f"{result['text']}\n  -> {head}  {slots}".rstrip()
-    if result.get("truncated"):
-        line += "\n  (truncated: longer than the model reads; only its start was parsed)"
-    return line
+    return f"{head}  {slots}".rstrip()
 
 
 def _value_text(resolved: dict) -> str:
@@ -342,7 +352,7 @@ def _value_text(resolved: dict) -> str:
 def cmd_predict(args) -> int:
     from voicenlu.runtime import Parser
 
-    parser = Parser.load(args.bundle, precision=args.precision)
+    parser = Parser.load(args.bundle, precision=args.precision, split=args.split)
     if args.audio:
         results = [
             parser.parse_audio(
@@ -389,6 +399,14 @@ def cmd_export(args) -> int:
     from voicenlu.pipeline import export
 
     print(json.dumps(export(args.bundle, args.data, args.data_dir)))
+    return 0
+
+
+def cmd_segment(args) -> int:
+    from voicenlu.pipeline import fit_segmenter
+
+    record = fit_segmenter(args.bundle, args.data, args.seed, args.data_dir)
+    print(json.dumps(record, indent=2))
     return 0
 
 
@@ -794,6 +812,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="IANA time zone the resolved times are given in, e.g. Europe/Zurich "
         f"(default: {DEFAULT_TIMEZONE})",
     )
+    p.add_argument(
+        "--no-split",
+        dest="split",
+        action="store_false",
+        help="parse each text as one request, even when it holds several",
+    )
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
@@ -807,6 +831,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="model bundle directory")
     p.add_argument("--json", action="store_true", help="print the same as JSON")
     p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "segment",
+        help="learn where a text holding several requests splits, onto a trained bundle",
+        description="Fit the segmenter (which splits 'turn off the lights and close the "
+        "blinds' into two requests) from joins of the bundle's training utterances, and store "
+        "it in the bundle. Training does this already; this is for bundles trained without.",
+    )
+    p.add_argument("bundle", help="model bundle directory")
+    add_data_dir(p)
+    add_data_option(p, "learn from the training part of this file instead")
+    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="default: %(default)s")
+    p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser(
         "export", help="write model.onnx and check it against PyTorch on the dev set"

@@ -118,6 +118,11 @@ class TrainConfig:
         True,
         "also write model.int8.onnx (dynamic int8), the model the runtime serves when present",
     )
+    segmenter: bool = _option(
+        True,
+        "learn where a text holding several requests ('turn off the lights and close the "
+        "blinds') splits, from joins of the training utterances",
+    )
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

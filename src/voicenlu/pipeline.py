@@ -163,7 +163,7 @@ def demo_examples(utterances: list, most: int = 6) -> list[str]:
 
 def _finish(bundle: Path, data: TrainData, config: TrainConfig) -> None:
     """Export (checked on dev), quantize, score the trained (fp32) model on the held-out split,
-    then mark the bundle complete."""
+    fit the segmenter, then mark the bundle complete."""
     from voicenlu.evaluation import evaluate_bundle
     from voicenlu.export import export_onnx
 
@@ -172,12 +172,27 @@ def _finish(bundle: Path, data: TrainData, config: TrainConfig) -> None:
         from voicenlu.quantize import quantize as quantize_bundle
 
         quantize_bundle(bundle, data.dev, data.test, calibrate_on=data.checks, partial=True)
+    if config.segmenter:
+        _fit_segmenter(bundle, data, config.seed, partial=True)
     split, gold = data.evaluation
     slots = data.source.get("has_slots", True)
     evaluate_bundle(
         bundle, gold, precision="fp32", split=split, write_bundle=True, partial=True, slots=slots
     )
     bundles.mark_complete(bundle)
+
+
+def _fit_segmenter(bundle: Path, data: TrainData, seed: int, partial: bool = False) -> dict:
+    """Learn where texts holding several requests split, from joins of the data's utterances
+    read by the bundle's own model (the graph it serves), and store it in the bundle."""
+    from voicenlu import segment
+    from voicenlu.runtime import Parser
+
+    parser = Parser.load(bundle, values=False, partial=partial, split=False)
+    model, record = segment.fit(data.train, data.checks, parser.read, seed)
+    bundles.put_file(bundle, segment.SEGMENT_FILE, model.save)
+    bundles.update_manifest(bundle, segmenter=record)
+    return record
 
 
 # --- the Python API -----------------------------------------------------------------------
@@ -344,6 +359,19 @@ def speech_settings(bundle: str | Path, data_dir=None) -> dict:
         "grammar": bool(grammar),
         "closed_slots": sorted(grammar["slots"]) if grammar else [],
     }
+
+
+def fit_segmenter(
+    bundle: str | Path, data: str | Path | None = None, seed: int = TrainConfig.seed, data_dir=None
+) -> dict:
+    """Add (or replace) the segmenter of a finished bundle, learned from its training data (or
+    the training part of ``data``, split as the bundle split its own): how a bundle trained
+    without it comes to split several requests."""
+    require_extra("train", "segment")  # scikit-learn fits it
+    manifest = bundles.read_manifest(bundle)
+    found = bundle_data(manifest, data, data_dir)
+    _check_labels(manifest, found)
+    return _fit_segmenter(Path(bundle), found, seed)
 
 
 def quantize(

@@ -31,6 +31,7 @@ from voicenlu.features import (
     prepare_tokenizer,
 )
 from voicenlu.lexical import LEXICAL_FILE, LexicalModel
+from voicenlu.segment import SEGMENT_FILE, Reading, SegmentModel, segments
 from voicenlu.values import DEFAULT_TIMEZONE, Reference, ValueResolver
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,11 @@ class Parser:
     A text longer than the model reads (the bundle's ``max_length`` sub-tokens) is parsed from
     its beginning and its result says ``"truncated": true``; the key is absent otherwise.
 
+    A text that holds several requests ("turn off the lights and close the blinds") keeps the
+    first request's intent and slots at the top and adds ``"requests"``: one result per
+    request, with its ``start`` and ``end`` and slot offsets into the whole text. The bundle's
+    segmenter (``voicenlu.segment``) decides; ``split=False`` turns it off.
+
     >>> parser = Parser.load("runs/snips/bundle")
     >>> parser.parse("add Diamonds to my roadtrip playlist")["intent"]["name"]
     'AddToPlaylist'
@@ -135,6 +141,7 @@ class Parser:
         timezone: str = DEFAULT_TIMEZONE,
         values: bool = True,
         threads: int | None = None,
+        split: bool = True,
     ):
         self.bundle = bundle
         self.manifest = manifest
@@ -173,6 +180,10 @@ class Parser:
         self._outputs = ["intent_logits", "slot_logits"] + (
             ["utterance_vector"] if self.scope else []
         )
+        has_segmenter = bool(manifest.get("segmenter"))
+        self.segmenter = (
+            SegmentModel.load(bundle / SEGMENT_FILE) if split and has_segmenter else None
+        )
 
     @classmethod
     def load(
@@ -185,6 +196,7 @@ class Parser:
         values: bool = True,
         digest: str | None = None,
         partial: bool = False,
+        split: bool = True,
     ) -> Parser:
         """Load a bundle; ``precision`` is ``auto`` (int8 when present), ``fp32`` or ``int8``.
 
@@ -194,7 +206,8 @@ class Parser:
         times; ``values=False`` skips slot value resolution (``resolved`` is then null).
         ``digest``: refuse the bundle unless its manifest digest is this one (the one whose
         signature was checked). ``partial`` accepts a bundle that is still being written (the
-        pipeline scores it before marking it complete).
+        pipeline scores it before marking it complete). ``split=False`` parses every text as
+        one request, even when the bundle has a segmenter.
         """
         bundle = Path(path)
         manifest = read_manifest(
@@ -220,6 +233,7 @@ class Parser:
         extra = [LEXICAL_FILE] if lexical else []
         extra += [SCOPE_FILE] if uses_scope(manifest) else []
         extra += [CRF_FILE] if manifest["training"].get("crf") else []
+        extra += [SEGMENT_FILE] if split and manifest.get("segmenter") else []
         verify_files(bundle, manifest, ["tokenizer.json", model_file, *extra])
         options = ort.SessionOptions()
         if not spin_wait:
@@ -235,7 +249,7 @@ class Parser:
             raise BundleError(f"{bundle / model_file} could not be loaded: {exc}") from exc
         check_outputs(bundle / model_file, session, manifest)
         check_length(bundle / model_file, session, manifest)
-        parser = cls(bundle, manifest, session, precision, timezone, values, threads)
+        parser = cls(bundle, manifest, session, precision, timezone, values, threads, split)
         parser.values.warm()
         return parser
 
@@ -380,19 +394,89 @@ class Parser:
         texts = [check_text(t) for t in texts]
         ref = self.values.reference(reference_time, timezone)
         threshold = self.threshold if threshold is None else threshold
-        results = []
+        outputs = self._run(texts, batch_size)
+        results = [
+            self._result(text, out, threshold, ref)
+            for text, out in zip(texts, outputs, strict=True)
+        ]
+        if self.segmenter is not None:
+            self._split(texts, outputs, results, threshold, ref, batch_size)
+        return results
+
+    def _run(self, texts: list[str], batch_size: int = 64) -> list[tuple]:
+        """(encoding, probabilities, in-scope score, slot logits) of each text."""
+        out = []
         for i in range(0, len(texts), batch_size):
             chunk = texts[i : i + batch_size]
             encodings, intent_logits, slot_logits, density = self.logits(chunk)
             probs = softmax(intent_logits, self.temperature)
             scores = in_scope_scores(intent_logits, self.calibration, density)
-            for row in zip(chunk, encodings, probs, scores, slot_logits, strict=True):
-                results.append(self._result(*row, threshold, ref))
-        return results
+            out += zip(encodings, probs, scores, slot_logits, strict=True)
+        return out
 
-    def _result(
-        self, text, encoding, probs, score, slot_logits, threshold: float, ref: Reference
-    ) -> dict:
+    def read(self, texts: list[str], batch_size: int = 64) -> list[Reading]:
+        """What the model says about each text, for the segmenter: probabilities, in-scope
+        score and slot spans (decoded whatever the score)."""
+        outputs = self._run(texts, batch_size)
+        return [self._reading(t, out) for t, out in zip(texts, outputs, strict=True)]
+
+    def _reading(self, text: str, out: tuple) -> Reading:
+        encoding, probs, score, slot_logits = out
+        spans = decode_slots(encoding, slot_logits, self.tags, self._constraints)
+        return Reading(text, probs, float(score), [span for span, _ in spans])
+
+    def _split(self, texts, outputs, results, threshold, ref, batch_size) -> None:
+        """Add ``requests`` to the results of texts that the segmenter splits. Only texts
+        with a connector cost more: one model run of the text on each side of it."""
+        found = [(i, c) for i, text in enumerate(texts) for c in self.segmenter.candidates(text)]
+        if not found:
+            return
+        sides = sorted({(i, span) for i, c in found for span in (c.left, c.right)})
+        side_out = self._run_spans(texts, sides, batch_size)
+        rows = [
+            self.segmenter.features(
+                c,
+                self._reading(texts[i], outputs[i]),
+                self._reading(texts[i][slice(*c.left)], side_out[i, c.left]),
+                self._reading(texts[i][slice(*c.right)], side_out[i, c.right]),
+            )
+            for i, c in found
+        ]
+        chosen = self.segmenter.probabilities(np.array(rows)) >= self.segmenter.threshold
+        cuts: dict[int, list] = {}
+        for (i, c), cut in zip(found, chosen, strict=True):
+            if cut:
+                cuts.setdefault(i, []).append(c)
+        split = {i: segments(texts[i], cs) for i, cs in cuts.items()}
+        split = {i: spans for i, spans in split.items() if len(spans) > 1}
+        missing = sorted({(i, s) for i, spans in split.items() for s in spans} - side_out.keys())
+        side_out |= self._run_spans(texts, missing, batch_size)
+        for i, spans in split.items():
+            requests = [self._request(texts[i], s, side_out[i, s], threshold, ref) for s in spans]
+            first = requests[0]
+            result = {"text": texts[i]} | {
+                k: first[k] for k in ("intent", "in_scope", "intent_ranking", "slots")
+            }
+            if any(r.get("truncated") for r in requests):
+                result["truncated"] = True
+            results[i] = result | {"requests": requests}
+
+    def _run_spans(self, texts, spans: list[tuple[int, tuple[int, int]]], batch_size) -> dict:
+        """``_run`` of the spans (text index, (start, end)), keyed by them."""
+        outputs = self._run([texts[i][slice(*span)] for i, span in spans], batch_size)
+        return dict(zip(spans, outputs, strict=True))
+
+    def _request(self, text: str, span: tuple[int, int], out, threshold, ref) -> dict:
+        """One request of a text that holds several: its offsets are the whole text's."""
+        start, end = span
+        result = self._result(text[start:end], out, threshold, ref)
+        for slot in result["slots"]:
+            slot["start"] += start
+            slot["end"] += start
+        return {"text": result.pop("text"), "start": start, "end": end} | result
+
+    def _result(self, text: str, out: tuple, threshold: float, ref: Reference) -> dict:
+        encoding, probs, score, slot_logits = out
         order = np.argsort(-probs)
         ranking = [
             {"name": self.intents[j], "confidence": round(float(probs[j]), 4)} for j in order
@@ -401,19 +485,19 @@ class Parser:
         slots = []
         if in_scope:
             found = [
-                (with_marks(text, span), score)
-                for span, score in decode_slots(
+                (with_marks(text, span), confidence)
+                for span, confidence in decode_slots(
                     encoding, slot_logits, self.tags, self._constraints, text
                 )
             ]
-            for span, score in self.values.whole_values(text, found, ref):
+            for span, confidence in self.values.whole_values(text, found, ref):
                 slots.append(
                     {
                         "slot": span.slot,
                         "value": text[span.start : span.end],
                         "start": span.start,
                         "end": span.end,
-                        "confidence": round(score, 4),
+                        "confidence": round(confidence, 4),
                         "resolved": self.values.resolve_slot(
                             text, span.slot, span.start, span.end, ref
                         ),

@@ -142,6 +142,26 @@ class Slot(BaseModel):
     )
 
 
+TRUNCATED = Field(
+    False,
+    description="Present, and true, only when the text was longer than the model reads: "
+    "the model saw its beginning (the bundle's max_length sub-tokens) and no slot lies after.",
+)
+
+
+class Request(BaseModel):
+    """One of several requests in a text: slot offsets index the whole text."""
+
+    text: str = Field(description="This request's part of the text (without the connector).")
+    start: int = Field(description="Where the part starts in the whole text.")
+    end: int
+    intent: Intent
+    in_scope: bool
+    intent_ranking: list[RankedIntent]
+    slots: list[Slot]
+    truncated: bool = TRUNCATED
+
+
 class ParseResult(BaseModel):
     text: str
     intent: Intent
@@ -152,10 +172,12 @@ class ParseResult(BaseModel):
     )
     intent_ranking: list[RankedIntent]
     slots: list[Slot]
-    truncated: bool = Field(
-        False,
-        description="Present, and true, only when the text was longer than the model reads: "
-        "the model saw its beginning (the bundle's max_length sub-tokens) and no slot lies after.",
+    truncated: bool = TRUNCATED
+    requests: list[Request] | None = Field(
+        None,
+        description="Present only when the text holds several requests ('turn off the lights "
+        "and close the blinds'): one result per request, in order; the fields above are the "
+        "first request's.",
     )
 
 
