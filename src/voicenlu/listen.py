@@ -215,20 +215,14 @@ class Endpointer:
 
 
 def _vad_session():
-    try:
-        import faster_whisper
-        import onnxruntime as ort
-    except ImportError:
-        from voicenlu.speech import EXTRA_HINT, SpeechUnavailable
+    """The Silero model's session; ImportError or FileNotFoundError without the speech extra
+    (``speech.Recogniser`` turns them into the fix)."""
+    import faster_whisper
+    import onnxruntime as ort
 
-        raise SpeechUnavailable(
-            f"Voice-activity detection needs the speech extra: {EXTRA_HINT}."
-        ) from None
     path = Path(faster_whisper.__file__).parent / "assets" / VAD_MODEL
     if not path.is_file():
-        from voicenlu.speech import EXTRA_HINT, SpeechUnavailable
-
-        raise SpeechUnavailable(f"{path} is missing: reinstall with {EXTRA_HINT}.")
+        raise FileNotFoundError(f"{path} is missing")
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
