@@ -190,14 +190,18 @@ def answer_of(result: dict) -> dict | None:
     return {"intent": result["intent"]["name"], "slots": slots}
 
 
+# The child's peak from /proc (VmHWM, reset by exec): its getrusage peak starts at the
+# parent's size at fork.
 GRAMMAR_ONLY = """
-import json, resource, sys
+import json, re, sys
+from pathlib import Path
 from voicenlu.runtime import Parser
 parser = Parser.load(sys.argv[1], threads=int(sys.argv[2]))
 for path in sys.argv[3:]:
     parser.parse_audio(path)
 loaded = parser._recogniser is not None and parser._recogniser._whisper is not None
-print(json.dumps([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, loaded]))
+peak_kb = int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))
+print(json.dumps([peak_kb / 1024, loaded]))
 """
 
 
