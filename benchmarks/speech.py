@@ -190,6 +190,32 @@ def answer_of(result: dict) -> dict | None:
     return {"intent": result["intent"]["name"], "slots": slots}
 
 
+# The child's peak from /proc (VmHWM, reset by exec): its getrusage peak starts at the
+# parent's size at fork.
+GRAMMAR_ONLY = """
+import json, re, sys
+from pathlib import Path
+from voicenlu.runtime import Parser
+parser = Parser.load(sys.argv[1], threads=int(sys.argv[2]))
+for path in sys.argv[3:]:
+    parser.parse_audio(path)
+loaded = parser._recogniser is not None and parser._recogniser._whisper is not None
+peak_kb = int(re.search(r"VmHWM:\\s+(\\d+)", Path("/proc/self/status").read_text()).group(1))
+print(json.dumps([peak_kb / 1024, loaded]))
+"""
+
+
+def grammar_only_rss(bundle: str, paths: list[Path], threads: int) -> float | None:
+    """Peak RSS (MB) of a fresh process that parses clean recordings on the grammar path
+    alone (Whisper never loaded), or None when Whisper was needed."""
+    done = subprocess.run(
+        [sys.executable, "-c", GRAMMAR_ONLY, bundle, str(threads), *map(str, paths)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    rss, whisper_loaded = json.loads(done.stdout.strip().splitlines()[-1])
+    return None if whisper_loaded else round(rss, 1)
+
+
 # --- audio with no speech in it ---
 
 
@@ -286,7 +312,9 @@ def open_vocabulary(bundle: str, count: int, threads: int) -> dict:
 
     from voicenlu.data.training import recorded_data
 
-    parser = Parser.load(bundle, threads=threads)
+    # values=False: Duckling (a Haskell runtime) and CTranslate2 in one process abort with a
+    # corrupted heap in about half of the runs; exact parses compare slot texts, not values.
+    parser = Parser.load(bundle, threads=threads, values=False)
     test = recorded_data(parser.manifest["data"]).test
     sample = random.Random(SEED).sample(list(test), min(count, len(test)))
     rows = []
@@ -416,6 +444,11 @@ def run(args) -> dict:
         ),
         "audio_s_mean": round(statistics.fmean(r["audio_s"] for r in decoded), 2),
         "rss_mb": None,
+        "rss_mb_grammar_only": grammar_only_rss(
+            args.bundle, [data_dir / "speech/clean" / f for f in files[:20]], args.threads
+        )
+        if recogniser.grammar is not None
+        else None,
         "non_speech": quiet,
         "model_mb": {
             "whisper": round(sum(f.stat().st_size for f in model_dir().iterdir()) / 2**20, 1),
@@ -496,7 +529,9 @@ def render_markdown(result: dict, command: str) -> str:
         f"| stream latency p50 / p95 (end of speech chunk to result) | "
         f"{stream['latency_ms_p50']:.0f} / {stream['latency_ms_p95']:.0f} ms | p50 <= 150 ms |",
         f"| real-time factor | {result['real_time_factor']} | <= 0.1 |",
-        f"| peak RSS | {result['rss_mb']:.0f} MB | <= 300 MB |",
+        f"| peak RSS | {result['rss_mb']:.0f} MB with Whisper loaded; "
+        f"{result['rss_mb_grammar_only'] or 0:.0f} MB serving clean speech on the grammar "
+        "path alone (a fresh process, 20 clean recordings) | <= 300 MB |",
         f"| no speech rejected | {pct(quiet['rejected'])} of {quiet['n']}, slowest "
         f"{quiet['max_ms']:.0f} ms | 100%, <= 1,000 ms |",
         "",

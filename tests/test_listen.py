@@ -10,15 +10,18 @@ import os
 import struct
 from pathlib import Path
 
+import httpx
 import numpy as np
 import pytest
-from test_speech import WEATHER, needs_espeak, speak, wav_bytes
+from test_server import live_server
+from test_speech import WEATHER, needs_espeak, post_wav, speak, wav_bytes
 
 from voicenlu.data.records import SlotSpan, Utterance
 from voicenlu.data.training import file_data
 from voicenlu.grammar import GrammarDecoder, grammar_settings, word_graph
 from voicenlu.listen import END_SILENCE_MS, Endpointer, VoiceDetector
 from voicenlu.runtime import Parser
+from voicenlu.server import create_app
 from voicenlu.speech import AudioError, Recogniser, domain_settings, read_audio
 
 PICOVOICE = Path(
@@ -236,6 +239,36 @@ def test_stereo_and_mono_parse_the_same(parser):
     one = parser.parse_audio(wav_bytes(mono))
     two = parser.parse_audio(stereo_wav(mono, mono, extensible=True))
     assert one["intent"]["name"] == "GetWeather" and two["text"] == one["text"]
+
+
+@pytest.fixture(scope="module")
+def audio_api(parser):
+    app = create_app(parser, api_key="", max_audio_seconds=30)
+    with live_server(app) as url, httpx.Client(base_url=url, timeout=120) as client:
+        yield client
+
+
+@needs_espeak
+def test_every_path_gives_the_same_result_for_the_same_audio(parser, audio_api, tmp_path, capsys):
+    """Python, HTTP and the CLI read a stereo WAV alike; a tone is no speech on each."""
+    from voicenlu.cli import main
+
+    mono = pcm_of(speak(WEATHER))
+    tone = (non_speech()["tone"] * 20000).astype(np.int16)
+    for left, right in ((mono, mono), (tone, tone)):
+        wav = stereo_wav(left, right)
+        python = parser.parse_audio(wav)
+        http = post_wav(audio_api, wav)
+        assert http.status_code == 200, http.text
+        path = tmp_path / "request.wav"
+        path.write_bytes(wav)
+        assert main(["predict", str(parser.bundle), "--audio", str(path), "--json"]) == 0
+        cli = json.loads(capsys.readouterr().out)
+        for other in (http.json(), cli):
+            assert (other["transcript"], other["text"], other["intent"]["name"]) == (
+                python["transcript"], python["text"], python["intent"]["name"]
+            )  # fmt: skip
+    assert python["transcript"] == "" and http.json()["recogniser"] == "none"
 
 
 def silence(seconds: float) -> np.ndarray:

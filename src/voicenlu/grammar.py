@@ -217,14 +217,8 @@ class GrammarDecoder:
     """
 
     def __init__(self, grammar: dict):
-        try:
-            from pocketsphinx import Config, Decoder
-        except ImportError:
-            from voicenlu.speech import EXTRA_HINT, SpeechUnavailable
+        from pocketsphinx import Config, Decoder  # the speech extra (speech.py says so)
 
-            raise SpeechUnavailable(
-                f"Decoding against the bundle's grammar needs the speech extra: {EXTRA_HINT}."
-            ) from None
         self._make = lambda: Decoder(Config(lm=None, bestpath=False, loglevel="FATAL"))
         self.grammar = grammar
         first = self._make()

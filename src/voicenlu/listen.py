@@ -215,20 +215,14 @@ class Endpointer:
 
 
 def _vad_session():
-    try:
-        import faster_whisper
-        import onnxruntime as ort
-    except ImportError:
-        from voicenlu.speech import EXTRA_HINT, SpeechUnavailable
+    """The Silero model's session; ImportError or FileNotFoundError without the speech extra
+    (``speech.Recogniser`` turns them into the fix)."""
+    import faster_whisper
+    import onnxruntime as ort
 
-        raise SpeechUnavailable(
-            f"Voice-activity detection needs the speech extra: {EXTRA_HINT}."
-        ) from None
     path = Path(faster_whisper.__file__).parent / "assets" / VAD_MODEL
     if not path.is_file():
-        from voicenlu.speech import EXTRA_HINT, SpeechUnavailable
-
-        raise SpeechUnavailable(f"{path} is missing: reinstall with {EXTRA_HINT}.")
+        raise FileNotFoundError(f"{path} is missing")
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1
@@ -256,24 +250,28 @@ def listen(parser, chunks: Iterable[bytes], **parse_options) -> Iterator[dict]:
             yield from endpointer.feed(chunk)
         yield from endpointer.close()
 
-    for kind, value in events():
-        if kind == "start":
-            stream = grammar.stream() if grammar is not None else None
-            if stream is not None:
-                stream.feed(value)
-        elif kind == "audio":
-            if stream is not None:
-                stream.feed(value)
-        elif kind == "end":
-            started = time.perf_counter()  # recognition time: from the end of the utterance
-            text = stream.finish() if stream is not None else None
-            stream = None
-            if value is None:
-                continue
-            heard = recogniser.finish(value, text, started)
-            if not heard.raw:
-                continue
-            result = parser.understand(heard, **parse_options)
-            result["timing"]["start_ms"] = round(1000 * value.start_s, 1)
-            result["timing"]["end_ms"] = round(1000 * value.end_s, 1)
-            yield result
+    try:
+        for kind, value in events():
+            if kind == "start":
+                stream = grammar.stream() if grammar is not None else None
+                if stream is not None:
+                    stream.feed(value)
+            elif kind == "audio":
+                if stream is not None:
+                    stream.feed(value)
+            elif kind == "end":
+                started = time.perf_counter()  # recognition time: from the end of the utterance
+                text = stream.finish() if stream is not None else None
+                stream = None
+                if value is None:
+                    continue
+                heard = recogniser.finish(value, text, started)
+                if not heard.raw:
+                    continue
+                result = parser.understand(heard, **parse_options)
+                result["timing"]["start_ms"] = round(1000 * value.start_s, 1)
+                result["timing"]["end_ms"] = round(1000 * value.end_s, 1)
+                yield result
+    finally:  # a consumer that stops listening mid-command hands the decoder back
+        if stream is not None:
+            stream.cancel()

@@ -399,18 +399,20 @@ class Recogniser:
     """
 
     def __init__(self, settings: dict, threads: int = 0):
+        from voicenlu.grammar import GrammarDecoder
         from voicenlu.listen import VoiceDetector
 
         self.settings = settings
         self.threads = threads
         self.snap = Snapper(settings.get("vocabulary", ()))
-        self.voice = VoiceDetector()
         self._whisper: Whisper | None = None
-        self.grammar = None
-        if settings.get("grammar"):
-            from voicenlu.grammar import GrammarDecoder
-
-            self.grammar = GrammarDecoder(settings["grammar"])
+        try:
+            self.voice = VoiceDetector()
+            self.grammar = GrammarDecoder(settings["grammar"]) if settings.get("grammar") else None
+        except (ImportError, FileNotFoundError) as exc:
+            raise SpeechUnavailable(
+                f"Speech input needs the speech extra ({exc}): {EXTRA_HINT}."
+            ) from None
 
     @classmethod
     def from_bundle(cls, bundle: Path, manifest: dict, threads: int = 0) -> Recogniser:

@@ -1,6 +1,6 @@
 """Request and response bodies, and Rasa's /model/parse shape."""
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from pydantic_core import PydanticCustomError
@@ -190,7 +190,12 @@ class Timing(BaseModel):
 class AudioParseResult(ParseResult):
     transcript: str = Field(
         description="what the recogniser wrote; ``text`` is it as the model read it "
-        "(lower-cased, words snapped to the assistant's vocabulary)"
+        "(lower-cased, words snapped to the assistant's vocabulary); empty when the audio held "
+        "no speech (then in_scope is false, with no intent, ranking or slots)"
+    )
+    recogniser: Literal["grammar", "whisper", "none"] = Field(
+        description="what heard it: the bundle's closed-domain grammar, Whisper, or none (no "
+        "speech)"
     )
     timing: Timing
 
