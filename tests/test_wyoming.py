@@ -55,18 +55,32 @@ class Running:
             stderr=subprocess.PIPE,
             text=True,
         )
-        ready = threading.Event()
+        self.logged = threading.Condition()
 
         def read_log():
             for line in self.process.stderr:
-                self.lines.append(line)
-                if "voicenlu wyoming: serving" in line:
-                    ready.set()
-            ready.set()  # the process ended: the test reads why from the log
+                with self.logged:
+                    self.lines.append(line)
+                    self.logged.notify_all()
+            with self.logged:
+                self.lines.append("(the service ended)\n")
+                self.logged.notify_all()
 
         threading.Thread(target=read_log, daemon=True).start()
-        ready.wait(timeout=600)
-        assert self.process.poll() is None, "".join(self.lines)
+        self.wait_for("voicenlu wyoming: serving", 0)
+
+    def wait_for(self, text: str, since: int) -> str:
+        """The first line logged from line ``since`` on that holds ``text``; fails if the
+        service ends first."""
+        with self.logged:
+            seen = since
+            while True:
+                for line in self.lines[seen:]:
+                    assert "(the service ended)" not in line, self.log
+                    if text in line:
+                        return line
+                seen = len(self.lines)
+                assert self.logged.wait(timeout=600), f"no {text!r} in the log: {self.log}"
 
     @property
     def log(self) -> str:
@@ -386,9 +400,10 @@ def header(**fields) -> bytes:
     ],
 )
 def test_garbage_closes_the_connection_with_a_log_line(service, garbage, logged):
+    with service.logged:
+        seen = len(service.lines)
     assert asyncio.run(raw(service.port, garbage)) == b""
-    lines = [line for line in service.lines if "closing the connection" in line]
-    assert lines and logged in lines[-1], service.log[-2000:]
+    assert logged in service.wait_for("closing the connection", seen), service.log[-2000:]
     # and the service goes on serving
     [info] = exchange(service.port, [Describe().event()])
     assert Info.is_type(info.type)
