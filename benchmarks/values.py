@@ -63,7 +63,7 @@ def render(result: dict) -> str:
         f"Relative to {result['reference_time']} ({result['timezone']}); the values and how they "
         f"were checked are in `{SAMPLE.relative_to(ROOT.parent)}`: SNIPS test spans, and "
         f"{result['joined']} requests written to check that the parts of one time or duration "
-        "a model tags apart come back as one value. Wrong:",
+        "a model tags apart come back as one value. Wrong:" + ("" if checked["wrong"] else " none."),
         "",
     ]
     for item in checked["wrong"]:
@@ -127,7 +127,7 @@ def main() -> None:
     resolver = ValueResolver.from_manifest(section)
     ref = resolver.reference(sample["reference_time"], sample["timezone"])
     result = {
-        "command": "python benchmarks/values.py " + shlex.join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/values.py", shlex.join(sys.argv[1:])]).strip(),
         "commit": subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
         ).stdout.strip(),
