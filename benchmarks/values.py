@@ -63,7 +63,8 @@ def render(result: dict) -> str:
         f"Relative to {result['reference_time']} ({result['timezone']}); the values and how they "
         f"were checked are in `{SAMPLE.relative_to(ROOT.parent)}`: SNIPS test spans, and "
         f"{result['joined']} requests written to check that the parts of one time or duration "
-        "a model tags apart come back as one value. Wrong:" + ("" if checked["wrong"] else " none."),
+        "a model tags apart come back as one value. "
+        + ("Wrong:" if checked["wrong"] else "None is wrong."),
         "",
     ]
     for item in checked["wrong"]:
