@@ -2,6 +2,7 @@
 what resolution adds to a single parse.
 
     python benchmarks/values.py BUNDLE      # writes benchmarks/values.json and values.md
+    python benchmarks/values.py             # the same without the latency overhead
 
 Coverage and the checked sample need no model: they resolve the gold test spans with the types
 shipped for SNIPS, the custom entities completed from the training and dev splits, as a bundle
@@ -62,7 +63,8 @@ def render(result: dict) -> str:
         f"Relative to {result['reference_time']} ({result['timezone']}); the values and how they "
         f"were checked are in `{SAMPLE.relative_to(ROOT.parent)}`: SNIPS test spans, and "
         f"{result['joined']} requests written to check that the parts of one time or duration "
-        "a model tags apart come back as one value. Wrong:",
+        "a model tags apart come back as one value. "
+        + ("Wrong:" if checked["wrong"] else "None is wrong."),
         "",
     ]
     for item in checked["wrong"]:
@@ -73,6 +75,9 @@ def render(result: dict) -> str:
             f"- {item['slot']} {item['text']!r} ({where}): "
             f"resolved {json.dumps(item['found'])}, expected {json.dumps(item['expected'])}"
         )
+    if lat is None:
+        lines += ["", "## Latency", "", "Not measured in this run (no BUNDLE given)."]
+        return "\n".join(lines) + "\n"
     load = ", ".join(f"{x:.1f}" for x in lat["load_average"])
     lines += [
         "",
@@ -105,7 +110,9 @@ def render(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("bundle", type=Path, help="bundle for the latency overhead")
+    parser.add_argument(
+        "bundle", type=Path, nargs="?", help="bundle for the latency overhead (none: not measured)"
+    )
     parser.add_argument(
         "--bundle-note",
         default="",
@@ -121,7 +128,7 @@ def main() -> None:
     resolver = ValueResolver.from_manifest(section)
     ref = resolver.reference(sample["reference_time"], sample["timezone"])
     result = {
-        "command": "python benchmarks/values.py " + shlex.join(sys.argv[1:]),
+        "command": " ".join(["python benchmarks/values.py", shlex.join(sys.argv[1:])]).strip(),
         "commit": subprocess.run(
             ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
         ).stdout.strip(),
@@ -133,11 +140,12 @@ def main() -> None:
         "coverage": value_coverage(resolver, snips.test, ref),
         "checked": checked_values(resolver, snips.test, sample),
         "joined": len(sample["joined"]["items"]),
-        "latency": overhead(args.bundle, [u.text for u in snips.test]),
+        "latency": overhead(args.bundle, [u.text for u in snips.test]) if args.bundle else None,
         "bundle_note": args.bundle_note,
     }
-    result["latency_overhead_ms_p50"] = result["latency"]["cpu_overhead_p50_ms"]
-    result["latency_overhead_ms_p50_wall_clock"] = result["latency"]["overhead_p50_ms"]
+    if result["latency"]:
+        result["latency_overhead_ms_p50"] = result["latency"]["cpu_overhead_p50_ms"]
+        result["latency_overhead_ms_p50_wall_clock"] = result["latency"]["overhead_p50_ms"]
     (ROOT / "values.json").write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     (ROOT / "values.md").write_text(render(result))
     print(render(result))

@@ -13,6 +13,7 @@ from voicenlu.bundle import read_manifest, update_manifest
 from voicenlu.calibration import calibrate, in_scope_scores, raw_scores, softmax
 from voicenlu.config import TrainConfig
 from voicenlu.data import stratified_slice
+from voicenlu.data.background import background_requests
 from voicenlu.errors import ConfigError
 from voicenlu.oos import (
     auroc,
@@ -61,8 +62,11 @@ def test_fold_scores_on_a_real_model(tiny_bundle, snips, tmp_path):
     _, logits_out, _, density_out = parser.logits([u.text for u in outside])
     labels = np.array([parser.intents.index(u.intent) for u in in_scope])
     labels_dev = np.array([parser.intents.index(u.intent) for u in dev])
+    background = parser.evidence(list(background_requests()))  # as training calibrates
     for name, by_score in scores["scores"].items():
-        calibration = calibrate(logits_dev, labels_dev, score=name, density=density_dev)
+        calibration = calibrate(
+            logits_dev, labels_dev, score=name, density=density_dev, background=background
+        )
         t = calibration["temperature"]
         assert by_score["threshold"] == calibration["threshold"]
         shares_in = in_scope_scores(logits_in, calibration, density_in)
