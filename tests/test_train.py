@@ -103,6 +103,30 @@ def test_early_stopping_counts_dev_evaluations_alone(tmp_path, monkeypatch):
     assert control.should_training_stop and warnings == []
 
 
+def test_progress_bar_ends_where_early_stopping_ends(tmp_path, capsys):
+    """The bar of a run stopped early ends at its last step, not short of a total it never
+    reached, and one line says why and where the best checkpoint was."""
+    from transformers import TrainerControl, TrainerState
+
+    from voicenlu.config import TrainConfig, schedule
+    from voicenlu.trainer import TrainingProgress, training_arguments
+
+    config = TrainConfig()
+    args = training_arguments(config, schedule(config, 100), tmp_path)
+    progress, control = TrainingProgress(patience=2), TrainerControl()
+    state = TrainerState(max_steps=400, global_step=0, is_world_process_zero=True)
+    progress.on_train_begin(args, state, control)
+    bar = progress.bar
+    for step, score in ((20, 0.5), (40, 0.7), (60, 0.6), (80, 0.65)):
+        state.global_step = step
+        progress.on_step_end(args, state, control)
+        progress.on_evaluate(args, state, control, metrics={"eval_dev_exact_match": score})
+    progress.on_train_end(args, state, control)
+    assert (bar.n, bar.total) == (80, 80)
+    err = capsys.readouterr().err
+    assert "stopped early at step 80 of 400" in err and "best 70.0% at step 40" in err
+
+
 def _tiny_albert_backbone(path: Path, texts: list[str]) -> Path:
     """A randomly initialised ALBERT with a SentencePiece-style (Metaspace) tokenizer."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers

@@ -13,6 +13,7 @@ after the check for the extra that provides them.
 from __future__ import annotations
 
 import dataclasses
+import gc
 import json
 import shutil
 from pathlib import Path
@@ -68,6 +69,10 @@ def train_bundle(
     if not trained.is_main:
         return bundle
     _write_trained(bundle, trained, data, config, record or {})
+    # The weights are in the bundle now; export loads them afresh. Dropping the training state
+    # (model, optimizer moments, gradients, the Trainer's cycles) first lowers the peak.
+    del trained
+    gc.collect()
     _finish(bundle, data, config)
     # The bundle holds the chosen weights: the checkpoints (with their optimizer state, three
     # times the model's size each) are of no further use.

@@ -224,6 +224,7 @@ class TrainingProgress(TrainerCallback):
                 f"stopped early at step {state.global_step} of {state.max_steps}: dev exact "
                 f"match had not improved for {self.patience} evaluations; best "
                 f"{100 * self.best[0]:.1f}% at step {self.best[1]}",
+                file=sys.stderr,
                 flush=True,
             )
 
