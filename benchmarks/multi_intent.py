@@ -132,8 +132,8 @@ def measure(bundle: Path, split: str, seed: int, data_dir=None) -> dict:
         sys.exit(f"{bundle} has no segmenter: run `voicenlu segment {bundle}` first.")
     found = bundle_data(manifest, None, data_dir)
     gold = found.test if split == "test" else found.dev
-    parser = Parser.load(bundle, precision="fp32", values=False, threads=1)
-    whole = Parser.load(bundle, precision="fp32", values=False, threads=1, split=False)
+    parser = Parser.load(bundle, values=False, threads=1)  # the graph served: int8 when present
+    whole = Parser.load(bundle, values=False, threads=1, split=False)
     pairs = draw_pairs(gold, seed)
     texts = [text for _, text, _ in pairs]
     learned = parser.parse_batch(texts)
@@ -191,6 +191,7 @@ def measure(bundle: Path, split: str, seed: int, data_dir=None) -> dict:
         },
         "segmenter": manifest["segmenter"],
         "split": split,
+        "precision": parser.precision,
         "seed": seed,
         "bundle": str(bundle),
         "bundle_digest": manifest["digest"],
@@ -256,7 +257,7 @@ def render(r: dict) -> str:
     lat = r["latency_ms"]
     lines += [
         "",
-        "## Latency (median ms per text, one at a time, fp32, 1 thread)",
+        f"## Latency (median ms per text, one at a time, {r['precision']}, 1 thread)",
         "",
         "| texts | with the segmenter | one request |",
         "|---|---|---|",

@@ -249,3 +249,20 @@ def test_python_api_refuses_what_the_cli_refuses(tmp_path, cli):
         voicenlu.train(data=bad, output_dir=tmp_path / "run")
     with pytest.raises(ConfigError, match="per_intent"):
         voicenlu.train(data=ASSISTANT, output_dir=tmp_path, per_intent=5)
+
+
+def test_several_requests_split_on_own_data(assistant_bundle):
+    """The segmenter learns from the assistant's own single requests: none combines two."""
+    from voicenlu.runtime import Parser
+
+    parser = Parser.load(assistant_bundle)
+    assert read_manifest(assistant_bundle)["segmenter"]["joined"] == "train"  # dev is 3
+    text = "turn the lights on in the kitchen and then set a timer for 10 minutes"
+    result = parser.parse(text)
+    assert [r["intent"]["name"] for r in result["requests"]] == ["SwitchLights", "SetTimer"]
+    assert [r["text"] for r in result["requests"]] == [
+        "turn the lights on in the kitchen",
+        "set a timer for 10 minutes",
+    ]
+    # "and" inside a duration is not a new request.
+    assert "requests" not in parser.parse("can you set a timer of an hour and a half")

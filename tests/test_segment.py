@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
+from voicenlu import bundle as bundles
 from voicenlu.bundle import read_manifest
 from voicenlu.errors import BundleError
 from voicenlu.runtime import Parser
@@ -197,6 +198,15 @@ def test_segmenter_fits_onto_a_bundle_trained_without(tiny_bundle, tiny_data, tm
     data["coef"] = -data["coef"]
     np.savez_compressed(copy / SEGMENT_FILE, **data)
     with pytest.raises(BundleError, match="checksum"):
+        Parser.load(copy)
+    # A segmenter of other features (another version's) is refused with the command to refit.
+    data["coef"] = data["coef"][:-1]
+    def write(path):
+        with open(path, "wb") as f:  # a name without .npz: savez would add one
+            np.savez_compressed(f, **data)
+
+    bundles.put_file(copy, SEGMENT_FILE, write)
+    with pytest.raises(BundleError, match="voicenlu segment"):
         Parser.load(copy)
     assert Parser.load(copy, split=False).segmenter is None  # a parser that never splits
 

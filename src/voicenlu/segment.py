@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from voicenlu.data.records import SlotSpan, Utterance
+from voicenlu.errors import BundleError
 
 SEGMENT_FILE = "segment.npz"
 # The connecting words; each may follow a comma, and a comma alone connects too.
@@ -195,6 +196,11 @@ class SegmentModel:
     @classmethod
     def load(cls, path: Path) -> SegmentModel:
         with np.load(path, allow_pickle=False) as z:
+            if z["coef"].shape != (FEATURES,):
+                raise BundleError(
+                    f"{path} weighs {z['coef'].shape[0]} features, but this voicenlu computes "
+                    f"{FEATURES}: fit it again with `voicenlu segment {path.parent}`."
+                )
             edges = {
                 k: ([str(w) for w in z[f"{k}_words"]], z[f"{k}_scores"]) for k in ("start", "end")
             }
@@ -230,6 +236,7 @@ def edge_scores(texts: Sequence[str]) -> dict[str, tuple[list[str], np.ndarray]]
 
 
 UNSEEN_EDGE = math.log(0.5 / 1.5)  # a word never seen at that edge of a training request
+FEATURES = 34  # the length of a ``candidate_features`` row
 
 
 def candidate_features(
