@@ -201,6 +201,7 @@ def test_segmenter_fits_onto_a_bundle_trained_without(tiny_bundle, tiny_data, tm
         Parser.load(copy)
     # A segmenter of other features (another version's) is refused with the command to refit.
     data["coef"] = data["coef"][:-1]
+
     def write(path):
         with open(path, "wb") as f:  # a name without .npz: savez would add one
             np.savez_compressed(f, **data)
