@@ -50,6 +50,7 @@ COMMANDS = [
     ["train"],
     ["evaluate"],
     ["predict"],
+    ["segment"],
     ["export"],
     ["quantize"],
     ["prune"],

@@ -228,3 +228,13 @@ def test_predict_shows_each_request(parser, tiny_bundle, sure_pairs, cli):
         assert line.endswith(f'"{request["text"]}"')
     done = cli("predict", str(tiny_bundle), "--no-split", "--json", text)
     assert "requests" not in json.loads(done.stdout)
+
+
+def test_one_intent_gives_no_segmenter(parser, tiny_data):
+    """Nothing to join: a clear error, which training turns into a bundle without segmenter."""
+    from voicenlu.errors import DataError
+    from voicenlu.segment import fit
+
+    one = [u for u in tiny_data.train if u.intent == "GetWeather"]
+    with pytest.raises(DataError, match="at least two intents"):
+        fit(one, [], parser.read, seed=1)

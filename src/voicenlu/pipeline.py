@@ -13,6 +13,7 @@ after the check for the extra that provides them.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 
 from voicenlu import bundle as bundles
@@ -38,6 +39,8 @@ from voicenlu.extras import require_extra
 from voicenlu.features import CRF_FILE
 from voicenlu.lexical import LEXICAL_FILE
 from voicenlu.version import __version__
+
+log = logging.getLogger(__name__)
 
 # --- making a bundle ----------------------------------------------------------------------
 
@@ -118,7 +121,10 @@ def _finish(bundle: Path, data: TrainData, config: TrainConfig) -> None:
 
     export_onnx(bundle, [u.text for u in data.dev], partial=True)
     if config.segmenter:
-        _fit_segmenter(bundle, data, config.seed, partial=True)
+        try:
+            _fit_segmenter(bundle, data, config.seed, partial=True)
+        except DataError as exc:  # one intent, say: every text stays one request
+            log.warning("No segmenter: %s", exc)
     split, gold = data.evaluation
     evaluate_bundle(bundle, gold, split=split, write_bundle=True, partial=True)
     bundles.mark_complete(bundle)

@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from voicenlu.data.records import SlotSpan, Utterance
-from voicenlu.errors import BundleError
+from voicenlu.errors import BundleError, DataError
 
 SEGMENT_FILE = "segment.npz"
 # The connecting words; each may follow a comma, and a comma alone connects too.
@@ -394,8 +394,12 @@ def fit(
     texts = training_texts([*train, *dev], parts, connectors, seed)
     rows, labels = candidate_rows(model, [t for t, _ in texts], read)
     y = np.array([is_boundary(cand, texts[i][1]) for i, cand in labels], dtype=int)
-    if y.min() == y.max():
-        raise ValueError("The segmenter needs utterances of at least two intents.")
+    if len(y) == 0 or y.min() == y.max():
+        raise DataError(
+            "The segmenter learns from utterances of at least two intents joined together and "
+            "from single utterances with a connector (and, then, a comma...) inside; this data "
+            f"gives {int(y.sum())} places to split and {int(len(y) - y.sum())} not to."
+        )
     mean = rows.mean(axis=0)
     scale = rows.std(axis=0)
     scale[scale == 0] = 1.0
