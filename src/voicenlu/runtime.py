@@ -348,10 +348,11 @@ class Parser:
             return
         sides = sorted({(i, span) for i, c in found for span in (c.left, c.right)})
         side_out = self._run_spans(texts, sides, batch_size)
+        wholes = {i: self._reading(texts[i], outputs[i]) for i, _ in found}
         rows = [
             self.segmenter.features(
                 c,
-                self._reading(texts[i], outputs[i]),
+                wholes[i],
                 self._reading(texts[i][slice(*c.left)], side_out[i, c.left]),
                 self._reading(texts[i][slice(*c.right)], side_out[i, c.right]),
             )
@@ -391,8 +392,8 @@ class Parser:
         return {"text": result.pop("text"), "start": start, "end": end} | result
 
     def _result(self, text: str, out: tuple, threshold: float, ref: Reference) -> dict:
-        encoding, probs, score, slot_logits = out
-        accepted = score >= threshold
+        encoding, probs, scope, slot_logits = out
+        accepted = scope >= threshold
         order = np.argsort(-probs)
         ranking = [
             {"name": self.intents[j], "confidence": round(float(probs[j]), 4)} for j in order
