@@ -388,3 +388,20 @@ def test_learning_curve_runs_on_the_bundles_own_data(assistant_bundle, tmp_path)
     result = learning_curve(draw, test, base, tmp_path, [3], draws=1, user_rule=False)
     (run,) = result["runs"]
     assert run["train_utterances"] == 9 and run["dev_utterances"] == 0
+
+
+def test_several_requests_split_on_own_data(assistant_bundle):
+    """The segmenter learns from the assistant's own single requests: none combines two."""
+    from voicenlu.runtime import Parser
+
+    parser = Parser.load(assistant_bundle)
+    assert read_manifest(assistant_bundle)["segmenter"]["joined"] == "train"  # dev is 3
+    text = "turn the lights on in the kitchen and then set a timer for 10 minutes"
+    result = parser.parse(text)
+    assert [r["intent"]["name"] for r in result["requests"]] == ["SwitchLights", "SetTimer"]
+    assert [r["text"] for r in result["requests"]] == [
+        "turn the lights on in the kitchen",
+        "set a timer for 10 minutes",
+    ]
+    # "and" inside a duration is not a new request.
+    assert "requests" not in parser.parse("can you set a timer of an hour and a half")

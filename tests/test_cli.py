@@ -51,6 +51,7 @@ COMMANDS = [
     ["train"],
     ["evaluate"],
     ["predict"],
+    ["segment"],
     ["export"],
     ["quantize"],
     ["prune"],

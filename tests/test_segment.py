@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pytest
 
+from voicenlu import bundle as bundles
 from voicenlu.bundle import read_manifest
 from voicenlu.errors import BundleError
 from voicenlu.runtime import Parser
@@ -72,7 +73,7 @@ def test_training_texts_join_different_intents(tiny_data):
     assert joined and single
     by_text = {u.text.strip().rstrip(" .?!").lower(): u.intent for u in tiny_data.train}
     for text, spans in joined[:200]:
-        intents = [by_text.get(text[s:e].lower()) for s, e in spans]
+        intents = [by_text.get(text[s:e].rstrip(" .?!").lower()) for s, e in spans]
         assert None not in intents and len(set(intents)) == len(intents), text
     assert all(candidates(t, PATTERN) for t, _ in single)
 
@@ -169,7 +170,10 @@ def test_single_requests_with_and_stay_whole(parser, tiny_data, snips):
 
 def test_texts_without_a_connector_are_parsed_as_before(parser, whole, tiny_data):
     texts = [u.text for u in tiny_data.test if not candidates(u.text, PATTERN)][:30]
-    assert parser.parse_batch(texts) == whole.parse_batch(texts)
+    when = "2026-11-28T12:00:00+01:00"  # resolved times must not move between the two
+    assert parser.parse_batch(texts, reference_time=when) == whole.parse_batch(
+        texts, reference_time=when
+    )
 
 
 def test_batches_split_like_single_parses(parser, sure_pairs):
@@ -195,6 +199,16 @@ def test_segmenter_fits_onto_a_bundle_trained_without(tiny_bundle, tiny_data, tm
     np.savez_compressed(copy / SEGMENT_FILE, **data)
     with pytest.raises(BundleError, match="checksum"):
         Parser.load(copy)
+    # A segmenter of other features (another version's) is refused with the command to refit.
+    data["coef"] = data["coef"][:-1]
+
+    def write(path):
+        with open(path, "wb") as f:  # a name without .npz: savez would add one
+            np.savez_compressed(f, **data)
+
+    bundles.put_file(copy, SEGMENT_FILE, write)
+    with pytest.raises(BundleError, match="voicenlu segment"):
+        Parser.load(copy)
     assert Parser.load(copy, split=False).segmenter is None  # a parser that never splits
 
 
@@ -214,3 +228,13 @@ def test_predict_shows_each_request(parser, tiny_bundle, sure_pairs, cli):
         assert line.endswith(f'"{request["text"]}"')
     done = cli("predict", str(tiny_bundle), "--no-split", "--json", text)
     assert "requests" not in json.loads(done.stdout)
+
+
+def test_one_intent_gives_no_segmenter(parser, tiny_data):
+    """Nothing to join: a clear error, which training turns into a bundle without segmenter."""
+    from voicenlu.errors import DataError
+    from voicenlu.segment import fit
+
+    one = [u for u in tiny_data.train if u.intent == "GetWeather"]
+    with pytest.raises(DataError, match="at least two intents"):
+        fit(one, [], parser.read, seed=1)

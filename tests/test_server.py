@@ -127,6 +127,16 @@ def slot_example(parser, tiny_data) -> str:
     pytest.fail("the tiny model finds no slot in any training request")
 
 
+@pytest.fixture(scope="module")
+def two_requests(parser, tiny_data) -> str:
+    """Two test requests joined with "and then" that the tiny model's segmenter splits."""
+    for a, b in zip(tiny_data.test, tiny_data.test[7:], strict=False):
+        text = f"{a.text.strip()} and then {b.text.strip()}"
+        if a.intent != b.intent and "requests" in parser.parse(text):
+            return text
+    pytest.fail("the tiny model's segmenter splits no join of two test requests")
+
+
 # --- Endpoints ---------------------------------------------------------------------------------
 
 
@@ -198,6 +208,32 @@ def test_rasa_endpoint_answers_rasa_shape(client, slot_example):
         assert entity["value"] == (slot["value"] if slot["resolved"] is None else rasa_value(slot))
         assert entity["extractor"] == "voicenlu"
     assert all(set(r) == {"name", "confidence"} for r in rasa["intent_ranking"])
+
+
+def test_several_requests_over_http(client, parser, two_requests):
+    """/parse and /parse/batch add ``requests``, as the schema says; /model/parse keeps Rasa's
+    shape, with the first request in it."""
+    from voicenlu.server.schemas import ParseResult
+
+    result = client.post("/parse", json={"text": two_requests}).raise_for_status().json()
+    ParseResult.model_validate(result, strict=True)
+    expected = parser.parse(two_requests)
+    assert [(r["start"], r["end"], r["intent"]["name"]) for r in result["requests"]] == [
+        (r["start"], r["end"], r["intent"]["name"]) for r in expected["requests"]
+    ]
+    assert result["slots"] == result["requests"][0]["slots"]
+    for request in result["requests"]:
+        for slot in request["slots"]:
+            assert two_requests[slot["start"] : slot["end"]] == slot["value"]
+    batch = client.post("/parse/batch", json={"texts": [TEXTS[0], two_requests]}).json()
+    assert "requests" not in batch[0] and len(batch[1]["requests"]) == len(result["requests"])
+    rasa = client.post("/model/parse", json={"text": two_requests}).raise_for_status().json()
+    assert set(rasa) == {"text", "intent", "entities", "intent_ranking"}
+    assert rasa["text"] == two_requests
+    assert rasa["intent"]["name"] == result["requests"][0]["intent"]["name"]
+    assert [e["start"] for e in rasa["entities"]] == [s["start"] for s in result["slots"]]
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert "requests" in schema["ParseResult"]["properties"] and "Request" in schema
 
 
 def test_rasa_entity_values_follow_rasas_duckling_extractor():
@@ -851,6 +887,17 @@ def test_fuzzed_requests_never_get_a_server_error(api):
 # --- The demo page, in a real browser ----------------------------------------------------------
 
 
+def slot(name: str, value: str, start: int) -> dict:
+    return {
+        "slot": name,
+        "value": value,
+        "start": start,
+        "end": start + len(value),
+        "confidence": 0.9,
+        "resolved": None,
+    }
+
+
 def test_demo_page_shows_intent_and_slots(api, parser, slot_example, tmp_path):
     """The page, driven in headless Chromium, draws exactly what the API answered.
 
@@ -958,6 +1005,33 @@ def test_demo_page_shows_intent_and_slots(api, parser, slot_example, tmp_path):
                     },
                 ],
             }
+            two = {
+                "text": "play some jazz and then what's the weather in Oslo",
+                "intent": {"name": "PlayMusic", "confidence": 0.9},
+                "in_scope": True,
+                "intent_ranking": [{"name": "PlayMusic", "confidence": 0.9}],
+                "slots": [slot("genre", "jazz", 10)],
+                "requests": [
+                    {
+                        "text": "play some jazz",
+                        "start": 0,
+                        "end": 14,
+                        "intent": {"name": "PlayMusic", "confidence": 0.9},
+                        "in_scope": True,
+                        "intent_ranking": [{"name": "PlayMusic", "confidence": 0.9}],
+                        "slots": [slot("genre", "jazz", 10)],
+                    },
+                    {
+                        "text": "what's the weather in Oslo",
+                        "start": 24,
+                        "end": 50,
+                        "intent": {"name": "GetWeather", "confidence": 0.8},
+                        "in_scope": True,
+                        "intent_ranking": [{"name": "GetWeather", "confidence": 0.8}],
+                        "slots": [slot("city", "Oslo", 46)],
+                    },
+                ],
+            }
             sent = []
 
             def answer(route):
@@ -974,6 +1048,21 @@ def test_demo_page_shows_intent_and_slots(api, parser, slot_example, tmp_path):
             assert sent[-1]["timezone"] == page.evaluate(
                 "Intl.DateTimeFormat().resolvedOptions().timeZone"
             )
+            expect(page.locator("#requests-section")).to_be_hidden()
+
+            # Two requests in one text: one line each; every slot marked in the whole text.
+            page.unroute("**/parse")
+            page.route("**/parse", lambda route: route.fulfill(json=two))
+            page.fill("#text", two["text"])
+            page.click("#submit")
+            expect(page.locator("#requests .request-intent")).to_have_text(
+                ["PlayMusic", "GetWeather"]
+            )
+            expect(page.locator("#requests .request-text")).to_have_text(
+                ["“play some jazz”", "“what's the weather in Oslo”"]
+            )
+            expect(page.locator("#intent")).to_have_text("PlayMusic")
+            expect(page.locator("#highlighted mark.slot .value")).to_have_text(["jazz", "Oslo"])
             assert problems == [], problems
         finally:
             browser.close()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import gc
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -42,6 +43,8 @@ from voicenlu.extras import require_extra
 from voicenlu.features import CRF_FILE
 from voicenlu.lexical import LEXICAL_FILE
 from voicenlu.version import __version__
+
+log = logging.getLogger(__name__)
 
 # --- making a bundle ----------------------------------------------------------------------
 
@@ -178,7 +181,10 @@ def _finish(bundle: Path, data: TrainData, config: TrainConfig) -> None:
 
         quantize_bundle(bundle, data.dev, data.test, calibrate_on=data.checks, partial=True)
     if config.segmenter:
-        _fit_segmenter(bundle, data, config.seed, partial=True)
+        try:
+            _fit_segmenter(bundle, data, config.seed, partial=True)
+        except DataError as exc:  # one intent, say: every text stays one request
+            log.warning("No segmenter: %s", exc)
     split, gold = data.evaluation
     slots = data.source.get("has_slots", True)
     evaluate_bundle(

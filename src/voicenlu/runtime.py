@@ -433,10 +433,11 @@ class Parser:
             return
         sides = sorted({(i, span) for i, c in found for span in (c.left, c.right)})
         side_out = self._run_spans(texts, sides, batch_size)
+        wholes = {i: self._reading(texts[i], outputs[i]) for i, _ in found}
         rows = [
             self.segmenter.features(
                 c,
-                self._reading(texts[i], outputs[i]),
+                wholes[i],
                 self._reading(texts[i][slice(*c.left)], side_out[i, c.left]),
                 self._reading(texts[i][slice(*c.right)], side_out[i, c.right]),
             )

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from voicenlu.data.records import SlotSpan, Utterance
+from voicenlu.errors import BundleError, DataError
 
 SEGMENT_FILE = "segment.npz"
 # The connecting words; each may follow a comma, and a comma alone connects too.
@@ -45,7 +46,7 @@ JOINS_PER_UTTERANCE = 0.5
 TRIPLE_SHARE = 0.2
 MIN_JOINS, MAX_JOINS = 2_000, 8_000
 SWAPPED_SHARE = 0.5  # single requests made with connector slot values, per join
-MIN_DEV_PARTS = 100  # a dev set this big gives the joins; a smaller one, the training set
+MIN_DEV_PARTS = 30  # a dev set this big gives the joins; a smaller one, the training set
 # Chosen with a bundle of 70 utterances per intent on 3,000 SNIPS training utterances it
 # never saw: 0.5 split 96.1% of their joins right and 2.7% of the single requests saying
 # "and"; 0.7 94.8% and 1.3%. A single request split wrongly breaks what worked before,
@@ -195,6 +196,11 @@ class SegmentModel:
     @classmethod
     def load(cls, path: Path) -> SegmentModel:
         with np.load(path, allow_pickle=False) as z:
+            if z["coef"].shape != (FEATURES,):
+                raise BundleError(
+                    f"{path} weighs {z['coef'].shape[0]} features, but this voicenlu computes "
+                    f"{FEATURES}: fit it again with `voicenlu segment {path.parent}`."
+                )
             edges = {
                 k: ([str(w) for w in z[f"{k}_words"]], z[f"{k}_scores"]) for k in ("start", "end")
             }
@@ -230,6 +236,7 @@ def edge_scores(texts: Sequence[str]) -> dict[str, tuple[list[str], np.ndarray]]
 
 
 UNSEEN_EDGE = math.log(0.5 / 1.5)  # a word never seen at that edge of a training request
+FEATURES = 34  # the length of a ``candidate_features`` row
 
 
 def candidate_features(
@@ -387,8 +394,12 @@ def fit(
     texts = training_texts([*train, *dev], parts, connectors, seed)
     rows, labels = candidate_rows(model, [t for t, _ in texts], read)
     y = np.array([is_boundary(cand, texts[i][1]) for i, cand in labels], dtype=int)
-    if y.min() == y.max():
-        raise ValueError("The segmenter needs utterances of at least two intents.")
+    if len(y) == 0 or y.min() == y.max():
+        raise DataError(
+            "The segmenter learns from utterances of at least two intents joined together and "
+            "from single utterances with a connector (and, then, a comma...) inside; this data "
+            f"gives {int(y.sum())} places to split and {int(len(y) - y.sum())} not to."
+        )
     mean = rows.mean(axis=0)
     scale = rows.std(axis=0)
     scale[scale == 0] = 1.0
