@@ -25,8 +25,11 @@ Audio must be 16 kHz mono 16-bit PCM WAV, or PCM samples with their sample rate.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
+import multiprocessing
 import re
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -39,13 +42,17 @@ from voicenlu.config import AUDIO_SAMPLE_RATE as SAMPLE_RATE
 from voicenlu.config import MAX_AUDIO_SECONDS as MAX_SECONDS
 from voicenlu.data.records import Utterance
 from voicenlu.data.types import SlotTypes
-from voicenlu.errors import BundleError, InputError, MissingExtraError
+from voicenlu.errors import BundleError, InputError, MissingExtraError, VoiceNLUError
 from voicenlu.grammar import grammar_settings
 
 SETTINGS_FILE = "speech.json"
 PROMPT_WORDS = 120
 BEAM_SIZE = 1  # greedy: the latency goal (0.5 s a command on 2 cores) rules out beam 5
 TOKENS_PER_SECOND = 6  # Whisper's budget; a fast talker says about 4 words a second
+# Wall-time budgets of the recogniser's process: loading its model, and one recording (a
+# 30-second recording takes about 1 s on one core).
+WHISPER_START_TIMEOUT_S = 60
+WHISPER_TIMEOUT_S = 20
 # Below this estimated SNR the grammar decoder errs more than Whisper (measured on the first
 # Picovoice recordings mixed with kitchen noise), so noisy speech takes the open path.
 GRAMMAR_MIN_SNR_DB = 13.0
@@ -355,37 +362,116 @@ def read_settings(bundle: Path, manifest: dict) -> dict | None:
     return settings
 
 
+class RecogniserFailed(VoiceNLUError):
+    """The open-path recogniser's process stopped or overran its time: this recording is not
+    recognised; the next one starts a new process."""
+
+
 class Whisper:
     """Whisper tiny.en on the CPU, prompted with a bundle's ``speech.json``: the open path.
 
     Bounded: one greedy pass at temperature 0 (no fallback to sampling, which is what turned a
-    tone into seconds of "beep beep"), at most ``TOKENS_PER_SECOND`` tokens a second of audio.
+    tone into seconds of "beep beep"), at most ``TOKENS_PER_SECOND`` tokens a second of audio,
+    and ``WHISPER_TIMEOUT_S`` of wall time.
+
+    It runs in a process of its own. CTranslate2 and Duckling (the values extra) corrupt each
+    other's heap when they share one: glibc aborted a process that alternated 12
+    transcriptions with Duckling parses, and either alone ran clean. Apart, a native crash
+    costs one recording (``RecogniserFailed``), never the parser's process or a server worker.
     """
 
     def __init__(self, settings: dict, threads: int = 0):
-        try:
-            from faster_whisper import WhisperModel
-        except ImportError:
-            raise SpeechUnavailable(f"Speech input needs the speech extra: {EXTRA_HINT}.") from None
+        if importlib.util.find_spec("faster_whisper") is None:
+            raise SpeechUnavailable(f"Speech input needs the speech extra: {EXTRA_HINT}.")
         self.settings = settings
-        self.model = WhisperModel(
-            str(model_dir()), device="cpu", compute_type="int8", cpu_threads=threads
+        self.threads = threads
+        self.folder = str(model_dir())  # the weights are checked here, in the caller's process
+        self.lock = threading.Lock()
+        self.process = None
+        self.pipe = None
+
+    def options(self, seconds: float) -> dict:
+        return {
+            "language": "en",
+            "beam_size": int(self.settings.get("beam_size", BEAM_SIZE)),
+            "temperature": 0.0,
+            "initial_prompt": self.settings.get("prompt") or None,
+            "without_timestamps": True,
+            "condition_on_previous_text": False,
+            "vad_filter": False,
+            "max_new_tokens": int(8 + TOKENS_PER_SECOND * seconds),
+        }
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")  # never fork a process running Duckling
+        self.pipe, theirs = context.Pipe()
+        self.process = context.Process(
+            target=whisper_process, args=(theirs, self.folder, self.threads), daemon=True
+        )
+        self.process.start()
+        theirs.close()
+        self.answer(WHISPER_START_TIMEOUT_S, "load its model")
+
+    def stop(self) -> None:
+        if self.process is not None:
+            self.process.kill()
+            self.process.join()
+        self.process = self.pipe = None
+
+    def answer(self, timeout: float, doing: str):
+        """The child's next message, or ``RecogniserFailed`` when it dies or overruns."""
+        try:
+            if self.pipe.poll(timeout):
+                status, value = self.pipe.recv()
+                if status == "ok":
+                    return value
+                self.stop()
+                raise RecogniserFailed(f"The speech recogniser could not {doing}: {value}")
+        except (EOFError, OSError):
+            pass
+        code = self.process.exitcode
+        self.stop()
+        why = f"stopped (exit code {code})" if code is not None else f"took over {timeout:.0f} s"
+        raise RecogniserFailed(
+            f"The speech recogniser {why} while trying to {doing}; this recording is not "
+            "recognised, and the next one starts it again."
         )
 
     def __call__(self, samples: np.ndarray) -> str:
         seconds = samples.size / SAMPLE_RATE
-        segments, _ = self.model.transcribe(
-            samples,
-            language="en",
-            beam_size=int(self.settings.get("beam_size", BEAM_SIZE)),
-            temperature=0.0,
-            initial_prompt=self.settings.get("prompt") or None,
-            without_timestamps=True,
-            condition_on_previous_text=False,
-            vad_filter=False,
-            max_new_tokens=int(8 + TOKENS_PER_SECOND * seconds),
-        )
-        return " ".join(s.text.strip() for s in segments).strip()
+        with self.lock:
+            if self.process is None or not self.process.is_alive():
+                self.start()
+            try:
+                self.pipe.send((np.ascontiguousarray(samples, np.float32), self.options(seconds)))
+            except OSError:
+                self.stop()
+                raise RecogniserFailed("The speech recogniser stopped; try again.") from None
+            return self.answer(WHISPER_TIMEOUT_S, "transcribe the recording")
+
+
+def whisper_process(pipe, folder: str, threads: int) -> None:
+    """The recogniser's own process: load the model, then answer (samples, options) with text."""
+    try:
+        from faster_whisper import WhisperModel
+
+        model = WhisperModel(folder, device="cpu", compute_type="int8", cpu_threads=threads)
+    except Exception as exc:  # reported to the parent, which raises it as RecogniserFailed
+        pipe.send(("error", f"{type(exc).__name__}: {exc}"))
+        return
+    pipe.send(("ok", None))
+    while True:
+        try:
+            samples, options = pipe.recv()
+        except (EOFError, OSError):
+            return
+        try:
+            segments, _ = model.transcribe(samples, **options)
+            text = " ".join(s.text.strip() for s in segments).strip()
+        except Exception as exc:
+            pipe.send(("error", f"{type(exc).__name__}: {exc}"))
+            continue
+        pipe.send(("ok", text))
 
 
 class Recogniser:

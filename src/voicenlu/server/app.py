@@ -31,7 +31,7 @@ from voicenlu.server.schemas import (
     request_models,
     to_rasa,
 )
-from voicenlu.speech import AudioError, AudioTooLong, SpeechUnavailable
+from voicenlu.speech import AudioError, AudioTooLong, RecogniserFailed, SpeechUnavailable
 from voicenlu.values import DEFAULT_TIMEZONE, reference
 
 # A request's (reference_time, timezone), as it sent them; (None, None) is now, in the
@@ -108,6 +108,11 @@ async def _audio_error(request: Request, exc: AudioError) -> JSONResponse:
 
 async def _speech_unavailable(request: Request, exc: SpeechUnavailable) -> JSONResponse:
     return JSONResponse({"error": str(exc), "detail": []}, status_code=501)
+
+
+async def _recogniser_failed(request: Request, exc: RecogniserFailed) -> JSONResponse:
+    retry = {"Retry-After": "1"}
+    return JSONResponse({"error": str(exc), "detail": []}, status_code=503, headers=retry)
 
 
 async def audio_body(request: Request) -> bytes:
@@ -379,6 +384,7 @@ def create_app(
     app.add_exception_handler(AudioError, _audio_error)
     app.add_exception_handler(InputError, _input_error)
     app.add_exception_handler(SpeechUnavailable, _speech_unavailable)
+    app.add_exception_handler(RecogniserFailed, _recogniser_failed)
     app.add_exception_handler(Exception, _internal_error)
 
     # Added innermost first: metrics sees everything; CORS answers preflights before the key
