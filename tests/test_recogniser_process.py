@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 
 import pytest
 from test_speech import WEATHER, needs_espeak, speak
@@ -33,7 +32,7 @@ def test_speech_and_values_share_a_process(tiny_bundle, weather):
     corruption) when Whisper ran in it."""
     parser = Parser.load(tiny_bundle)
     for _ in range(12):
-        heard = parser.parse_audio(weather)
+        heard = parser.parse_audio(weather, sample_rate=16_000)
         assert "berlin" in heard["text"].lower()
         for _ in range(20):
             result = parser.parse("book a table for four people tomorrow at 8 pm")
@@ -56,7 +55,9 @@ def test_a_crashed_recogniser_costs_one_recording(whisper, weather):
     assert "berlin" in whisper(weather).lower()
     pid = whisper.process.pid
     os.kill(pid, signal.SIGSTOP)  # it cannot answer before it dies
-    threading.Timer(0.5, os.kill, (pid, signal.SIGKILL)).start()
+    whisper.pipe.send((weather, whisper.options(3.0)))  # a recording in flight
+    os.kill(pid, signal.SIGKILL)
     with pytest.raises(RecogniserFailed, match=r"stopped \(exit code -9\)"):
-        whisper(weather)
+        whisper.answer(60, "transcribe the recording")
+    assert whisper.process is None
     assert "berlin" in whisper(weather).lower()
