@@ -3,12 +3,14 @@ data: no dev set, every utterance trained on for the fixed schedule, the last we
 
     python benchmarks/learning_curve_final_fit.py [--sizes 10,20] [--draws 3]
         [--banking77 PATH] [--banking77-sizes 10]
+    python benchmarks/learning_curve_final_fit.py --render    # the .md again, from the .json
 
 The draws (seeds 13, 14, 15) are those of benchmarks/learning_curve.md and
 learning_curve_banking77.md, whose rows chose the checkpoint and lexical weight on 20 dev
 utterances per intent that a user with 10 examples per intent does not have. Each row here
 is set beside that one. Runs are kept under runs/learning-curve-final-fit; results go to
-benchmarks/learning_curve_final_fit.{json,md}, rewritten after every run.
+benchmarks/learning_curve_final_fit.{json,md}, rewritten after every curve; a run whose
+bundle is complete is scored without training again, so more draws can be added later.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ from voicenlu.config import TrainConfig
 from voicenlu.data import ensure_data, load_snips, stratified_slice
 from voicenlu.data.formats import load_dataset
 from voicenlu.data.training import TrainData
-from voicenlu.learning_curve import DEV_PER_INTENT, learning_curve, parse_sizes, snips_draws
+from voicenlu.learning_curve import (
+    DEV_PER_INTENT,
+    learning_curve,
+    parse_sizes,
+    snips_draws,
+    summarise,
+)
 
 ROOT = Path(__file__).resolve().parent
 RUNS = ROOT.parent / "runs" / "learning-curve-final-fit"
@@ -48,11 +56,15 @@ def banking77(folder: Path, base: TrainConfig):
     return draw, test
 
 
-def before(name: str) -> dict:
-    """The earlier rows (checkpoint chosen on 20 dev utterances per intent), by size."""
+def before(name: str, label, draws: set[int]) -> dict:
+    """The published runs of the same size and draws (checkpoint chosen on 20 dev utterances
+    per intent), as a row of means: the same training utterances, trained the earlier way."""
     path = ROOT / ("learning_curve.json" if name == "SNIPS" else "learning_curve_banking77.json")
-    rows = json.loads(path.read_text())["rows"]
-    return {r["per_intent"]: r for r in rows if r["model"] == "voicenlu"}
+    runs = json.loads(path.read_text())["runs"]
+    same = [r for r in runs if r["per_intent"] == label and r["draw"] in draws]
+    if not same:
+        return {}
+    return next(r for r in summarise(same)["rows"] if r["model"] == "voicenlu")
 
 
 def pct(value, std=None) -> str:
@@ -68,23 +80,24 @@ def render(result: dict) -> str:
         "Draws too small to spare a dev set (a tenth under 5 per intent) train as `voicenlu "
         "train` now trains them: on every utterance, for the fixed schedule of the recipe "
         "(at least 400 steps), keeping the last weights, with the lexical weight fixed at 1. "
-        "Beside each row, the same draws (same seeds) as the published curve trained them: "
-        f"checkpoint and lexical weight chosen on {DEV_PER_INTENT} dev utterances per intent "
-        "that such a user does not have. Test scores, mean ± standard deviation over draws. "
+        "Beside each row, the same draws (same seeds, same training utterances) as the "
+        "published curve trained them: checkpoint and lexical weight chosen on "
+        f"{DEV_PER_INTENT} dev utterances per intent that such a user does not have. Test "
+        "scores, mean ± standard deviation over draws. "
         f"Made by `{result['command']}` at commit {result['commit'][:10]} on a 2-core machine "
-        "shared with other jobs (train times are indicative only).",
+        "shared with other jobs (train times are indicative only)."
+        + (f" Stopped after {result['stopped_after']}." if result.get("stopped_after") else ""),
         "",
         "| data | per intent | draws | intent acc., no dev | intent acc., 20 dev/intent "
         "| slot F1, no dev | slot F1, 20 dev/intent | TF-IDF intent acc. | train s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, curve in result["curves"].items():
-        old = before(name)
         by = {(r["per_intent"], r["model"]): r for r in curve["rows"]}
         for label in dict.fromkeys(r["per_intent"] for r in curve["rows"]):
             ours, tfidf = by[label, "voicenlu"], by[label, "tfidf_logreg"]
-            prev = old.get(label, {})
             runs = [r for r in curve["runs"] if r["per_intent"] == label]
+            prev = before(name, label, {r["draw"] for r in runs})
             seconds = sum(r["train_seconds"] for r in runs) / len(runs)
             lines.append(
                 f"| {name} | {label} | {ours['draws']} | "
@@ -100,11 +113,17 @@ def render(result: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--render", action="store_true", help="only write the .md again from the .json"
+    )
     parser.add_argument("--sizes", default="10,20")
     parser.add_argument("--draws", type=int, default=3)
     parser.add_argument("--banking77", default=os.environ.get("VOICENLU_BANKING77"))
     parser.add_argument("--banking77-sizes", default="10")
     args = parser.parse_args()
+    if args.render:
+        OUT.with_suffix(".md").write_text(render(json.loads(OUT.with_suffix(".json").read_text())))
+        return
     base = TrainConfig()
     snips = load_snips(ensure_data(None))
     jobs = [("SNIPS", snips_draws(snips, dev_seed=base.seed), snips.test, args.sizes)]
