@@ -422,7 +422,7 @@ class Parser:
 
     def _reading(self, text: str, out: tuple) -> Reading:
         encoding, probs, score, slot_logits = out
-        spans = decode_slots(encoding, slot_logits, self.tags, self._constraints)
+        spans = decode_slots(encoding, slot_logits, self.tags, self._constraints, text)
         return Reading(text, probs, float(score), [span for span, _ in spans])
 
     def _split(self, texts, outputs, results, threshold, ref, batch_size) -> None:
