@@ -44,7 +44,13 @@ def server(tiny_bundle) -> Iterator[str]:
     """Two workers with an API key and one-second timeouts."""
     flags = [x for pair in LIMITS.items() for x in pair]
     env = {"VOICENLU_API_KEY": API_KEY}
-    with cli_server(tiny_bundle, "--workers", "2", *flags, env=env) as (url, _):
+    with cli_server(tiny_bundle, "--workers", "2", *flags, env=env) as (url, process):
+        started, deadline = 0, time.monotonic() + 120
+        while started < 2:  # both workers, so that a flood meets both of their caps
+            assert time.monotonic() < deadline, "the second worker did not start"
+            line = process.stderr.readline()
+            assert line, "the server stopped"
+            started += b"Application startup complete" in line
         yield url
 
 
