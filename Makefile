@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 RUN_DIR ?= runs/snips
 # make demo QUICK=1: one epoch on 100 utterances per intent, a few minutes on a laptop CPU.
 QUICK ?=
-EXTRAS ?= train,serve,sign,values,speech,test
+EXTRAS ?= train,serve,sign,values,speech,wyoming,test
 
 .PHONY: setup data demo test browser voices lint
 
@@ -22,7 +22,7 @@ data: setup
 	$(BIN)/voicenlu data download
 
 demo: data
-	$(BIN)/voicenlu train --output-dir $(RUN_DIR) $(if $(QUICK),--quick,)
+	$(BIN)/voicenlu train --output-dir $(RUN_DIR) --overwrite $(if $(QUICK),--quick,)
 	$(BIN)/voicenlu predict $(RUN_DIR)/bundle \
 		"add Diamonds to my roadtrip playlist" \
 		"will it rain in Boston tomorrow?" \

@@ -4,10 +4,10 @@ what resolution adds to a single parse.
     python benchmarks/values.py BUNDLE      # writes benchmarks/values.json and values.md
 
 Coverage and the checked sample need no model: they resolve the gold test spans with the types
-shipped for SNIPS, the custom entities completed from the training split, as a bundle records
-them. The latency overhead is measured with BUNDLE (int8 when it has one), as ``voicenlu bench``
-does (``values_overhead``): each request parsed with and without resolution, in turns, by two
-parsers sharing one model session, 1 thread.
+shipped for SNIPS, the custom entities completed from the training and dev splits, as a bundle
+records them. The latency overhead is measured with BUNDLE (int8 when it has one), as
+``voicenlu bench`` does (``values_overhead``): each request parsed with and without resolution,
+in turns, by two parsers sharing one model session, 1 thread.
 """
 
 from __future__ import annotations
@@ -15,7 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import subprocess
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 
 from voicenlu.bench import values_overhead
@@ -39,7 +41,8 @@ def render(result: dict) -> str:
     lines = [
         "# Slot values on the SNIPS test set",
         "",
-        f"Command: `{result['command']}`. Duckling: pyduckling-native-phihos "
+        f"Command: `{result['command']}` at commit `{result['commit'][:7]}` "
+        f"({result['created']}). Duckling: pyduckling-native-phihos "
         f"{result['duckling']}, in-process.",
         "",
         "## Coverage: gold test spans that resolve to a value",
@@ -54,16 +57,20 @@ def render(result: dict) -> str:
         f"Pooled: time {100 * cov['time']:.1f}%, number {100 * cov['number']:.1f}%, "
         f"custom entities {100 * cov['custom']:.1f}%.",
         "",
-        f"## Hand-checked sample: {checked['n']} resolved values, {100 * checked['right']:.1f}% "
-        "right",
+        f"## Hand-checked sample: {checked['n']} values, {100 * checked['right']:.1f}% right",
         "",
         f"Relative to {result['reference_time']} ({result['timezone']}); the values and how they "
-        f"were checked are in `{SAMPLE.relative_to(ROOT.parent)}`. Wrong:",
+        f"were checked are in `{SAMPLE.relative_to(ROOT.parent)}`: SNIPS test spans, and "
+        f"{result['joined']} requests written to check that the parts of one time or duration "
+        "a model tags apart come back as one value. Wrong:",
         "",
     ]
     for item in checked["wrong"]:
+        where = (
+            f"test utterance {item['test_index']}" if "test_index" in item else "written request"
+        )
         lines.append(
-            f"- {item['slot']} {item['text']!r} (test utterance {item['test_index']}): "
+            f"- {item['slot']} {item['text']!r} ({where}): "
             f"resolved {json.dumps(item['found'])}, expected {json.dumps(item['expected'])}"
         )
     load = ", ".join(f"{x:.1f}" for x in lat["load_average"])
@@ -109,18 +116,23 @@ def main() -> None:
 
     snips = load_snips(ensure_data())
     slots = {s.slot for u in snips.train for s in u.slots}
-    section = snips.slot_types.manifest_section(snips.train, slots)
+    section = snips.slot_types.manifest_section(snips.train + snips.dev, slots)
     sample = json.loads(SAMPLE.read_text(encoding="utf-8"))
     resolver = ValueResolver.from_manifest(section)
     ref = resolver.reference(sample["reference_time"], sample["timezone"])
     result = {
         "command": "python benchmarks/values.py " + shlex.join(sys.argv[1:]),
+        "commit": subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
+        ).stdout.strip(),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "duckling": version("pyduckling-native-phihos"),
         "reference_time": sample["reference_time"],
         "timezone": sample["timezone"],
         "types": section["slot_types"],
         "coverage": value_coverage(resolver, snips.test, ref),
         "checked": checked_values(resolver, snips.test, sample),
+        "joined": len(sample["joined"]["items"]),
         "latency": overhead(args.bundle, [u.text for u in snips.test]),
         "bundle_note": args.bundle_note,
     }

@@ -12,16 +12,22 @@ from voicenlu.data import SnipsData, download, load_snips
 # --- SNIPS data: fetched the way a user does, from the mirror named by VOICENLU_SNIPS_MIRROR ---
 
 
-@pytest.fixture(scope="session")
-def snips_mirror() -> Path:
-    """A local copy of snipsco/nlu-benchmark (the folder holding 2017-06-custom-intent-engines/)."""
+def pytest_report_header(config) -> str:
+    """Say where the SNIPS data of this run comes from."""
     mirror = os.environ.get("VOICENLU_SNIPS_MIRROR")
-    if not mirror:
-        pytest.fail(
-            "VOICENLU_SNIPS_MIRROR is not set: point it at a local copy of snipsco/nlu-benchmark "
-            "(the folder holding 2017-06-custom-intent-engines/) to run the data tests"
-        )
-    return Path(mirror)
+    if mirror:
+        return f"SNIPS data: the local mirror {mirror} (VOICENLU_SNIPS_MIRROR)"
+    return "SNIPS data: downloaded from GitHub at the pinned commit (VOICENLU_SNIPS_MIRROR unset)"
+
+
+@pytest.fixture(scope="session")
+def snips_mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local copy of snipsco/nlu-benchmark (the folder holding 2017-06-custom-intent-engines/):
+    $VOICENLU_SNIPS_MIRROR, or one downloaded from upstream at the pinned commit."""
+    mirror = os.environ.get("VOICENLU_SNIPS_MIRROR")
+    if mirror:
+        return Path(mirror)
+    return download(tmp_path_factory.mktemp("snips-upstream"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -67,8 +73,11 @@ def tiny_bundle(tmp_path_factory, tiny_data) -> Path:
     from voicenlu.config import TrainConfig
     from voicenlu.pipeline import train_bundle
 
-    # A few epochs, not the step budget: quick, and what the tests need of a model.
-    config = TrainConfig(epochs=4, batch_size=16, seed=3, max_length=48, min_steps=0)
+    # A few epochs, not the step budget: quick, and what the tests need of a model (fp32 only:
+    # the int8 tests quantize a copy, and train's int8 step is tested on the assistant).
+    config = TrainConfig(
+        epochs=4, batch_size=16, seed=3, max_length=48, min_steps=0, quantize=False
+    )
     return train_bundle(tiny_data, config, tmp_path_factory.mktemp("tiny_run"))
 
 
@@ -103,7 +112,8 @@ def cli():
 
 @pytest.fixture(scope="session")
 def assistant_run(tmp_path_factory):
-    """``voicenlu train --data examples/assistant.rasa.yml``: 27 utterances, 3 intents."""
+    """``voicenlu train --data examples/assistant.rasa.yml``: 27 utterances, 3 intents, too
+    few to hold out a dev set, so every one is trained on for a fixed schedule."""
     out = tmp_path_factory.mktemp("assistant")
     done = run_cli(
         "train",
@@ -121,7 +131,7 @@ def assistant_run(tmp_path_factory):
         str(out),
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    return out / "bundle", done.stdout
+    return out / "bundle", done.stdout, done.stderr
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 
 The bundle (``assistant_bundle``, trained once per session on examples/assistant.rasa.yml)
 records where its data came from; every command after ``train`` finds that data again and
-reports its figures: three intents, four slots, a 3-utterance dev hold-out.
+reports its figures: three intents, four slots, and 27 utterances, too few to hold out a dev
+set, so every one is trained on and nothing is held out to score on.
 """
 
 from __future__ import annotations
@@ -35,9 +36,39 @@ def copy(bundle, tmp_path):
     return shutil.copytree(bundle, tmp_path / "bundle")
 
 
-def test_train_reports_dev_figures_as_dev(assistant_run):
-    _, stdout = assistant_run
-    assert "\ndev: intent accuracy" in stdout and "test:" not in stdout
+def test_train_says_what_it_trains_and_how_it_chose(assistant_run):
+    bundle, stdout, stderr = assistant_run
+    summary = stderr.splitlines()[0]
+    assert summary.startswith("training on 27 utterances of 3 intents")
+    assert "no dev set (fewer than 5 per intent to spare)" in summary
+    assert "\ntrain: intent accuracy" in stdout and "in-sample: nothing was held out" in stdout
+    assert "test:" not in stdout and "\ndev:" not in stdout
+    assert "chosen: too few utterances to hold out a dev set" in stdout
+    # No log dicts of transformers, no warnings of torch's exporter or the quantizer.
+    assert "{'loss'" not in stderr and "{'eval_" not in stderr
+    assert "Warning" not in stderr and "WARNING" not in stderr
+    choice = read_manifest(bundle)["training"]["choice"]
+    assert choice["method"] == "fixed_schedule" and choice["steps_run"] == choice["steps_planned"]
+
+
+def test_train_leaves_int8_beside_fp32_and_no_checkpoints(assistant_run):
+    bundle, stdout, _ = assistant_run
+    manifest = read_manifest(bundle)
+    assert {"model.onnx", "model.int8.onnx"} <= set(manifest["files"])
+    assert voicenlu.Parser.load(bundle).precision == "int8"
+    agreement = manifest["quantization"]["agreement"]
+    assert agreement["texts"] == 27 and agreement["same_parse"] >= 0.9
+    assert "int8: model.int8.onnx" in stdout
+    assert not (bundle.parent / "checkpoints").exists()
+
+
+def test_train_refuses_to_replace_a_bundle_without_overwrite(assistant_run, cli):
+    bundle = assistant_run[0]
+    before = (bundle / "voicenlu.json").read_bytes()
+    done = cli("train", "--data", str(ASSISTANT), "--output-dir", str(bundle.parent))
+    assert done.returncode == 1
+    assert "already holds a trained bundle" in done.stderr and "--overwrite" in done.stderr
+    assert (bundle / "voicenlu.json").read_bytes() == before
 
 
 def test_manifest_records_where_the_data_came_from(assistant_bundle):
@@ -45,10 +76,9 @@ def test_manifest_records_where_the_data_came_from(assistant_bundle):
     assert data["kind"] == "file" and data["format"] == "rasa"
     assert data["name"] == ASSISTANT.name and data["path"] == str(ASSISTANT.resolve())
     assert data["sha256"] == hashlib.sha256(ASSISTANT.read_bytes()).hexdigest()
-    assert data["dev_split"] == {"holdout": 0.1, "seed": 13}
+    assert data["dev_split"] == {"holdout": 0.0, "seed": 13}  # 3 dev utterances: too few
     assert set(data["intents"]) == INTENTS and set(data["slots"]) == SLOTS
-    total = len(load_dataset(ASSISTANT).utterances)
-    assert data["train"] + data["dev"] == total and data["dev"] == 3
+    assert data["train"] == len(load_dataset(ASSISTANT).utterances) and data["dev"] == 0
 
 
 def test_model_card_describes_this_data(assistant_bundle):
@@ -57,20 +87,18 @@ def test_model_card_describes_this_data(assistant_bundle):
     for intent in INTENTS:
         assert f"{intent} ({data['intents'][intent]})" in card
     assert "assistant.rasa.yml (rasa)" in card and data["sha256"] in card
-    assert "## Figures on the dev set" in card
+    assert "## Figures on the training utterances (in-sample)" in card
+    assert "trained on every utterance for a fixed" in card
     assert "SNIPS" not in card and "English" not in card and "crowd-sourced" not in card
 
 
-def test_evaluate_scores_the_held_out_data_and_leaves_the_bundle_alone(assistant_bundle, cli):
+def test_evaluate_says_nothing_was_held_out_and_leaves_the_bundle_alone(assistant_bundle, cli):
     before = {p: p.read_bytes() for p in assistant_bundle.rglob("*") if p.is_file()}
     done = cli("evaluate", str(assistant_bundle))
-    assert done.returncode == 0, done.stderr
-    metrics = json.loads(done.stdout)
-    assert metrics["n"] == 3  # the dev hold-out, not the 700 SNIPS test utterances
-    out = assistant_bundle.parent / "bundle-evaluation"
-    written = json.loads((out / "metrics.json").read_text())
-    assert set(written["per_intent"]) == INTENTS
-    assert str(out / "report.md") in done.stderr
+    assert done.returncode == 1
+    assert "trained on every utterance of assistant.rasa.yml" in done.stderr
+    assert "pass --data PATH" in done.stderr and "SNIPS" not in done.stderr
+    assert not (assistant_bundle.parent / "bundle-evaluation").exists()
     after = {p: p.read_bytes() for p in assistant_bundle.rglob("*") if p.is_file()}
     assert after == before
 
@@ -85,9 +113,14 @@ def test_evaluate_on_other_data(assistant_bundle, tmp_path, cli):
         str(tmp_path / "csv"),
     )
     assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["n"] == len(load_dataset(EXAMPLES / "assistant.csv").utterances)
+    metrics = json.loads(done.stdout)
+    assert metrics["n"] == len(load_dataset(EXAMPLES / "assistant.csv").utterances)
+    # The CSV annotates intents only: its slots were not missed, they are not there to score.
+    assert metrics["slot_f1"] is None and metrics["exact_match"] is None
+    assert metrics["intent_accuracy"] > 0.5
     report = (tmp_path / "csv" / "report.md").read_text()
     assert "SwitchLights" in report and "PlayMusic" not in report
+    assert "| n/a | n/a |" in report and "## Per slot" not in report
 
 
 def test_evaluate_write_bundle_updates_the_bundle(assistant_bundle, tmp_path, cli):
@@ -96,7 +129,7 @@ def test_evaluate_write_bundle_updates_the_bundle(assistant_bundle, tmp_path, cl
     done = cli("evaluate", str(bundle), "--write-bundle")
     assert done.returncode == 0, done.stderr
     assert (bundle / "report" / "report.md").is_file()
-    assert read_manifest(bundle)["metrics"]["split"] == "dev"
+    assert read_manifest(bundle)["metrics"]["split"] == "train"  # what training recorded
     assert not (tmp_path / "bundle-evaluation").exists()
 
 
@@ -128,7 +161,7 @@ def test_export_checks_parity_on_the_bundles_own_dev_texts(assistant_bundle, tmp
     done = cli("export", str(bundle))
     assert done.returncode == 0, done.stderr
     parity = json.loads(done.stdout.splitlines()[-1])
-    assert parity["texts"] == 3 and parity["intent_mismatches"] == 0
+    assert parity["texts"] == 27 and parity["intent_mismatches"] == 0  # no dev: every text
     assert read_manifest(bundle)["onnx_parity"] == parity
 
 
@@ -142,7 +175,9 @@ def quantized(assistant_bundle, tmp_path_factory, cli):
 
 def test_quantize_scores_on_the_bundles_own_data(quantized):
     bundle, summary = quantized
-    assert set(summary) >= {"dev_fp32", "dev_int8"} and "test_fp32" not in summary
+    # Nothing held out to score int8 on; what it changes is checked on every training text.
+    assert "dev_fp32" not in summary and "test_fp32" not in summary
+    assert summary["agreement"]["texts"] == 27 and summary["agreement"]["same_parse"] >= 0.9
     assert read_manifest(bundle)["quantization"] == summary
     parser = voicenlu.Parser.load(bundle)
     assert parser.precision == "int8"
@@ -161,7 +196,7 @@ def test_prune_a_user_bundle(assistant_bundle, tmp_path, cli):
         str(tmp_path / "pruned"),
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "\ndev: intent accuracy" in done.stdout
+    assert "\ntrain: intent accuracy" in done.stdout
     manifest = read_manifest(tmp_path / "pruned" / "bundle")
     assert manifest["encoder_config"]["num_hidden_layers"] == 5
     assert set(manifest["intents"]) == INTENTS
@@ -175,11 +210,27 @@ def test_bench_measures_on_the_bundles_own_data(quantized, tmp_path, cli):
     done = cli("bench", str(bundle), "--runs", "1", "--requests", "3", "--out", str(out))
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.with_suffix(".json").read_text())
-    assert result["data"].startswith("3 dev utterances of assistant.rasa.yml")
+    # Nothing held out: timed on the training utterances, not scored, nothing recommended.
+    assert result["data"].startswith("27 training utterances of assistant.rasa.yml")
     names = {row["name"] for row in result["rows"]}
     assert {"voicenlu_ort_fp32", "voicenlu_ort_int8", "tfidf_logreg"} <= names
-    assert sum(row["recommended"] for row in result["rows"]) == 1
+    assert result["recommended"] is None and not any(r["recommended"] for r in result["rows"])
+    assert all(row["intent_accuracy"] is None and row["p50_ms"] > 0 for row in result["rows"])
+    assert "Not scored and nothing recommended" in done.stdout
     assert "assistant.rasa.yml" in done.stdout and "SNIPS" not in done.stdout
+
+
+def test_bench_writes_beside_the_bundle_by_default(quantized, tmp_path, cli):
+    bundle, _ = quantized
+    done = subprocess.run(
+        [sys.executable, "-m", "voicenlu", "bench", str(bundle), "--runs", "1", "--requests", "2"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not (tmp_path / "benchmarks").exists()
+    assert (bundle.parent / "bundle-bench" / "deploy.md").is_file()
 
 
 def free_port() -> int:
@@ -206,6 +257,10 @@ def test_serve_parses_over_http(assistant_bundle):
             time.sleep(0.5)
         result = httpx.post(f"{url}/parse", json={"text": "lights off in the garage"}, timeout=30)
         assert result.raise_for_status().json()["intent"]["name"] == "SwitchLights"
+        # The demo page offers the assistant's own requests, one per intent, not SNIPS ones.
+        examples = httpx.get(f"{url}/metadata", timeout=30).json()["examples"]
+        own = {u.text: u.intent for u in load_dataset(ASSISTANT).utterances}
+        assert len(examples) == 3 and {own[e] for e in examples} == INTENTS
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -228,10 +283,10 @@ def test_python_api_trains_and_evaluates(tmp_path):
     taught += manifest["data"]["swapped_copies"]
     steps = math.ceil(taught / 8) * manifest["training"]["epochs_run"]
     assert steps >= 12
-    metrics = voicenlu.evaluate(bundle)
-    assert metrics["n"] == 3 and set(metrics["per_intent"]) <= INTENTS
+    with pytest.raises(DataError, match="nothing is left to score it on"):
+        voicenlu.evaluate(bundle)
     on_csv = voicenlu.evaluate(bundle, data=EXAMPLES / "assistant.csv")
-    assert on_csv["n"] == 27
+    assert on_csv["n"] == 27 and set(on_csv["per_intent"]) <= INTENTS
     assert not (tmp_path / "home" / "bundle-evaluation").exists()  # no report unless asked
 
 
@@ -249,3 +304,87 @@ def test_python_api_refuses_what_the_cli_refuses(tmp_path, cli):
         voicenlu.train(data=bad, output_dir=tmp_path / "run")
     with pytest.raises(ConfigError, match="per_intent"):
         voicenlu.train(data=ASSISTANT, output_dir=tmp_path, per_intent=5)
+
+
+def test_every_annotated_value_is_in_its_entity_list(assistant_bundle):
+    """Dev's values too: a value seen only in the held-out tenth is still one of the entity's."""
+    values = read_manifest(assistant_bundle)["values"]
+    data = load_dataset(ASSISTANT)
+    for utt in data.utterances:
+        for slot, value in utt.slot_values():
+            entity = values["slot_types"].get(slot)
+            if entity in values["entities"]:
+                forms = values["entities"][entity]["values"]
+                known = set(forms) | {s for synonyms in forms.values() for s in synonyms}
+                assert value in known, (slot, value)
+
+
+def test_info_shows_what_the_bundle_holds(assistant_bundle, cli):
+    done = cli("info", str(assistant_bundle))
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "intents (3, training utterances each): GetWeather (9), SetTimer (9)" in text
+    assert "duration: duration (resolved by Duckling)" in text
+    assert "room: entity room (6 values, extensible)" in text
+    assert "entity state: on, off" in text and "Zürich" in text
+    assert "data: assistant.rasa.yml (rasa); 27 training, 0 dev utterances" in text
+    assert "chosen: too few utterances to hold out a dev set" in text
+    assert "figures on train (in-sample)" in text and "model.int8.onnx" in text
+    info = json.loads(cli("info", str(assistant_bundle), "--json").stdout)
+    assert set(info["intents"]) == INTENTS and set(info["slots"]) == SLOTS
+    assert info["data"]["sha256"] == read_manifest(assistant_bundle)["data"]["sha256"]
+
+
+def test_hints_for_a_run_folder_and_a_wav_read_as_text(assistant_bundle, tmp_path, cli):
+    run_folder = assistant_bundle.parent
+    for command in (("info",), ("predict", "--json"), ("evaluate",)):
+        done = cli(command[0], str(run_folder), *command[1:], *(["hi"] if len(command) > 1 else []))
+        assert done.returncode == 1, command
+        assert f"did you mean {run_folder / 'bundle'}?" in done.stderr, command
+    wav = tmp_path / "order.wav"
+    wav.write_bytes(b"RIFF")
+    done = cli("predict", str(assistant_bundle), str(wav))
+    assert done.returncode == 0
+    assert "order.wav is a WAV file, parsed here as text: pass --audio" in done.stderr
+
+
+def test_oos_runs_on_the_bundles_own_data(assistant_bundle, tmp_path, capsys):
+    """Leave one intent out of the assistant's own utterances (briefly here), saying what it
+    does as it goes; never a SNIPS training."""
+    from voicenlu.config import TrainConfig
+    from voicenlu.oos import file_folds, leave_one_intent_out
+
+    folds = file_folds(load_dataset(ASSISTANT).utterances, 13, "assistant.rasa.yml")
+    config = TrainConfig(epochs=1, batch_size=8, min_steps=0, quantize=False)
+    result = leave_one_intent_out(folds, config, tmp_path, "test")
+    assert "fold 3 of 3, without SwitchLights" in capsys.readouterr().err
+    assert [f["held_out"] for f in result["folds"]] == sorted(INTENTS)
+    fold = read_manifest(tmp_path / "without-GetWeather" / "bundle")
+    assert set(fold["intents"]) == INTENTS - {"GetWeather"}
+    assert fold["training"]["choice"]["method"] == "fixed_schedule"
+    assert 0 <= result["mean"]["auroc"] <= 1
+
+
+def test_oos_without_a_bundle_says_it_runs_on_snips(tmp_path, cli):
+    env = {"VOICENLU_SNIPS_MIRROR": "", "VOICENLU_DATA_DIR": str(tmp_path / "none")}
+    env["VOICENLU_SNIPS_URL"] = "http://127.0.0.1:9"  # no network: it stops at the data
+    done = cli("evaluate", "--oos", "--out", str(tmp_path / "o"), env=env)
+    assert done.returncode == 1
+    assert "--oos without a BUNDLE: the SNIPS benchmark's protocol" in done.stderr
+
+
+def test_learning_curve_runs_on_the_bundles_own_data(assistant_bundle, tmp_path):
+    from voicenlu.config import TrainConfig
+    from voicenlu.data.formats import load_dataset as load
+    from voicenlu.learning_curve import file_draws, learning_curve
+
+    utterances = load(ASSISTANT).utterances
+    draw, test, sizes = file_draws(utterances, 13, "assistant.rasa.yml", [3, 20, None])
+    assert sizes == [3, None]  # 7 per intent left after the test share: 20 is beyond it
+    assert {u.intent for u in test} == INTENTS and not {u.text for u in test} & {
+        u.text for u in draw(None, 13).train
+    }
+    base = TrainConfig(epochs=1, batch_size=8, min_steps=0, seed=13)
+    result = learning_curve(draw, test, base, tmp_path, [3], draws=1, user_rule=False)
+    (run,) = result["runs"]
+    assert run["train_utterances"] == 9 and run["dev_utterances"] == 0

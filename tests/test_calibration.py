@@ -162,3 +162,57 @@ def test_mahalanobis_softmax_is_the_mean_of_the_two_shares_of_dev():
     # Far from every intent and an unsure head: rejected.
     unsure, far = np.zeros((1, 4)), np.array([density.min() - 100.0])
     assert in_scope_scores(unsure, calibration, far)[0] < calibration["threshold"]
+
+
+# --- the background: general requests as a second reference for the distance ---
+
+
+def one_intent_assistant(seed: int = 0):
+    """Dev densities of a one-intent assistant, and those of general requests far below."""
+    rng = np.random.default_rng(seed)
+    dev = -rng.gamma(4.0, 60.0, 100)  # squared distances of a few hundred
+    others = -rng.gamma(40.0, 1500.0, 378)  # tens of thousands
+    ones = np.zeros((len(dev), 1)), np.zeros((len(others), 1))
+    return ones[0], dev, ones[1], others
+
+
+def test_one_intent_is_scoped_by_the_background():
+    logits, dev, background_logits, background = one_intent_assistant()
+    labels = np.zeros(len(dev), dtype=int)
+    calibration = calibrate(logits, labels, density=dev, background=(background_logits, background))
+    threshold = calibration["threshold"]
+    assert threshold > 0
+
+    def score(density):
+        return in_scope_scores(np.zeros((len(density), 1)), calibration, density)
+
+    assert (score(dev) >= threshold).mean() >= 0.99
+    assert calibration["background"] == {
+        "requests": 378,
+        "rejected": round(float((score(background) < threshold).mean()), 4),
+    }
+    assert calibration["background"]["rejected"] >= 0.99
+    # Between the two, nearer than every general request: the assistant's, in other words.
+    between = np.array([dev.min() * 3, background.max() / 2])
+    assert (score(between) >= threshold).all()
+    # As far as general requests are: rejected, however sure a one-intent head is.
+    assert (score(np.array([np.median(background)])) < threshold).all()
+
+
+def test_without_a_background_one_intent_still_rejects_nothing():
+    logits, dev, _, _ = one_intent_assistant()
+    calibration = calibrate(logits, np.zeros(len(dev), dtype=int), density=dev)
+    assert calibration["threshold"] == 0.0 and "reference_background" not in calibration
+
+
+def test_a_background_among_the_intents_leaves_dev_to_decide():
+    """Where general requests look like the assistant's own (SNIPS' weather, music), the
+    threshold is dev's: the background never makes a bundle reject more of its dev."""
+    logits, labels = dev_logits(700)
+    rng = np.random.default_rng(1)
+    density = -rng.gamma(4.0, 60.0, 700)
+    background = (dev_logits(378, seed=2)[0], -rng.gamma(4.0, 60.0, 378))  # alike
+    with_background = calibrate(logits, labels, density=density, background=background)
+    accepted = in_scope_scores(logits, with_background, density) >= with_background["threshold"]
+    assert 0.985 <= accepted.mean() <= 0.995
+    assert with_background["background"]["rejected"] < 0.5  # it cannot reject what it is alike

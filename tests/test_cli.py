@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +77,22 @@ def test_data_download_and_stats(tmp_path, snips_mirror):
 def test_download_without_network_says_how_to_use_a_local_copy(tmp_path):
     done = run("data", "download", "--data-dir", str(tmp_path / "d"), env=no_data_env(tmp_path))
     assert done.returncode == 1 and "--from" in done.stderr
+    assert not (tmp_path / "d").exists()  # no empty folder left behind
+
+
+def test_data_stats_on_your_own_file():
+    examples = Path(__file__).resolve().parent.parent / "examples"
+    done = run("data", "stats", str(examples / "assistant.rasa.yml"))
+    assert done.returncode == 0, done.stderr
+    assert "SwitchLights" in done.stdout and "AddToPlaylist" not in done.stdout
+    assert "rasa, 27 utterances; no dev set" in done.stdout
+
+
+def test_help_speaks_of_your_data_first():
+    top = run("--help").stdout
+    assert "voicenlu train --data assistant.yml" in top
+    train = run("train", "--help").stdout
+    assert "on SNIPS" not in train and "runs/<data name>" in train
 
 
 def test_train_without_data_is_a_clear_error(tmp_path):

@@ -113,3 +113,21 @@ def test_intent_only_csv_trains_without_slots(tmp_path):
     assert manifest["slot_tags"] == ["O"]
     result = Parser.load(tmp_path / "bundle").parse("turn the lights off")
     assert result["slots"] == []
+
+
+def test_a_dev_set_is_held_out_only_when_it_can_choose(snips, tmp_path):
+    """10% of 50 per intent is 5 per intent: held out. 10% of 30 is 3: too few to choose a
+    checkpoint with, so every utterance is trained on (and the origin records it)."""
+    from voicenlu.data import stratified_slice, write_dataset
+    from voicenlu.data.training import file_data, recorded_data
+
+    for per_intent, dev_per_intent in ((50, 5), (30, 0)):
+        path = tmp_path / f"{per_intent}.csv"
+        write_dataset(stratified_slice(snips.train, per_intent, seed=2), path)
+        data = file_data(path, seed=13)
+        assert len(data.dev) == 7 * dev_per_intent
+        assert len(data.train) == 7 * (per_intent - dev_per_intent)
+        assert data.source["dev_split"]["holdout"] == (0.1 if dev_per_intent else 0.0)
+        assert data.evaluation[0] == ("dev" if dev_per_intent else "train")
+        again = recorded_data(data.source)
+        assert [u.text for u in again.dev] == [u.text for u in data.dev]

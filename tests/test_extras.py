@@ -24,6 +24,7 @@ CASES = [
     ("fastapi", "serve", ["serve", "no-such-bundle"]),
     ("uvicorn", "serve", ["serve", "no-such-bundle"]),
     ("torch", "train", ["evaluate", "--oos"]),
+    ("wyoming", "wyoming", ["wyoming", "no-such-bundle"]),
 ]
 
 

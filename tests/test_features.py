@@ -15,6 +15,7 @@ from voicenlu.features import (
     encode,
     prepare_tokenizer,
     slot_tags,
+    snap_to_words,
     spans_to_tags,
     tags_to_spans,
     viterbi,
@@ -108,3 +109,39 @@ def test_decode_slots_reports_confidence_per_span(tokenizer):
         logits[i, max(t, 0)] = 5.0
     ((span, confidence),) = decode_slots(enc, logits, TAGS, allowed_transitions(TAGS))
     assert span == gold[0] and 0.9 < confidence <= 1.0
+
+
+@pytest.mark.parametrize(
+    "text, spans, snapped",
+    [
+        # A word the model split: one span again.
+        ("weather in Zurik", [("city", 11, 14), ("city", 14, 16)], [("city", 11, 16)]),
+        # A span that starts or ends inside a word grows to the word's ends.
+        ("weather in Zurik today", [("city", 13, 16)], [("city", 11, 16)]),
+        ("weather in Zurik today", [("city", 11, 13)], [("city", 11, 16)]),
+        # Punctuation is a boundary: the possessive stays outside.
+        ("play tobymac's latest", [("artist", 5, 12)], [("artist", 5, 12)]),
+        # Two slots in one word keep their share of it and never overlap.
+        ("set 6pm", [("hour", 4, 5), ("ampm", 6, 7)], [("hour", 4, 6), ("ampm", 6, 7)]),
+        # Separate words of one slot stay separate spans.
+        ("Bern Zurich", [("city", 0, 4), ("city", 5, 11)], [("city", 0, 4), ("city", 5, 11)]),
+    ],
+)
+def test_spans_snap_to_words(text, spans, snapped):
+    found = snap_to_words(text, [(SlotSpan(*s), 0.8) for s in spans])
+    assert [(s.slot, s.start, s.end) for s, _ in found] == snapped
+
+
+def test_decoding_snaps_a_split_word(tokenizer):
+    text = "weather in Zurik"
+    (enc,) = encode(tokenizer, [text])
+    pieces = [text[a:b] for (a, b), sp in zip(enc.offsets, enc.special, strict=True) if not sp]
+    assert len(pieces) > 3, pieces  # the tokenizer splits the unknown name
+    # Tag each sub-token of the name as the start of its own span, as a weak model may.
+    name = [i for i, (a, _) in enumerate(enc.offsets) if not enc.special[i] and a >= 11]
+    logits = np.full((len(enc.ids), len(TAGS)), -5.0, dtype=np.float32)
+    for i in range(len(enc.ids)):
+        logits[i, TAG_INDEX["B-city"] if i in name else 0] = 5.0
+    assert len(decode_slots(enc, logits, TAGS, allowed_transitions(TAGS))) == len(name)
+    ((span, _),) = decode_slots(enc, logits, TAGS, allowed_transitions(TAGS), text)
+    assert text[span.start : span.end] == "Zurik"

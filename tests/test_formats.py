@@ -551,3 +551,63 @@ def test_validate_split_coverage():
 
 def test_format_problems_without_problems():
     assert format_problems([]) == "no problems found"
+
+
+def test_a_slot_name_typo_is_flagged(tmp_path):
+    text = RASA.read_text("utf-8").replace(
+        "lights in the [garage](room) [on](state) now",
+        "lights in the [garage](rom) [on](state) now",
+    )
+    path = tmp_path / "typo.yml"
+    path.write_text(text, "utf-8")
+    (problem,) = validate_path(path)
+    assert "[garage](rom)" in text.splitlines()[int(problem.where.removeprefix("line ")) - 1]
+    assert problem.message == "slot 'rom' is used 1 time, and 'room' 5 times: a typo?"
+    assert "write 'room'" in problem.fix
+    assert validate_path(RASA) == []  # the example's own slot names are all different enough
+
+
+def test_a_csv_with_several_blank_fields_reports_each(tmp_path):
+    path = tmp_path / "blanks.csv"
+    path.write_text(
+        "text,intent,note\nhello,Greet,\n,Greet,x\nbye,,x\n,,x\nhi,Greet,\n,,\nyo,,\n",
+        encoding="utf-8",
+    )
+    problems = validate_path(path)
+    assert [(p.where, p.message) for p in problems] == [
+        ("line 3", "the text is empty"),
+        ("line 4", "the intent is empty"),
+        ("line 5", "the text and the intent are empty"),
+        ("line 8", "the intent is empty"),  # line 7 holds nothing: skipped
+    ]
+    with pytest.raises(DataError, match="line 3.*\n.*line 4"):
+        load_dataset(path)
+
+
+def test_a_jsonl_file_reports_every_bad_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"text": "a"}\n{"text": "b", "intent": "B"}\nnope\n', encoding="utf-8")
+    assert [p.where for p in validate_path(path)] == ["line 1", "line 3"]
+
+
+def test_a_folder_of_rasa_files_is_read_as_rasa(tmp_path):
+    """A Rasa project's data folder: its NLU files are read together, stories and the domain
+    are skipped with a note, and the result is the same as the one file they came from."""
+    import yaml
+
+    from voicenlu.data.formats import detect_format, load_dataset
+
+    source = Path(__file__).resolve().parent.parent / "examples" / "assistant.rasa.yml"
+    items = yaml.safe_load(source.read_text())["nlu"]
+    (tmp_path / "data").mkdir()
+    for name, part in (("nlu_a.yml", items[:2]), ("nlu_b.yml", items[2:])):
+        (tmp_path / "data" / name).write_text(yaml.safe_dump({"version": "3.1", "nlu": part}))
+    (tmp_path / "data" / "stories.yml").write_text("version: '3.1'\nstories: []\n")
+    (tmp_path / "domain.yml").write_text("version: '3.1'\nintents: [greet]\n")
+    assert detect_format(tmp_path) == "rasa"
+    folder, single = load_dataset(tmp_path), load_dataset(source)
+    assert sorted(folder.utterances, key=repr) == sorted(single.utterances, key=repr)
+    assert folder.slot_types.types == single.slot_types.types
+    assert folder.slot_types.entities == single.slot_types.entities
+    assert "domain.yml skipped: no nlu data (stories, domain...)" in folder.notes
+    assert folder.slot_types.origins["city"][0].endswith("nlu_b.yml")

@@ -21,6 +21,7 @@ from voicenlu.oos import (
     leave_one_intent_out,
     render_oos,
     score_fold,
+    snips_folds,
     summarise,
 )
 from voicenlu.runtime import Parser
@@ -100,7 +101,7 @@ def test_existing_fold_bundles_are_scored_without_training(tiny_bundle, snips, t
         (tmp_path / f"without-{intent}" / "bundle").symlink_to(tiny_bundle)
     # Training would fail on this backbone: every fold must come from the bundles above.
     config = TrainConfig(backbone=str(tmp_path / "no-such-backbone"), epochs=1)
-    result = leave_one_intent_out(small, config, tmp_path, per_intent=5)
+    result = leave_one_intent_out(snips_folds(small, 5, config.seed), config, tmp_path, "test")
     assert len(result["folds"]) == 7
     assert json.loads((tmp_path / "oos.json").read_text())["mean"] == result["mean"]
 
@@ -116,7 +117,7 @@ def test_a_fold_stopped_halfway_is_trained_again(tiny_bundle, snips, tmp_path):
     (half / "voicenlu.json").write_text(json.dumps(manifest | {"complete": False}))
     config = TrainConfig(backbone=str(tmp_path / "no-such-backbone"), epochs=1)
     with pytest.raises(ConfigError, match="Could not load the backbone"):
-        leave_one_intent_out(snips, config, tmp_path, per_intent=5)
+        leave_one_intent_out(snips_folds(snips, 5, config.seed), config, tmp_path, "test")
 
 
 def test_fold_bundles_of_an_older_recipe_are_refused(tiny_bundle, snips, tmp_path):
@@ -127,4 +128,4 @@ def test_fold_bundles_of_an_older_recipe_are_refused(tiny_bundle, snips, tmp_pat
     update_manifest(old, calibration=calibration)
     config = TrainConfig(backbone=str(tmp_path / "no-such-backbone"), epochs=1)
     with pytest.raises(ConfigError, match="older voicenlu.*delete"):
-        leave_one_intent_out(snips, config, tmp_path, per_intent=5)
+        leave_one_intent_out(snips_folds(snips, 5, config.seed), config, tmp_path, "test")

@@ -32,11 +32,19 @@ def parser(tiny_bundle):
 
 def test_parse_result_shape(parser):
     result = parser.parse("add Diamonds to my roadtrip playlist")
-    assert set(result) == {"text", "intent", "in_scope", "intent_ranking", "slots"}
+    assert set(result) == {
+        "text",
+        "intent",
+        "in_scope",
+        "in_scope_score",
+        "intent_ranking",
+        "slots",
+    }
     assert result["intent"]["name"] == result["intent_ranking"][0]["name"]
     assert len(result["intent_ranking"]) == len(parser.intents)
     assert abs(sum(r["confidence"] for r in result["intent_ranking"]) - 1) < 1e-3
     assert result["in_scope"] is True
+    assert parser.threshold <= result["in_scope_score"] <= 1
 
 
 def test_slot_offsets_index_the_original_text(parser):
@@ -62,8 +70,10 @@ def test_batch_equals_single_parses(parser):
 def test_huge_utterance_is_truncated_not_refused(parser):
     text = "play some jazz " * 2000
     result = parser.parse(text)
+    assert result["truncated"] is True
     assert result["intent"]["name"] in parser.intents
     assert all(s["end"] <= len(text) for s in result["slots"])
+    assert "truncated" not in parser.parse("play some jazz")
 
 
 @pytest.mark.parametrize("bad", ["", "   \n\t", None, 42, ["play jazz"]])

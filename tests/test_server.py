@@ -134,7 +134,14 @@ def test_parse_answers_the_design_result(client, parser, slot_example):
     text = slot_example
     result = client.post("/parse", json={"text": text}).raise_for_status().json()
     expected = parser.parse(text)
-    assert set(result) == {"text", "intent", "in_scope", "intent_ranking", "slots"}
+    assert set(result) == {
+        "text",
+        "intent",
+        "in_scope",
+        "in_scope_score",
+        "intent_ranking",
+        "slots",
+    }
     assert result["intent"]["name"] == expected["intent"]["name"]
     assert [r["name"] for r in result["intent_ranking"]] == [
         r["name"] for r in expected["intent_ranking"]
@@ -285,6 +292,8 @@ def test_health_ready_metadata(client, parser):
     assert meta["limits"] == expected.asdict()
     assert meta["limits"]["header_timeout"] > 0 and meta["limits"]["max_connections"] > 0
     assert "version" in meta and "metrics" in meta
+    # The demo page's examples: the bundle's own training requests, one per intent (at most 6).
+    assert meta["examples"] == parser.manifest["examples"] and len(meta["examples"]) == 6
 
 
 def test_metrics_count_requests_by_endpoint_and_status(client):

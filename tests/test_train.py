@@ -248,3 +248,69 @@ def test_torchrun_two_processes(tmp_path, tiny_albert):
     # A tiny random encoder after one epoch may well find any request out of scope.
     parsed = Parser.load(tmp_path / "bundle").parse("play some jazz", threshold=0.0)
     assert parsed["intent"]["name"] in manifest["intents"]
+
+
+def test_resume_with_other_labels_data_or_options_says_so(tmp_path, tiny_albert, tiny_data):
+    """A run stopped before its bundle leaves checkpoints; resuming them with edited data
+    fails in one line naming what changed, not with torch's size mismatch."""
+    import dataclasses
+
+    from voicenlu.config import TrainConfig
+    from voicenlu.errors import ConfigError
+    from voicenlu.trainer import fit
+
+    data = dataclasses.replace(tiny_data, test=None)
+    config = TrainConfig(
+        backbone=str(tiny_albert), epochs=1, batch_size=32, min_steps=0, quantize=False
+    )
+    fit(data, config, tmp_path)  # the checkpoints of a run that never wrote its bundle
+    assert list((tmp_path / "checkpoints").glob("checkpoint-*"))
+
+    def without(intent):
+        return [u for u in data.train if u.intent != intent], [
+            u for u in data.dev if u.intent != intent
+        ]
+
+    train, dev = without("PlayMusic")
+    fewer = dataclasses.replace(data, train=train, dev=dev)
+    with pytest.raises(
+        ConfigError, match=r"other labels \(intents removed: PlayMusic; slots removed: album"
+    ) as err:
+        fit(fewer, config, tmp_path, resume=True)
+    assert "\n" not in str(err.value) and "--overwrite" in str(err.value)
+    edited = dataclasses.replace(data, train=data.train[:-1])
+    with pytest.raises(ConfigError, match="the training data changed"):
+        fit(edited, config, tmp_path, resume=True)
+    with pytest.raises(ConfigError, match=r"options changed \(batch_size 32 -> 16\)"):
+        fit(data, dataclasses.replace(config, batch_size=16), tmp_path, resume=True)
+
+
+def test_cli_resume_on_changed_data_is_one_line_and_overwrite_starts_afresh(
+    tmp_path, tiny_albert, snips
+):
+    from voicenlu.config import TrainConfig
+    from voicenlu.data.training import snips_split
+    from voicenlu.trainer import fit
+
+    # A run stopped before its bundle, on 5 utterances per intent: its checkpoints remain.
+    earlier = snips_split(snips, per_intent=5, seed=5, dev_per_intent=5)
+    config = TrainConfig(backbone=str(tiny_albert), epochs=1, batch_size=16, min_steps=0)
+    fit(earlier, config, tmp_path)
+    plain = subprocess.run(
+        _train_cmd(tmp_path, tiny_albert, 1), env=ENV, capture_output=True, text=True
+    )
+    assert plain.returncode == 1 and "did not finish: --resume" in plain.stderr
+    # Resumed on 6 per intent: the data changed, and the one error line says so.
+    resumed = subprocess.run(
+        _train_cmd(tmp_path, tiny_albert, 1, "--resume"), env=ENV, capture_output=True, text=True
+    )
+    assert resumed.returncode == 1 and "Traceback" not in resumed.stderr
+    error = [line for line in resumed.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "the training data changed" in error[0], resumed.stderr
+    assert "35 training and 35 dev utterances then, 42 and 42 now" in error[0]
+    fresh = subprocess.run(
+        _train_cmd(tmp_path, tiny_albert, 1, "--overwrite"), env=ENV, capture_output=True, text=True
+    )
+    assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert read_manifest(tmp_path / "bundle")["complete"] is True
+    assert not (tmp_path / "checkpoints").exists()

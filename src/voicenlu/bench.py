@@ -29,6 +29,9 @@ from voicenlu.metrics import HEADLINE
 
 WARMUP = 50
 BATCH = 64
+# Held-out utterances needed to score the variants and recommend one: on fewer, a difference
+# of one utterance moves accuracy by a point or more, and "100.00%" says nothing.
+MIN_RECOMMEND = 100
 
 
 def _dump(utterances: list[Utterance]) -> list:
@@ -196,10 +199,9 @@ def _worker(spec: dict, runs: int, requests: int) -> dict:
     """One variant's row: latency and peak RSS, then accuracy and throughput, then (for the
     ``values`` row) what slot value resolution adds to a single request."""
     data = json.loads(Path(spec["data"]).read_text(encoding="utf-8"))
-    test, train = _load(data["gold"]), _load(data["train"])
-    texts = [u.text for u in test]
+    test, train, texts = _load(data["gold"]), _load(data["train"]), data["timing"]
     row = _latency(spec, texts, train, runs, requests)
-    row |= _accuracy_and_throughput(spec, test, train, runs)
+    row |= _accuracy_and_throughput(spec, test, texts, train, runs)
     if spec.get("values"):
         row["values_overhead"] = values_overhead(
             spec["path"], spec["precision"], texts, runs, requests
@@ -229,17 +231,21 @@ def _latency(spec: dict, texts: list[str], train, runs: int, requests: int) -> d
     }
 
 
-def _accuracy_and_throughput(spec: dict, test: list[Utterance], train, runs: int) -> dict:
-    """The headline metrics and the median batch throughput at 2 threads."""
+def _accuracy_and_throughput(
+    spec: dict, test: list[Utterance], texts: list[str], train, runs: int
+) -> dict:
+    """The headline metrics on ``test`` (None without it) and the median batch throughput
+    on ``texts`` at 2 threads."""
     from voicenlu.metrics import compute_metrics
 
     predict_batch, _, _ = _predictor(spec, 2, train)
-    texts = [u.text for u in test]
-    pred = predict_batch(texts)
-    metrics = compute_metrics(test, pred)
-    row = {k: metrics[k] for k in HEADLINE}
-    if not any(u.slots for u in pred):  # intent-only variants have no slot figures
-        row["slot_f1"] = row["exact_match"] = None
+    row = dict.fromkeys(HEADLINE)
+    if test:
+        pred = predict_batch([u.text for u in test])
+        metrics = compute_metrics(test, pred)
+        row = {k: metrics[k] for k in HEADLINE}
+        if not any(u.slots for u in pred):  # intent-only variants have no slot figures
+            row["slot_f1"] = row["exact_match"] = None
     rates = []
     for _ in range(runs):
         started = time.perf_counter()
@@ -301,12 +307,15 @@ def _machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {platform.system()}"
 
 
-def recommend(rows: list[dict], reference: str = "voicenlu_ort_fp32") -> str:
-    """Fastest slot-filling variant within 0.5 pt intent accuracy and 1 pt slot F1 of fp32.
+def recommend(rows: list[dict], reference: str = "voicenlu_ort_fp32") -> str | None:
+    """Fastest slot-filling variant within 0.5 pt intent accuracy and 1 pt slot F1 of fp32;
+    None when nothing was scored (too few held-out utterances).
 
     A model without slots (intent-only data) is held to the intent accuracy alone.
     """
     ref = next(r for r in rows if r["name"] == reference)
+    if ref["intent_accuracy"] is None:
+        return None
     ok = [
         r
         for r in rows
@@ -326,15 +335,21 @@ def run_bench(
     gold: list[Utterance],
     train: list[Utterance],
     data: str,
+    timing: list[str] | None = None,
 ) -> dict:
-    """Measure every variant on ``gold`` (the TF-IDF baseline learns ``train``), flag the
-    recommended one, write ``out``.json and ``out``.md; ``data`` describes ``gold``."""
+    """Measure every variant: accuracy on ``gold`` (none when empty, and then nothing is
+    recommended), speed on ``timing`` (default: ``gold``'s texts); the TF-IDF baseline learns
+    ``train``. Flags the recommended variant, writes ``out``.json and ``out``.md; ``data``
+    describes what was measured."""
+    timing = timing if timing is not None else [u.text for u in gold]
     from voicenlu.bundle import read_manifest
 
     specs = []
     with tempfile.TemporaryDirectory() as tmp:
         data_file = Path(tmp) / "data.json"
-        data_file.write_text(json.dumps({"gold": _dump(gold), "train": _dump(train)}))
+        data_file.write_text(
+            json.dumps({"gold": _dump(gold), "train": _dump(train), "timing": timing})
+        )
         hf_dir = export_hf_classifier(bundle, Path(tmp) / "hf")
         if hf_dir is not None:
             specs.append({"name": "hf_pipeline_fp32", "kind": "pipeline", "path": str(hf_dir)})
@@ -376,6 +391,8 @@ def run_bench(
         row["recommended"] = row["name"] == best
     result = {
         "data": data,
+        "scored": len(gold),
+        "recommended": best,
         "machine": _machine(),
         "command": " ".join(["voicenlu", *sys.argv[1:]]),
         "settings": {
@@ -414,6 +431,12 @@ def render_table(result: dict) -> str:
         "| utt/s | RSS MB | speed-up p50 | speed-up batch |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    if result.get("recommended", True) is None:
+        lines[2:2] = [
+            f"Not scored and nothing recommended: fewer than {MIN_RECOMMEND} held-out "
+            "utterances (pass --data with more). Speed and memory only.",
+            "",
+        ]
     for r in result["rows"]:
         up = up_batch = "n/a"
         if pipeline:

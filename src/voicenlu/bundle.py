@@ -169,6 +169,11 @@ def read_manifest(
         )
     path = bundle / MANIFEST
     if not path.is_file():
+        if (bundle / "bundle" / MANIFEST).is_file():
+            raise BundleError(
+                f"{bundle} is a training run folder, not a bundle: did you mean "
+                f"{bundle / 'bundle'}?"
+            )
         raise BundleError(f"{bundle} is not a voicenlu bundle: {MANIFEST} is missing.")
     try:
         manifest = json.loads(_read(path).decode("utf-8"))
@@ -333,6 +338,13 @@ def check_fields(manifest: dict, path: Path, complete: bool = True) -> None:
         isinstance(lexical, dict) and number(lexical.get("weight")) and lexical["weight"] > 0
     ):
         raise bad("lexical", 'null or {"weight": a number above 0}')
+    segmenter = manifest.get("segmenter")
+    if segmenter is not None and not (
+        isinstance(segmenter, dict)
+        and number(segmenter.get("threshold"))
+        and 0 < segmenter["threshold"] < 1
+    ):
+        raise bad("segmenter", 'null or {"threshold": a number between 0 and 1, ...}')
 
 
 def _install(bundle: Path, moves: list[tuple[Path, str]]) -> None:

@@ -22,10 +22,23 @@ alone: it lets ``DEV_ACCEPT`` of dev through. The in-scope scores on offer:
 ``energy`` and ``mahalanobis`` are reported as the share of dev requests that scored lower
 too, so a threshold reads the same way for every score (0 to 1).
 
+The background (``voicenlu.data.background``: general requests of other assistants) gives
+the distance a second reference. Dev alone cannot rank requests less like the assistant than
+all of dev: they all share 0, an order the barista asks in other words as much as the
+weather. With the background, the distance's share is the mean of the shares of dev and of
+the background that lay farther: 0 to 0.5 among general requests, 0.5 between them and dev,
+0.5 to 1 among the assistant's own. The threshold is then the lower of the one that lets
+``DEV_ACCEPT`` of dev through and the one that rejects ``BACKGROUND_REJECT`` of the
+background, so where the assistant lies apart from general requests (a small one), requests
+between the two pass; where they mix (SNIPS' weather and music), dev decides as before. A
+one-intent assistant, whose softmax says nothing, is scoped by the distance alone.
+
 The leave-one-intent-out measurement (benchmarks/oos.md) chose ``mahalanobis_softmax``.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -36,6 +49,7 @@ RANKED = ("energy", "mahalanobis", "mahalanobis_softmax")
 SCOPED = ("mahalanobis", "mahalanobis_softmax")  # read utterance vectors and the scope file
 DEFAULT_SCORE = "mahalanobis_softmax"
 DEV_ACCEPT = 0.99  # share of in-scope dev requests the out-of-scope threshold lets through
+BACKGROUND_REJECT = 0.99  # share of the background requests the threshold rejects, at least
 MIN_DEV_FOR_TEMPERATURE = 100
 MAX_REFERENCE = 1000  # dev scores kept in the manifest (as quantiles beyond this)
 SCOPE_FILE = "scope.npz"  # the ScopeModel, in a bundle whose score is one of SCOPED
@@ -139,13 +153,14 @@ def in_scope_scores(
     temperature = float(calibration.get("temperature", 1.0))
     score = calibration.get("score", "max_softmax")
     raw = raw_scores(logits, score, temperature, density)
+    if score in RANKED:
+        shares = _share_below(calibration["reference"], raw)
+        if "reference_background" in calibration:
+            shares = (shares + _share_below(calibration["reference_background"], raw)) / 2
     if score == "mahalanobis_softmax":
         sure = softmax(logits, temperature).max(axis=1)
-        shares = _share_below(calibration["reference"], raw)
         return (shares + _share_below(calibration["reference_softmax"], sure)) / 2
-    if score in RANKED:
-        return _share_below(calibration["reference"], raw)
-    return raw
+    return shares if score in RANKED else raw
 
 
 def ranking_scores(
@@ -190,12 +205,16 @@ def calibrate(
     score: str = DEFAULT_SCORE,
     accept: float = DEV_ACCEPT,
     density: np.ndarray | None = None,
+    background: tuple[np.ndarray, np.ndarray | None] | None = None,
 ) -> dict:
     """Temperature, in-scope score and the threshold that lets ``accept`` of dev through.
 
     A small dev set that the model gets all right says nothing about temperature (the
     likelihood only grows as it sharpens), so the temperature is fitted only on enough data.
     ``density``: dev's :meth:`ScopeModel.density`, which the scores of ``SCOPED`` need.
+    ``background``: (logits, density) of the background requests, for the scores of
+    ``SCOPED``: a second reference for the distance, and a threshold that rejects
+    ``BACKGROUND_REJECT`` of them where that lets more through than dev's.
     """
     if score not in SCORES:
         raise ValueError(f"Unknown in-scope score {score!r}: choose one of {SCORES}.")
@@ -211,11 +230,24 @@ def calibrate(
         calibration["reference"] = _reference(raw_scores(logits, score, temperature, density))
     if score == "mahalanobis_softmax":
         calibration["reference_softmax"] = _reference(softmax(logits, temperature).max(axis=1))
-    if logits.shape[1] < 2:
+    against = background if score in SCOPED else None
+    if against is not None:
+        calibration["reference_background"] = _reference(against[1])
+    if logits.shape[1] < 2 and against is None:
         # One intent: its head is never trained (a softmax over one class has no loss), so its
-        # score says nothing about scope, and such a bundle rejects nothing.
+        # score says nothing about scope, and without a background nothing else does either.
         calibration["threshold"] = 0.0
         return calibration
     dev_scores = in_scope_scores(logits, calibration, density)
-    calibration["threshold"] = round(float(np.quantile(dev_scores, 1 - accept)), 4)
+    threshold = round(float(np.quantile(dev_scores, 1 - accept)), 4)
+    if against is not None:
+        others = np.sort(in_scope_scores(against[0], calibration, against[1]))
+        # The lowest threshold (4 decimals) that still rejects BACKGROUND_REJECT of them.
+        highest_rejected = others[math.ceil(BACKGROUND_REJECT * len(others)) - 1]
+        threshold = min(threshold, math.floor(highest_rejected * 1e4) / 1e4 + 1e-4)
+        calibration["background"] = {
+            "requests": len(others),
+            "rejected": round(float((others < threshold).mean()), 4),
+        }
+    calibration["threshold"] = round(threshold, 4)
     return calibration

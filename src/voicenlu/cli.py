@@ -15,15 +15,17 @@ import sys
 from pathlib import Path
 
 from voicenlu.config import (
-    DEFAULT_OUTPUT_DIR,
     DEV_FRACTION,
+    MIN_DEV_PER_INTENT,
     OOS_EPOCHS,
     OOS_PER_INTENT,
     PRUNE_EPOCHS,
     QUICK_EPOCHS,
     QUICK_PER_INTENT,
+    WYOMING_URI,
     Limits,
     TrainConfig,
+    WyomingLimits,
     field_type,
     flag,
 )
@@ -51,9 +53,33 @@ def cmd_data_download(args) -> int:
 def cmd_data_stats(args) -> int:
     from voicenlu.data import format_stats, stats
 
+    if args.path:
+        return _file_stats(Path(args.path), args.seed)
     data = _snips(args)
     print(format_stats(stats(data)))
     print(f"\nCESU-8 surrogate pairs repaired: {data.repairs}; upstream commit {data.commit}")
+    return 0
+
+
+def _file_stats(path: Path, seed: int) -> int:
+    """Utterances per intent and slot of a user's file, split as ``train`` would split it."""
+    from voicenlu.data import format_stats, holdout, load_dataset, stats
+    from voicenlu.data.training import dev_fraction
+
+    dataset = load_dataset(path)
+    fraction = dev_fraction(dataset.utterances)
+    train, dev = holdout(dataset.utterances, fraction, seed)
+    print(format_stats(stats({"train": train, "dev": dev})))
+    if fraction:
+        held = f"{100 * fraction:.0f}% of each intent held out as dev (seed {seed})"
+    else:
+        held = (
+            f"no dev set: a tenth would be under {MIN_DEV_PER_INTENT} per intent, so `train` "
+            "trains on every utterance for a fixed schedule"
+        )
+    print(f"\n{path}: {dataset.format}, {len(dataset.utterances)} utterances; {held}")
+    if not dataset.has_slots:
+        print("intents only: this format annotates no slots")
     return 0
 
 
@@ -86,6 +112,7 @@ def cmd_train(args) -> int:
         args.data,
         args.output_dir,
         resume=args.resume,
+        overwrite=args.overwrite,
         quick=args.quick,
         per_intent=args.per_intent,
         data_dir=args.data_dir,
@@ -95,18 +122,34 @@ def cmd_train(args) -> int:
     return 0
 
 
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
 def _print_bundle_summary(bundle: Path) -> None:
     from voicenlu.bundle import is_complete, read_manifest
+    from voicenlu.evaluation import describe_choice
 
     if not is_complete(bundle):  # not the writing process under torchrun
         return
-    m = read_manifest(bundle, verify=False)["metrics"]
+    manifest = read_manifest(bundle, verify=False)
+    m = manifest["metrics"]
     print(f"\nbundle: {bundle}")
+    choice = manifest["training"].get("choice")
+    if choice:
+        print(f"chosen: {describe_choice(choice)}")
     print(
-        f"{m['split']}: intent accuracy {100 * m['intent_accuracy']:.2f}%  slot F1 "
-        f"{100 * m['slot_f1']:.2f}%  exact match {100 * m['exact_match']:.2f}%  "
-        f"(n={m['n']})"
+        f"{m['split']}: intent accuracy {_pct(m['intent_accuracy'])}  slot F1 "
+        f"{_pct(m['slot_f1'])}  exact match {_pct(m['exact_match'])}  (n={m['n']})"
+        + ("  (in-sample: nothing was held out)" if m["split"] == "train" else "")
     )
+    quantization = manifest.get("quantization")
+    if quantization and "agreement" in quantization:
+        a = quantization["agreement"]
+        print(
+            f"int8: model.int8.onnx ({quantization['size_mb']:.1f} MB, served by default) "
+            f"parses {100 * a['same_parse']:.1f}% of {a['texts']} texts exactly as fp32 does"
+        )
     print(f"report: {bundle / 'report' / 'report.md'}")
 
 
@@ -164,16 +207,55 @@ def default_evaluation_dir(bundle: Path) -> Path:
     return bundle.parent / f"{bundle.name}-evaluation"
 
 
+def _experiment_data(args, what: str):
+    """(name, the bundle's data or None for SNIPS, out folder) for --oos and --learning-curve:
+    the data of BUNDLE when given (or --data), else the SNIPS benchmark, said out loud."""
+    default = {"--oos": "oos", "--learning-curve": "learning-curve"}[what]
+    if not args.bundle:
+        if args.data:
+            raise ConfigError(f"{what} --data PATH needs the BUNDLE whose labels it uses.")
+        print(
+            f"{what} without a BUNDLE: the SNIPS benchmark's protocol (several trainings, "
+            "see --help); pass BUNDLE to run it on that bundle's own data",
+            file=sys.stderr,
+        )
+        return "SNIPS", None, Path(args.out or f"runs/{default}")
+    from voicenlu.bundle import read_manifest
+    from voicenlu.pipeline import bundle_data
+
+    bundle = Path(args.bundle).resolve()
+    found = bundle_data(read_manifest(bundle), args.data, args.data_dir)
+    out = Path(args.out) if args.out else bundle.parent / f"{bundle.name}-{default}"
+    if found.source.get("kind") == "snips":
+        return "SNIPS", None, out
+    utterances = found.test if args.data else found.train + found.dev
+    return found.source.get("description", "the data"), utterances, out
+
+
 def _evaluate_oos(args) -> int:
     from voicenlu.extras import require_extra
 
     require_extra("train", "evaluate --oos")
-    from voicenlu.oos import leave_one_intent_out, render_oos
+    from voicenlu.oos import file_folds, leave_one_intent_out, render_oos, snips_folds
 
-    config = TrainConfig(epochs=args.oos_epochs, seed=args.seed)
-    out = Path(args.out or "runs/oos")
-    result = leave_one_intent_out(_snips(args), config, out, per_intent=args.oos_per_intent)
-    table = render_oos(result, args.command_line)
+    name, utterances, out = _experiment_data(args, "--oos")
+    config = TrainConfig(epochs=args.oos_epochs, seed=args.seed, quantize=False)
+    if utterances is None:
+        folds = snips_folds(_snips(args), args.oos_per_intent, args.seed)
+        protocol = (
+            f"leave one intent out, {args.oos_per_intent} training utterances per intent, "
+            f"{config.epochs:g} epochs and at least {config.min_steps} steps"
+        )
+    else:
+        folds = file_folds(utterances, args.seed, name)
+        protocol = (
+            f"leave one intent out of {name}: 20% of each intent held out as the in-scope "
+            "test set, each fold trained on the rest of the other intents as `train` trains "
+            f"a file, {config.epochs:g} epochs and at least {config.min_steps} steps"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    result = leave_one_intent_out(folds, config, out, protocol)
+    table = render_oos(result, args.command_line, name)
     (out / "oos.md").write_text(table)
     print(table)
     return 0
@@ -187,17 +269,27 @@ def _evaluate_learning_curve(args) -> int:
     if args.draws < 1:
         raise ConfigError(f"--draws must be at least 1, got {args.draws}.")
     require_extra("train", "evaluate --learning-curve")
-    from voicenlu.learning_curve import learning_curve, render_learning_curve, snips_draws
+    from voicenlu.learning_curve import (
+        file_draws,
+        learning_curve,
+        render_learning_curve,
+        snips_draws,
+    )
     from voicenlu.plots import plot_learning_curve
 
-    out = Path(args.out or "runs/learning-curve")
+    name, utterances, out = _experiment_data(args, "--learning-curve")
     out.mkdir(parents=True, exist_ok=True)
-    snips = _snips(args)
-    draw = snips_draws(snips, dev_seed=args.seed)
-    result = learning_curve(draw, snips.test, TrainConfig(seed=args.seed), out, sizes, args.draws)
-    table = render_learning_curve(result, args.command_line)
+    base = TrainConfig(seed=args.seed)
+    if utterances is None:
+        snips = _snips(args)
+        draw, test = snips_draws(snips, dev_seed=args.seed), snips.test
+        result = learning_curve(draw, test, base, out, sizes, args.draws)
+    else:
+        draw, test, sizes = file_draws(utterances, args.seed, name, sizes)
+        result = learning_curve(draw, test, base, out, sizes, args.draws, user_rule=False)
+    table = render_learning_curve(result, args.command_line, name)
     (out / "learning_curve.md").write_text(table)
-    plot_learning_curve(result["rows"], out / "learning_curve")
+    plot_learning_curve(result["rows"], out / "learning_curve", name=name)
     print(table)
     print(f"plot: {out / 'learning_curve.png'}")
     return 0
@@ -211,11 +303,24 @@ def _read_texts(args) -> list[str]:
 
 
 def format_result(result: dict) -> str:
-    """One readable line: intent (confidence) then slot="value" pairs.
+    """The text, then one line per request: intent (confidence) then slot="value" pairs.
 
     A rejected request names the nearest intent: its probability can be high even so, since
     rejection looks at how unlike the training data the request is, not at that probability.
     """
+    requests = result.get("requests") or [result]
+    lines = [result["text"]]
+    for request in requests:
+        lines.append(
+            f"  -> {_request_text(request)}"
+            + (f'  "{request["text"]}"' if len(requests) > 1 else "")
+        )
+    if result.get("truncated"):
+        lines.append("  (truncated: longer than the model reads; only its start was parsed)")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def _request_text(result: dict) -> str:
     intent = result["intent"]
     if intent["name"] is None:
         nearest = result["intent_ranking"][0]
@@ -227,10 +332,7 @@ def format_result(result: dict) -> str:
         + (f" ({_value_text(s['resolved'])})" if s["resolved"] else "")
         for s in result["slots"]
     )
-    line = f"{result['text']}\n  -> {head}  {slots}".rstrip()
-    if result.get("truncated"):
-        line += "\n  (truncated: longer than the model reads; only its start was parsed)"
-    return line
+    return f"{head}  {slots}".rstrip()
 
 
 def _value_text(resolved: dict) -> str:
@@ -250,7 +352,7 @@ def _value_text(resolved: dict) -> str:
 def cmd_predict(args) -> int:
     from voicenlu.runtime import Parser
 
-    parser = Parser.load(args.bundle, precision=args.precision)
+    parser = Parser.load(args.bundle, precision=args.precision, split=args.split)
     if args.audio:
         results = [
             parser.parse_audio(
@@ -262,6 +364,7 @@ def cmd_predict(args) -> int:
             for path in args.texts
         ]
     else:
+        _audio_hint(args.texts)
         results = parser.parse_batch(
             _read_texts(args),
             threshold=args.threshold,
@@ -273,10 +376,37 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_info(args) -> int:
+    from voicenlu.info import bundle_info, render_info
+
+    info = bundle_info(args.bundle)
+    print(json.dumps(info, indent=2, ensure_ascii=False) if args.json else render_info(info))
+    return 0
+
+
+def _audio_hint(texts: list[str]) -> None:
+    """A request that names a recording was most likely meant as one: say how."""
+    wavs = [t for t in texts if t.lower().endswith(".wav") and Path(t).is_file()]
+    if wavs:
+        print(
+            f"note: {wavs[0]} is a WAV file, parsed here as text: pass --audio to transcribe "
+            "it (needs voicenlu[speech])",
+            file=sys.stderr,
+        )
+
+
 def cmd_export(args) -> int:
     from voicenlu.pipeline import export
 
     print(json.dumps(export(args.bundle, args.data, args.data_dir)))
+    return 0
+
+
+def cmd_segment(args) -> int:
+    from voicenlu.pipeline import fit_segmenter
+
+    record = fit_segmenter(args.bundle, args.data, args.seed, args.data_dir)
+    print(json.dumps(record, indent=2))
     return 0
 
 
@@ -340,6 +470,18 @@ def cmd_serve(args) -> int:
     return 0
 
 
+def cmd_wyoming(args) -> int:
+    from voicenlu.extras import require_extra
+
+    require_extra("wyoming", "wyoming")
+    from voicenlu.wyoming import serve
+
+    chosen = {f.name: getattr(args, f.name) for f in dataclasses.fields(WyomingLimits)}
+    limits = WyomingLimits(**{k: v for k, v in chosen.items() if v is not None})
+    serve(args.bundle, uri=args.uri, limits=limits, threads=args.threads)
+    return 0
+
+
 def cmd_bundle_keygen(args) -> int:
     from voicenlu.signing import generate_key
 
@@ -355,6 +497,62 @@ def cmd_bundle_sign(args) -> int:
     return 0
 
 
+def cmd_bundle_speech(args) -> int:
+    from voicenlu.pipeline import speech_settings
+
+    print(json.dumps(speech_settings(args.bundle, args.data_dir)))
+    return 0
+
+
+def cmd_listen(args) -> int:
+    from voicenlu.runtime import Parser
+
+    parser = Parser.load(args.bundle, precision=args.precision)
+    source = sys.stdin.buffer if args.input == "-" else open(args.input, "rb")  # noqa: SIM115
+    with source:
+        head = source.read(12)
+        if head[:4] == b"RIFF" and head[8:12] == b"WAVE":
+            _skip_wav_header(source, args.input)
+        results = parser.listen(
+            _chunks(source, head if head[:4] != b"RIFF" else b""),
+            threshold=args.threshold,
+            timezone=args.timezone,
+        )
+        for result in results:
+            print(json.dumps(result, ensure_ascii=False) if args.json else format_result(result))
+            sys.stdout.flush()
+    return 0
+
+
+def _chunks(source, first: bytes):
+    """The stream's bytes as they come (0.1 s at a time)."""
+    if first:
+        yield first
+    while chunk := source.read1(3200) if hasattr(source, "read1") else source.read(3200):
+        yield chunk
+
+
+def _skip_wav_header(source, name: str) -> None:
+    """Read a WAV stream's chunks up to its samples; refuse anything but 16 kHz mono 16-bit."""
+    while True:
+        head = source.read(8)
+        if len(head) < 8:
+            raise ConfigError(f"{name}: the WAV stream ends before its data chunk.")
+        kind, size = head[:4], int.from_bytes(head[4:], "little")
+        if kind == b"data":
+            return
+        body = source.read(size + (size & 1))
+        if kind == b"fmt ":
+            channels = int.from_bytes(body[2:4], "little")
+            rate = int.from_bytes(body[4:8], "little")
+            width = int.from_bytes(body[14:16], "little")
+            if (channels, rate, width) != (1, 16000, 16):
+                raise ConfigError(
+                    f"{name} is {rate} Hz, {channels} channel(s), {width}-bit: voicenlu listen "
+                    "reads 16 kHz mono 16-bit PCM (arecord -r 16000 -f S16_LE -c 1)."
+                )
+
+
 def cmd_bundle_verify(args) -> int:
     from voicenlu.signing import verify_bundle
 
@@ -363,12 +561,14 @@ def cmd_bundle_verify(args) -> int:
     return 0
 
 
-def add_limit_flags(p: argparse.ArgumentParser) -> None:
-    """One flag per server limit, named, typed and explained by the Limits dataclass."""
-    group = p.add_argument_group(
-        "limits (per worker; a flag overrides VOICENLU_<NAME> in the environment)"
-    )
-    for f in dataclasses.fields(Limits):
+def add_limit_flags(
+    p: argparse.ArgumentParser,
+    limits=Limits,
+    title: str = "limits (per worker; a flag overrides VOICENLU_<NAME> in the environment)",
+) -> None:
+    """One flag per service limit, named, typed and explained by its dataclass."""
+    group = p.add_argument_group(title)
+    for f in dataclasses.fields(limits):
         group.add_argument(
             flag(f.name),
             type=field_type(f),
@@ -413,9 +613,10 @@ def build_parser() -> argparse.ArgumentParser:
         description="Intent detection and slot filling for voice assistants.",
         epilog=(
             "Start here:\n"
-            "  voicenlu data download            # the SNIPS benchmark, checked file by file\n"
-            "  voicenlu train --quick            # a few minutes; drop --quick for the full run\n"
-            '  voicenlu predict runs/snips/bundle "play some jazz"'
+            "  voicenlu data validate assistant.yml   # your own assistant: Rasa, Snips NLU, CSV\n"
+            "  voicenlu train --data assistant.yml    # writes runs/assistant/bundle\n"
+            '  voicenlu predict runs/assistant/bundle "turn on the kitchen lights"\n'
+            "  voicenlu train --quick                 # or the SNIPS benchmark, a few minutes"
         ),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -431,7 +632,9 @@ def build_parser() -> argparse.ArgumentParser:
             "missing files are fetched first, from $VOICENLU_SNIPS_MIRROR when set",
         )
 
-    data = sub.add_parser("data", help="get and inspect the SNIPS benchmark data")
+    data = sub.add_parser(
+        "data", help="check, convert and inspect training data; get the SNIPS benchmark"
+    )
     data_sub = data.add_subparsers(dest="data_command", required=True, metavar="ACTION")
     p = data_sub.add_parser(
         "download",
@@ -448,7 +651,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(also: $VOICENLU_SNIPS_MIRROR)",
     )
     p.set_defaults(func=cmd_data_download)
-    p = data_sub.add_parser("stats", help="utterances per intent and per slot, train/dev/test")
+    p = data_sub.add_parser(
+        "stats",
+        help="utterances per intent and per slot of your data (as train splits it) or of SNIPS",
+        description="With PATH: utterances per intent and slot occurrences per slot of that "
+        "file or folder, in the train/dev split `voicenlu train --data PATH` would make. "
+        "Without it: the SNIPS benchmark's train/dev/test.",
+    )
+    p.add_argument("path", nargs="?", help="your dataset file or folder (default: SNIPS)")
+    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="default: %(default)s")
     add_data_dir(p)
     p.set_defaults(func=cmd_data_stats)
     p = data_sub.add_parser(
@@ -472,20 +683,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "train",
-        help="fine-tune an encoder on SNIPS and write a model bundle",
-        description="Fine-tune a transformer encoder with an intent head and a slot head on the "
-        "standard SNIPS split; write OUTPUT_DIR/bundle (weights, ONNX graph, report). "
-        "Several processes: torchrun --nproc_per_node=2 -m voicenlu train ...",
+        help="fine-tune an encoder on your data (or SNIPS) and write a model bundle",
+        description="Fine-tune a transformer encoder with an intent head and a slot head on "
+        "your data (--data) or the standard SNIPS split; write OUTPUT_DIR/bundle (weights, "
+        "ONNX graphs fp32 and int8, report). Several processes: torchrun --nproc_per_node=2 "
+        "-m voicenlu train ...",
     )
     add_data_dir(p)
     p.add_argument(
         "--data",
         metavar="PATH",
-        help="train on your own data instead of SNIPS: Snips NLU JSON, Rasa YAML, CSV or JSONL "
-        f"(validated first; {100 * DEV_FRACTION:.0f}%% per intent held out as dev)",
+        help="your data: Snips NLU JSON, Rasa YAML, a Rhino context, CSV or JSONL (validated "
+        f"first; {100 * DEV_FRACTION:.0f}%% per intent held out as dev, or none when that is "
+        f"under {MIN_DEV_PER_INTENT} per intent); without it, the SNIPS benchmark",
     )
     p.add_argument(
-        "--output-dir", default=DEFAULT_OUTPUT_DIR, help="run directory (default: %(default)s)"
+        "--output-dir",
+        help="run directory (default: runs/<data name>, e.g. runs/assistant for "
+        "assistant.rasa.yml, runs/snips without --data)",
     )
     add_config_options(p)
     p.add_argument(
@@ -501,7 +716,15 @@ def build_parser() -> argparse.ArgumentParser:
         "intent, to see it work",
     )
     p.add_argument(
-        "--resume", action="store_true", help="continue from the last checkpoint in OUTPUT_DIR"
+        "--resume",
+        action="store_true",
+        help="continue an unfinished run from its last checkpoint in OUTPUT_DIR (same data and "
+        "options)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the bundle (or unfinished run) in OUTPUT_DIR: retrain after editing the data",
     )
     p.set_defaults(func=cmd_train)
 
@@ -533,8 +756,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--oos",
         action="store_true",
-        help="out-of-scope protocol: 7 models, each trained without one intent, whose test "
-        "utterances must be rejected (AUROC, FPR@95%%TPR, in-scope accuracy, ECE)",
+        help="out-of-scope protocol on BUNDLE's data (without BUNDLE: SNIPS): one model per "
+        "intent, each trained without it, whose utterances must be rejected (AUROC, "
+        "FPR@95%%TPR, in-scope accuracy, ECE)",
     )
     p.add_argument(
         "--oos-per-intent", type=int, default=OOS_PER_INTENT, help="training budget per fold"
@@ -543,8 +767,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--learning-curve",
         action="store_true",
-        help="train on a few examples per intent up to the full set, score each on test beside "
-        "the TF-IDF baseline, and plot the curve",
+        help="on BUNDLE's data (without BUNDLE: SNIPS), train on a few examples per intent up "
+        "to the full set, score each on held-out data beside the TF-IDF baseline, and plot it",
     )
     p.add_argument(
         "--sizes",
@@ -588,7 +812,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="IANA time zone the resolved times are given in, e.g. Europe/Zurich "
         f"(default: {DEFAULT_TIMEZONE})",
     )
+    p.add_argument(
+        "--no-split",
+        dest="split",
+        action="store_false",
+        help="parse each text as one request, even when it holds several",
+    )
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "info",
+        help="what a bundle holds: intents, slots and their types, entity lists, data, figures",
+        description="Shows a bundle from its manifest: intents and slots with their training "
+        "counts, each slot's type and the entity values behind it, where the training data "
+        "came from and how the checkpoint was chosen, its figures, out-of-scope settings and "
+        "files.",
+    )
+    p.add_argument("bundle", help="model bundle directory")
+    p.add_argument("--json", action="store_true", help="print the same as JSON")
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser(
+        "segment",
+        help="learn where a text holding several requests splits, onto a trained bundle",
+        description="Fit the segmenter (which splits 'turn off the lights and close the "
+        "blinds' into two requests) from joins of the bundle's training utterances, and store "
+        "it in the bundle. Training does this already; this is for bundles trained without.",
+    )
+    p.add_argument("bundle", help="model bundle directory")
+    add_data_dir(p)
+    add_data_option(p, "learn from the training part of this file instead")
+    p.add_argument("--seed", type=int, default=TrainConfig.seed, help="default: %(default)s")
+    p.set_defaults(func=cmd_segment)
 
     p = sub.add_parser(
         "export", help="write model.onnx and check it against PyTorch on the dev set"
@@ -643,7 +898,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("bundle", help="bundle with model.onnx and model.int8.onnx")
     p.add_argument("--pruned", nargs="*", default=[], help="pruned bundles (quantized)")
-    p.add_argument("--out", default="benchmarks/deploy", help="output stem (default: %(default)s)")
+    p.add_argument(
+        "--out", help="output stem: OUT.json and OUT.md (default: BUNDLE-bench/deploy, beside it)"
+    )
     p.add_argument("--runs", type=int, default=5, help="runs per measurement (median reported)")
     p.add_argument("--requests", type=int, default=1000, help="single requests per run")
     add_data_dir(p)
@@ -669,6 +926,29 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle", help="model bundle directory")
     p.add_argument("--public-key", required=True, help="the public key (KEY.pub)")
     p.set_defaults(func=cmd_bundle_verify)
+    p = bundle_sub.add_parser(
+        "speech",
+        help="write BUNDLE/speech.json again from its training data (the recogniser's "
+        "prompt, vocabulary and closed-domain grammar)",
+    )
+    p.add_argument("bundle", help="model bundle directory")
+    p.add_argument("--data-dir", default=None, help="where the SNIPS data lives")
+    p.set_defaults(func=cmd_bundle_speech)
+
+    p = sub.add_parser(
+        "listen",
+        help="parse a live audio stream: one result per spoken command (voicenlu[speech])",
+        description="Reads 16 kHz mono 16-bit PCM, raw or as a WAV stream, from a file or "
+        "stdin (-), e.g. `arecord -r 16000 -f S16_LE -c 1 -t raw | voicenlu listen BUNDLE -`, "
+        "and prints one result per spoken command as soon as its end is heard.",
+    )
+    p.add_argument("bundle", help="model bundle directory")
+    p.add_argument("input", nargs="?", default="-", help="raw PCM or WAV file, - for stdin")
+    p.add_argument("--json", action="store_true", help="one JSON result per line")
+    p.add_argument("--threshold", type=float, default=None, help="in-scope threshold")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "int8"])
+    p.add_argument("--timezone", default=DEFAULT_TIMEZONE, help="IANA time zone for times")
+    p.set_defaults(func=cmd_listen)
 
     p = sub.add_parser(
         "serve",
@@ -720,6 +1000,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_limit_flags(p)
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "wyoming",
+        help="Wyoming service (speech to text and intents) for Home Assistant; needs "
+        "voicenlu[wyoming]",
+        description="Serves a bundle over the Wyoming protocol: `describe`, `transcript` or "
+        "`recognize` -> `intent` / `not-recognized`, and audio streams -> `transcript` and the "
+        "intent. Add it in Home Assistant as a Wyoming Protocol integration (host and port of "
+        "--uri); see docs/home-assistant.md.",
+    )
+    p.add_argument("bundle", help="model bundle directory")
+    p.add_argument("--uri", default=WYOMING_URI, help="where to listen (default: %(default)s)")
+    p.add_argument("--threads", type=int, help="model threads (default: one per core)")
+    add_limit_flags(p, WyomingLimits, "limits")
+    p.set_defaults(func=cmd_wyoming)
     return parser
 
 

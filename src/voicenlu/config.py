@@ -11,15 +11,20 @@ import dataclasses
 import math
 import os
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from voicenlu.errors import ConfigError
 
 DEFAULT_BACKBONE = "sentence-transformers/all-MiniLM-L6-v2"
-DEFAULT_OUTPUT_DIR = "runs/snips"  # a training run: checkpoints, TensorBoard logs, bundle/
+RUNS_DIR = "runs"  # a training run goes to runs/<data name>: TensorBoard logs, bundle/
+CHECKPOINTS = "checkpoints"  # in a run folder while it trains; removed once the bundle is written
 
 # User data has no dev set of its own: this share of each intent is held out to choose the
 # checkpoint and calibrate (with the run's seed).
 DEV_FRACTION = 0.1
+# A dev set of fewer utterances per intent than this (on average) cannot choose anything:
+# the run then trains on every utterance for a fixed schedule (``min_steps``) instead.
+MIN_DEV_PER_INTENT = 5
 
 # `--quick`: one epoch (whatever min_steps says) on a stratified slice, to see the whole
 # pipeline work in minutes.
@@ -32,6 +37,13 @@ OOS_EPOCHS = 3.0
 PRUNE_EPOCHS = 2.0  # distillation epochs that recover a pruned model
 # A run of short epochs is scored on dev (and checkpointed) this many times, not every epoch.
 EVALUATIONS = 20
+
+
+def default_output_dir(data: str | Path | None) -> Path:
+    """Where a run goes unless told: ``runs/snips`` for the benchmark, ``runs/assistant`` for
+    ``assistant.rasa.yml``, so runs on different data never replace each other."""
+    name = "snips" if data is None else Path(data).resolve().name.split(".")[0]
+    return Path(RUNS_DIR) / (name or "data")
 
 
 def _option(default, help: str, minimum=None, below=None, above=None):
@@ -69,7 +81,9 @@ class TrainConfig:
     patience: int = _option(
         3, "early stopping: dev evaluations without a better dev score", minimum=1
     )
-    keep_checkpoints: int = _option(2, "checkpoints kept on disk", minimum=1)
+    keep_checkpoints: int = _option(
+        2, "checkpoints kept on disk while training (removed once the bundle is written)", minimum=1
+    )
     spoken_copies: bool = _option(
         True,
         "also learn the spoken form (lower case, no punctuation, numbers as words) of each "
@@ -99,6 +113,15 @@ class TrainConfig:
     )
     crf: bool = _option(
         False, "a CRF layer learns which slot tag follows which (else the tags are independent)"
+    )
+    quantize: bool = _option(
+        True,
+        "also write model.int8.onnx (dynamic int8), the model the runtime serves when present",
+    )
+    segmenter: bool = _option(
+        True,
+        "learn where a text holding several requests ('turn off the lights and close the "
+        "blinds') splits, from joins of the training utterances",
     )
 
     def __post_init__(self):
@@ -309,3 +332,40 @@ class Limits:
                     f"{cls.env_name(f.name)}={raw!r} is not a valid {kind.__name__}."
                 ) from None
         return cls(**values)
+
+
+WYOMING_URI = "tcp://127.0.0.1:10300"  # where `voicenlu wyoming` listens by default
+
+
+@dataclass(frozen=True)
+class WyomingLimits:
+    """What the Wyoming service accepts (``voicenlu wyoming``), each with a safe default."""
+
+    max_chars: int = _option(
+        Limits.max_chars, "longest text accepted, in characters (an error event beyond)", minimum=1
+    )
+    max_audio_seconds: float = _option(
+        Limits.max_audio_seconds,
+        "longest audio stream, in seconds (an error event beyond; at most 30)",
+        above=0,
+    )
+    max_event_bytes: int = _option(
+        1 << 20,
+        "largest event data and payload, in bytes (the connection is closed beyond)",
+        minimum=1024,
+    )
+    idle_timeout: float = _option(
+        60.0, "seconds a connection may wait between events before it is closed", above=0
+    )
+    max_connections: int = _option(
+        64, "open connections; past it new ones get an error event and are closed", minimum=1
+    )
+
+    def __post_init__(self):
+        for f in dataclasses.fields(self):
+            _check(f, getattr(self, f.name))
+        if self.max_audio_seconds > MAX_AUDIO_SECONDS:
+            raise ConfigError(
+                f"max_audio_seconds must be at most {MAX_AUDIO_SECONDS:.0f} "
+                "(one recogniser window)."
+            )

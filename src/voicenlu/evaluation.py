@@ -20,8 +20,8 @@ def _md(value: object) -> str:
     return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ")
 
 
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}%"
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
 def _prf_table(title: str, name: str, rows: list[tuple[str, dict]]) -> list[str]:
@@ -67,12 +67,15 @@ def write_report(
         f"| {_pct(metrics['exact_match'])} | {metrics['n']} |",
         "",
         f"Slot precision {_pct(metrics['slot_precision'])}, recall {_pct(metrics['slot_recall'])} "
-        "(micro, entity level: type and character span must both match exactly).",
+        "(micro, entity level: type and character span must both match exactly)."
+        if metrics["slot_f1"] is not None
+        else "The data annotates intents only: slot figures and exact match do not apply.",
         "",
     ]
     lines += _prf_table("Per intent", "intent", list(metrics["per_intent"].items()))
-    by_support = sorted(metrics["per_slot"].items(), key=lambda kv: (-kv[1]["support"], kv[0]))
-    lines += _prf_table("Per slot", "slot", by_support)
+    if metrics["slot_f1"] is not None:
+        by_support = sorted(metrics["per_slot"].items(), key=lambda kv: (-kv[1]["support"], kv[0]))
+        lines += _prf_table("Per slot", "slot", by_support)
 
     lines += ["## Figures", ""]
     captions = {
@@ -111,7 +114,7 @@ def spoken_form_comparison(written: dict, spoken: dict) -> dict:
     return {
         "written": {k: written[k] for k in HEADLINE},
         "spoken": {k: spoken[k] for k in HEADLINE},
-        "drop": {k: written[k] - spoken[k] for k in HEADLINE},
+        "drop": {k: None if written[k] is None else written[k] - spoken[k] for k in HEADLINE},
     }
 
 
@@ -124,8 +127,10 @@ def evaluate_bundle(
     write_bundle: bool = False,
     partial: bool = False,
     spoken_form: bool = False,
+    slots: bool = True,
 ) -> dict:
     """Score a bundle on ``gold`` with the runtime that serves it; return the metrics.
+    ``slots=False``: ``gold`` annotates intents only (slot figures are then None).
 
     Scoring is closed-set (no out-of-scope threshold): benchmark data is all in scope, and
     rejection is measured separately, by the leave-one-intent-out protocol.
@@ -149,11 +154,13 @@ def evaluate_bundle(
     def score(utterances: Sequence[Utterance]) -> tuple[dict, list[Utterance]]:
         results = parser.parse_batch([u.text for u in utterances], threshold=0.0)
         pred = [result_to_utterance(r) for r in results]
-        return compute_metrics(utterances, pred), pred
+        return compute_metrics(utterances, pred, slots=slots), pred
 
     metrics, pred = score(gold)
     manifest = parser.manifest
     title = f"{manifest['backbone']} ({parser.precision}), {len(gold)} {split} utterances"
+    if split == "train":
+        title += " (in-sample: every utterance was trained on)"
     if spoken_form:
         spoken_gold = [spoken_utterance(u) for u in gold]
         spoken_metrics, spoken_pred = score(spoken_gold)
@@ -178,6 +185,23 @@ def evaluate_bundle(
     return metrics
 
 
+def describe_choice(choice: dict) -> str:
+    """How a run chose its checkpoint, lexical weight and calibration, in a few words."""
+    if choice.get("method") == "fixed_schedule":
+        return (
+            "too few utterances to hold out a dev set, so the model trained on every "
+            f"utterance for a fixed {choice['steps_run']} steps and kept the last weights "
+            f"(lexical weight fixed at {choice['lexical_weight']:g}; out-of-scope calibration "
+            "on the training utterances)"
+        )
+    best = choice.get("best_step")
+    return (
+        f"checkpoint chosen on {choice['dev']} dev utterances"
+        + (f" (step {best} of {choice['steps_run']} run)" if best else "")
+        + ", which also chose the lexical weight and calibrated"
+    )
+
+
 def model_card(name: str, manifest: dict, metrics: dict) -> str:
     """MODEL_CARD.md: what the model was trained on, how well it does, and its limits.
 
@@ -194,8 +218,12 @@ def model_card(name: str, manifest: dict, metrics: dict) -> str:
     origin = data.get("description") or "not recorded"
     split = data.get("dev_split")
     held_out = (
-        f" ({split['holdout']:.0%} of each intent held out, seed {split['seed']})" if split else ""
+        f" ({split['holdout']:.0%} of each intent held out, seed {split['seed']})"
+        if split and split["holdout"]
+        else ""
     )
+    choice = training.get("choice")
+    in_sample = metrics["split"] == "train"
     lines = [
         f"# voicenlu model: {name}",
         "",
@@ -213,10 +241,22 @@ def model_card(name: str, manifest: dict, metrics: dict) -> str:
         + "every sub-token, decoded with BIO constraints"
         + (" and a CRF's learned transitions." if training.get("crf") else "."),
         f"- Training: seed {training.get('seed')}, {training.get('epochs_run')} epochs, "
-        f"{training.get('train_seconds')} s.",
+        f"{training.get('train_seconds')} s" + (f"; {describe_choice(choice)}." if choice else "."),
         "",
-        f"## Figures on the {metrics['split']} set",
+        "## Figures on the training utterances (in-sample)"
+        if in_sample
+        else f"## Figures on the {metrics['split']} set",
         "",
+        *(
+            [
+                "Nothing was held out, so these figures say the model learnt its data, not how "
+                "it does on new requests: score it on other requests with `voicenlu evaluate "
+                "BUNDLE --data PATH`.",
+                "",
+            ]
+            if in_sample
+            else []
+        ),
         "| intent accuracy | slot F1 | exact match | utterances |",
         "|---|---|---|---|",
         f"| {_pct(metrics['intent_accuracy'])} | {_pct(metrics['slot_f1'])} | "
@@ -225,7 +265,9 @@ def model_card(name: str, manifest: dict, metrics: dict) -> str:
         "## Limits",
         "",
         "- Only the intents above: anything else gets the closest of them unless the "
-        "out-of-scope threshold in `voicenlu.json` rejects it.",
+        "out-of-scope threshold in `voicenlu.json` rejects it"
+        + _background_note(manifest.get("calibration", {}))
+        + ".",
         f"- Requests longer than {manifest['max_length']} sub-tokens are truncated; slots past "
         "that point are not found.",
         "- Trained on written requests and their spoken form (lower case, no punctuation, "
@@ -237,3 +279,15 @@ def model_card(name: str, manifest: dict, metrics: dict) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _background_note(calibration: dict) -> str:
+    """What the threshold does with the shipped background of general requests."""
+    background = calibration.get("background")
+    if not background:
+        return ""
+    return (
+        f" (it rejects {100 * background['rejected']:.1f}% of the "
+        f"{background['requests']} general requests of other assistants shipped as the "
+        "background)"
+    )

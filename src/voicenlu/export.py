@@ -12,6 +12,7 @@ from voicenlu.bundle import put_file, update_manifest
 from voicenlu.errors import BundleError
 from voicenlu.features import encode, pad_batch
 from voicenlu.model import load_torch_model
+from voicenlu.quiet import quiet
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,8 @@ def export_onnx(
     parity = {}
 
     def write(path: Path) -> None:
-        _export(model, args, path, dynamic, opset)
+        with quiet():
+            _export(model, args, path, dynamic, opset)
         parity.update(check_parity(path, model, tokenizer, manifest, check_texts))
 
     put_file(bundle, "model.onnx", write)

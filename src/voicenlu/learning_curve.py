@@ -2,28 +2,35 @@
 
 People bring 10 to 70 examples per intent, not 2,000. Each point trains on a stratified
 draw of a training split (for SNIPS the standard one, never the 300-per-intent
-``train_<Intent>.json`` files, which share utterances with the standard test set), chooses
-its checkpoint on a fixed 20-per-intent dev slice and is scored on the test set, side by
-side with two baselines on the same draw: TF-IDF + logistic regression, and the frozen
-backbone's sentence embedding + logistic regression.
+``train_<Intent>.json`` files, which share utterances with the standard test set) and is
+scored on the test set, side by side with two baselines on the same draw: TF-IDF + logistic
+regression, and the frozen backbone's sentence embedding + logistic regression.
+
+A draw is trained as ``voicenlu train`` trains a file of it: when a tenth of it would be
+under 5 per intent, it has no dev set and trains on every utterance for the fixed schedule
+(``as_a_user_would``); larger draws choose their checkpoint on a fixed 20-per-intent dev
+slice.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import statistics
+import sys
+from collections import Counter
 from pathlib import Path
 
 from voicenlu.bundle import is_complete
-from voicenlu.data.training import snips_split
+from voicenlu.data.snips import holdout, stratified_slice
+from voicenlu.data.training import TrainData, dev_fraction, snips_split
 from voicenlu.errors import ConfigError
 from voicenlu.lexical import DEFAULT_C, LexicalModel
 
 MODELS = ("voicenlu", "tfidf_logreg", "frozen_embedding")
 SMALL = 300  # sizes below this get several draws: one draw of 10 says little
 DEV_PER_INTENT = 20
+TEST_SHARE = 0.2  # of each intent of a user's data: the test set its curve is scored on
 
 
 def parse_sizes(text: str) -> list[int | None]:
@@ -57,10 +64,37 @@ def snips_draws(snips, dev_seed: int):
     return draw
 
 
-def learning_curve(draw, test, base, output_dir: Path, sizes, draws: int = 3) -> dict:
+def as_a_user_would(data: TrainData) -> TrainData:
+    """The draw as ``voicenlu train`` would train a file of it: without a dev set when a
+    tenth of it is too few to choose with (``dev_fraction``), else with the curve's dev."""
+    if dev_fraction(data.train):
+        return data
+    return dataclasses.replace(data, dev=[], source=data.source | {"final_fit": True})
+
+
+def file_draws(utterances, seed: int, name: str, sizes):
+    """(draw, test, sizes) on a user's data: ``TEST_SHARE`` of each intent is the test set,
+    and each draw of the rest is split as ``train`` splits a file. Sizes beyond what the
+    data holds per intent are dropped (``full`` stays)."""
+    pool, test = holdout(utterances, TEST_SHARE, seed)
+    source = {"kind": "experiment", "description": f"{name}, learning curve"}
+
+    def draw(per_intent: int | None, draw_seed: int) -> TrainData:
+        chosen = stratified_slice(pool, per_intent, draw_seed) if per_intent else pool
+        train, dev = holdout(chosen, dev_fraction(chosen), draw_seed)
+        return TrainData(train=train, dev=dev, source=source)
+
+    most = max(Counter(u.intent for u in pool).values())
+    return draw, test, [s for s in sizes if s is None or s < most]
+
+
+def learning_curve(
+    draw, test, base, output_dir: Path, sizes, draws: int = 3, user_rule: bool = True
+) -> dict:
     """Train and score every (size, draw); write the rows, means over draws, as they come.
 
-    ``draw(per_intent, seed)`` gives the training data of one run (``snips_draws``); every
+    ``draw(per_intent, seed)`` gives the training data of one run (``snips_draws``; with
+    ``user_rule``, trained ``as_a_user_would``; ``file_draws`` split their own); every
     run is scored on ``test``. A run whose bundle is complete in ``output_dir`` is scored
     without training again, so an interrupted curve picks up where it stopped; a run stopped
     halfway is trained again.
@@ -74,13 +108,20 @@ def learning_curve(draw, test, base, output_dir: Path, sizes, draws: int = 3) ->
     for size in sizes:
         for index in range(draws if size is not None and size < SMALL else 1):
             seed = base.seed + index
-            data = dataclasses.replace(draw(size, seed), test=test)
+            drawn = draw(size, seed)
+            data = dataclasses.replace(as_a_user_would(drawn) if user_rule else drawn, test=test)
             label = "full" if size is None else size
             run_dir = output_dir / f"{label}-draw{index}"
             bundle = run_dir / "bundle"
             if not is_complete(bundle):  # else an interrupted run made it
-                train_bundle(data, dataclasses.replace(base, seed=seed), run_dir)
-                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)  # bundles suffice
+                print(
+                    f"learning curve: {label} per intent, draw {index + 1}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                # The curve scores the trained (fp32) model: an int8 copy would go unused.
+                config = dataclasses.replace(base, seed=seed, quantize=False)
+                train_bundle(data, config, run_dir)
             metrics = json.loads((bundle / "metrics.json").read_text())
             manifest = json.loads((bundle / "voicenlu.json").read_text())
             runs.append(
@@ -88,8 +129,10 @@ def learning_curve(draw, test, base, output_dir: Path, sizes, draws: int = 3) ->
                     "per_intent": label,
                     "draw": index,
                     "train_utterances": len(data.train),
+                    "dev_utterances": len(data.dev),
                     "mean_per_intent": len(data.train) / len({u.intent for u in data.train}),
                     "epochs": manifest["training"]["epochs_run"],
+                    "choice": manifest["training"].get("choice", {}).get("method", "dev"),
                     "train_seconds": manifest["training"]["train_seconds"],
                     "voicenlu": {
                         k: metrics[k]
@@ -190,7 +233,9 @@ def render_learning_curve(result: dict, command: str, name: str = "SNIPS") -> st
         f"# Learning curve on {name}",
         "",
         "Test scores against training examples per intent: mean ± standard deviation over "
-        f"draws. Checkpoints are chosen on {DEV_PER_INTENT} dev utterances per intent. "
+        f"draws. Checkpoints are chosen on {DEV_PER_INTENT} dev utterances per intent, "
+        "except for draws whose tenth is under 5 per intent: like `voicenlu train` on such "
+        "data, they have no dev set and train on every utterance for the fixed schedule. "
         "Baselines on the same draws (intents only): TF-IDF + logistic regression, and the "
         "frozen backbone's mean-pooled embedding + logistic regression. "
         f"Made by `{command}`.",

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
-from voicenlu.data.records import Utterance
+from voicenlu.data.records import SlotSpan, Utterance
 from voicenlu.data.types import DIMENSIONS
 from voicenlu.values import Reference, ValueResolver
 
@@ -47,9 +47,18 @@ def _check_aligned(gold: Sequence[Utterance], pred: Sequence[Utterance]) -> None
             raise ValueError(f"utterance {i} differs: gold {g.text!r} vs pred {p.text!r}")
 
 
-def compute_metrics(gold: Sequence[Utterance], pred: Sequence[Utterance]) -> dict:
-    """Score predictions against gold, aligned by position; returns a JSON-serialisable dict."""
+def compute_metrics(
+    gold: Sequence[Utterance], pred: Sequence[Utterance], slots: bool = True
+) -> dict:
+    """Score predictions against gold, aligned by position; returns a JSON-serialisable dict.
+
+    ``slots=False``: the gold data does not annotate slots (a CSV of text and intent), so
+    slot figures and exact match do not apply and are None, not a misleading 0.
+    """
     _check_aligned(gold, pred)
+    if not slots:
+        gold = [Utterance(u.text, u.intent) for u in gold]
+        pred = [Utterance(u.text, u.intent) for u in pred]
     slot_counts: dict[str, Counter] = {}
     intent_counts: dict[str, Counter] = {}
     pairs: Counter = Counter()
@@ -80,10 +89,10 @@ def compute_metrics(gold: Sequence[Utterance], pred: Sequence[Utterance]) -> dic
     return {
         "n": n,
         "intent_accuracy": _ratio(intent_right, n),
-        "slot_precision": slot_all["precision"],
-        "slot_recall": slot_all["recall"],
-        "slot_f1": slot_all["f1"],
-        "exact_match": _ratio(exact, n),
+        "slot_precision": slot_all["precision"] if slots else None,
+        "slot_recall": slot_all["recall"] if slots else None,
+        "slot_f1": slot_all["f1"] if slots else None,
+        "exact_match": _ratio(exact, n) if slots else None,
         "per_intent": {
             k: _prf(c["tp"], c["fp"], c["fn"]) for k, c in sorted(intent_counts.items())
         },
@@ -131,7 +140,11 @@ def value_coverage(resolver: ValueResolver, gold: Sequence[Utterance], ref: Refe
 
 def checked_values(resolver: ValueResolver, test: Sequence[Utterance], sample: dict) -> dict:
     """Resolve each slot of a hand-checked sample (``test_index``, ``slot``, ``text``,
-    ``expected``, relative to its ``reference_time`` and ``timezone``) and compare."""
+    ``expected``, relative to its ``reference_time`` and ``timezone``) and compare.
+
+    The sample's ``joined`` part checks expressions a model may tag as several slots:
+    each item's ``parts`` (texts of one slot, in order) must come out as the ``expected``
+    values (``text`` and ``resolved``), with the slot types of ``joined["slot_types"]``."""
     ref = resolver.reference(sample["reference_time"], sample["timezone"])
     wrong = []
     for item in sample["items"]:
@@ -150,5 +163,27 @@ def checked_values(resolver: ValueResolver, test: Sequence[Utterance], sample: d
         found = resolver.resolve_slot(utt.text, span.slot, span.start, span.end, ref)
         if found != item["expected"]:
             wrong.append(item | {"found": found})
-    n = len(sample["items"])
+    joined = sample.get("joined", {"slot_types": {}, "items": []})
+    typed = ValueResolver(joined["slot_types"], timezone=resolver.timezone)
+    for item in joined["items"]:
+        found = _joined_values(typed, item, ref)
+        if found != item["expected"]:
+            wrong.append(item | {"found": found})
+    n = len(sample["items"]) + len(joined["items"])
     return {"n": n, "right": _ratio(n - len(wrong), n), "wrong": wrong}
+
+
+def _joined_values(resolver: ValueResolver, item: dict, ref: Reference) -> list[dict]:
+    """What the runtime makes of ``item["parts"]``, tagged as separate spans of its slot."""
+    text, spans, at = item["text"], [], 0
+    for part in item["parts"]:
+        start = text.index(part, at)
+        at = start + len(part)
+        spans.append((SlotSpan(item["slot"], start, at), 1.0))
+    return [
+        {
+            "text": text[s.start : s.end],
+            "resolved": resolver.resolve_slot(text, s.slot, s.start, s.end, ref),
+        }
+        for s, _ in resolver.whole_values(text, spans, ref)
+    ]

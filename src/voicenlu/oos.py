@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import statistics
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +24,16 @@ from voicenlu.calibration import (
     ranking_scores,
     softmax,
 )
-from voicenlu.data.training import snips_split
+from voicenlu.data.background import background_requests
+from voicenlu.data.snips import holdout
+from voicenlu.data.training import TrainData, dev_fraction, snips_split
 from voicenlu.errors import ConfigError
 from voicenlu.runtime import Parser, uses_scope
 
 log = logging.getLogger(__name__)
 
 ECE_BINS = 10
+TEST_SHARE = 0.2  # of each intent of a user's data: the in-scope test set of every fold
 
 
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
@@ -74,8 +78,10 @@ def score_fold(parser: Parser, dev, in_scope, out_of_scope) -> dict:
     _, logits_out, _, density_out = parser.logits([u.text for u in out_of_scope])
     labels_dev = np.array([parser.intents.index(u.intent) for u in dev])
     labels = np.array([parser.intents.index(u.intent) for u in in_scope])
+    background = parser.evidence(list(background_requests()))
     calibrations = {
-        name: calibrate(logits_dev, labels_dev, score=name, density=density_dev) for name in SCORES
+        name: calibrate(logits_dev, labels_dev, name, density=density_dev, background=background)
+        for name in SCORES
     }
     t = calibrations[DEFAULT_SCORE]["temperature"]  # the same fit whatever the score
     raw, calibrated = softmax(logits_in), softmax(logits_in, t)
@@ -103,17 +109,58 @@ def score_fold(parser: Parser, dev, in_scope, out_of_scope) -> dict:
     }
 
 
-def leave_one_intent_out(snips, config, output_dir: Path, per_intent: int = 300) -> dict:
-    """Train one model per held-out intent; return per-fold figures and their means.
+def snips_folds(snips, per_intent: int, seed: int):
+    """(intents, fold): ``fold(intent)`` is (training data without it, in-scope test
+    utterances, out-of-scope test utterances) on the SNIPS standard split."""
+
+    def fold(held_out: str):
+        data = snips_split(snips, per_intent=per_intent, seed=seed, exclude=(held_out,))
+        in_scope = [u for u in snips.test if u.intent != held_out]
+        return data, in_scope, [u for u in snips.test if u.intent == held_out]
+
+    return sorted({u.intent for u in snips.train}), fold
+
+
+def file_folds(utterances, seed: int, description: str):
+    """The folds on a user's data: ``TEST_SHARE`` of each intent is held out as the in-scope
+    test set; each fold trains on the rest of the other intents (split as ``train`` splits a
+    file) and must reject every utterance of the intent it never saw."""
+    pool, test = holdout(utterances, TEST_SHARE, seed)
+    source = {"kind": "experiment", "description": f"{description}, leave one intent out"}
+
+    def fold(held_out: str):
+        kept = [u for u in pool if u.intent != held_out]
+        train, dev = holdout(kept, dev_fraction(kept), seed)
+        data = TrainData(train=train, dev=dev, source=source | {"exclude": [held_out]})
+        in_scope = [u for u in test if u.intent != held_out]
+        return data, in_scope, [u for u in utterances if u.intent == held_out]
+
+    return sorted({u.intent for u in utterances}), fold
+
+
+def leave_one_intent_out(folds, config, output_dir: Path, protocol: str) -> dict:
+    """Train one model per held-out intent (``folds``: from ``snips_folds`` or
+    ``file_folds``); return per-fold figures and their means.
 
     A fold whose bundle is complete in ``output_dir`` is scored without training again, so an
     interrupted run picks up where it stopped; a fold stopped halfway is trained again.
     """
     from voicenlu.pipeline import train_bundle
 
-    folds = []
-    for held_out in sorted({u.intent for u in snips.train}):
-        data = snips_split(snips, per_intent=per_intent, seed=config.seed, exclude=(held_out,))
+    intents, make_fold = folds
+    if len(intents) < 2:
+        raise ConfigError(
+            "Leaving one intent out needs at least 2 intents: with one, no fold has an intent "
+            "left to train on."
+        )
+    results = []
+    for number, held_out in enumerate(intents, 1):
+        print(
+            f"out of scope: fold {number} of {len(intents)}, without {held_out}",
+            file=sys.stderr,
+            flush=True,
+        )
+        data, in_scope, out_of_scope = make_fold(held_out)
         fold_dir = output_dir / f"without-{held_out}"
         bundle = fold_dir / "bundle"
         if is_complete(bundle):  # an earlier, interrupted run finished this fold
@@ -126,16 +173,9 @@ def leave_one_intent_out(snips, config, output_dir: Path, per_intent: int = 300)
         else:
             bundle = train_bundle(data, config, fold_dir)
         parser = Parser.load(bundle, precision="fp32")
-        in_scope = [u for u in snips.test if u.intent != held_out]
-        out_of_scope = [u for u in snips.test if u.intent == held_out]
-        scores = score_fold(parser, data.dev, in_scope, out_of_scope)
-        folds.append({"held_out": held_out, **scores})
-    return summarise(
-        folds,
-        f"leave one intent out, {per_intent} training utterances per "
-        f"intent, {config.epochs:g} epochs and at least {config.min_steps} steps",
-        output_dir,
-    )
+        scores = score_fold(parser, data.checks, in_scope, out_of_scope)
+        results.append({"held_out": held_out, **scores})
+    return summarise(results, protocol, output_dir)
 
 
 def summarise(folds: list[dict], protocol: str, output_dir: Path) -> dict:
@@ -157,9 +197,9 @@ def _means(rows: list[dict], keys) -> dict:
     return {k: statistics.mean(r[k] for r in rows) for k in keys}
 
 
-def render_oos(result: dict, command: str) -> str:
+def render_oos(result: dict, command: str, name: str = "SNIPS") -> str:
     lines = [
-        "# Out-of-scope rejection on SNIPS (leave one intent out)",
+        f"# Out-of-scope rejection on {name} (leave one intent out)",
         "",
         f"Protocol: {result['protocol']}. Made by `{command}`.",
         "",

@@ -13,17 +13,20 @@ after the check for the extra that provides them.
 from __future__ import annotations
 
 import dataclasses
+import json
+import shutil
 from pathlib import Path
 
 from voicenlu import bundle as bundles
 from voicenlu import speech
 from voicenlu.calibration import SCOPE_FILE
 from voicenlu.config import (
-    DEFAULT_OUTPUT_DIR,
+    CHECKPOINTS,
     PRUNE_EPOCHS,
     QUICK_EPOCHS,
     QUICK_PER_INTENT,
     TrainConfig,
+    default_output_dir,
 )
 from voicenlu.data.training import (
     TrainData,
@@ -65,8 +68,40 @@ def train_bundle(
     if not trained.is_main:
         return bundle
     _write_trained(bundle, trained, data, config, record or {})
-    _finish(bundle, data)
+    _finish(bundle, data, config)
+    # The bundle holds the chosen weights: the checkpoints (with their optimizer state, three
+    # times the model's size each) are of no further use.
+    shutil.rmtree(output_dir / CHECKPOINTS, ignore_errors=True)
     return bundle
+
+
+def check_run_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Training starts in ``output_dir`` only when that loses nothing by surprise: a finished
+    bundle there is replaced only with ``overwrite``, an unfinished run is continued with
+    ``resume`` or dropped with ``overwrite``."""
+    bundle, checkpoints = output_dir / "bundle", output_dir / CHECKPOINTS
+    if overwrite:
+        if resume:
+            raise ConfigError(
+                "resume (--resume) continues a run and overwrite (--overwrite) starts afresh: "
+                "choose one."
+            )
+        shutil.rmtree(checkpoints, ignore_errors=True)  # the bundle is replaced when written
+        return
+    if bundles.is_complete(bundle):
+        manifest = bundles.read_manifest(bundle, verify=False)
+        raise ConfigError(
+            f"{output_dir} already holds a trained bundle ({len(manifest['intents'])} intents, "
+            f"trained on {manifest.get('data', {}).get('description', 'data not recorded')}): "
+            "pass --overwrite (overwrite=True) to train it again, or choose another "
+            "--output-dir."
+        )
+    unfinished = checkpoints.is_dir() or (bundle / bundles.MANIFEST).is_file()
+    if unfinished and not resume:
+        raise ConfigError(
+            f"{output_dir} holds a run that did not finish: --resume (resume=True) continues "
+            "it, --overwrite (overwrite=True) starts afresh."
+        )
 
 
 def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, record: dict):
@@ -80,8 +115,9 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
         "encoder_config": encoder_config.to_diff_dict() | {"model_type": encoder_config.model_type},
         "intents": trained.intents,
         "slot_tags": trained.tags,
+        # Every annotated value is a value of its entity, dev's too: dev is the user's data.
         "values": data.slot_types.manifest_section(
-            data.train, {t[2:] for t in trained.tags if t != "O"}
+            data.train + data.dev, {t[2:] for t in trained.tags if t != "O"}
         ),
         "max_length": config.max_length,
         "pad_token_id": trained.pad_id,
@@ -91,12 +127,14 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
             "train_seconds": round(trained.seconds, 1),
             "epochs_run": trained.epochs_run,
             "world_size": trained.world_size,
+            "choice": trained.choice,
         },
         "data": describe(data)
         | {"spoken_copies": trained.spoken_copies, "swapped_copies": trained.swapped_copies},
         "lexical": {"weight": trained.lexical_weight} if trained.lexical else None,
         "dev_metrics": trained.dev_metrics,
         "history": trained.history,
+        "examples": demo_examples(data.train),
     }
     bundles.create(bundle, manifest | record)
     bundles.put_file(bundle, "model.safetensors", lambda path: save_weights(trained.model, path))
@@ -107,18 +145,54 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
     if trained.model.crf is not None:
         bundles.put_file(bundle, CRF_FILE, trained.model.crf.save)
     # The recogniser's bias for spoken requests: this training data only.
-    bundles.put_text(bundle, speech.SETTINGS_FILE, speech.settings_json(data.train))
+    bundles.put_text(
+        bundle, speech.SETTINGS_FILE, speech.settings_json(data.train, data.slot_types)
+    )
 
 
-def _finish(bundle: Path, data: TrainData) -> None:
-    """Export (checked on dev), score on the held-out split, then mark the bundle complete."""
+def demo_examples(utterances: list, most: int = 6) -> list[str]:
+    """A few of the bundle's own training requests for the demo page to offer: one per
+    intent (the first with the most slots), as many intents as ``most`` allows."""
+    chosen: dict[str, object] = {}
+    for u in utterances:
+        best = chosen.get(u.intent)
+        if best is None or len(u.slots) > len(best.slots):
+            chosen[u.intent] = u
+    return [u.text for u in list(chosen.values())[:most]]
+
+
+def _finish(bundle: Path, data: TrainData, config: TrainConfig) -> None:
+    """Export (checked on dev), quantize, score the trained (fp32) model on the held-out split,
+    fit the segmenter, then mark the bundle complete."""
     from voicenlu.evaluation import evaluate_bundle
     from voicenlu.export import export_onnx
 
-    export_onnx(bundle, [u.text for u in data.dev], partial=True)
+    export_onnx(bundle, [u.text for u in data.checks], partial=True)
+    if config.quantize:
+        from voicenlu.quantize import quantize as quantize_bundle
+
+        quantize_bundle(bundle, data.dev, data.test, calibrate_on=data.checks, partial=True)
+    if config.segmenter:
+        _fit_segmenter(bundle, data, config.seed, partial=True)
     split, gold = data.evaluation
-    evaluate_bundle(bundle, gold, split=split, write_bundle=True, partial=True)
+    slots = data.source.get("has_slots", True)
+    evaluate_bundle(
+        bundle, gold, precision="fp32", split=split, write_bundle=True, partial=True, slots=slots
+    )
     bundles.mark_complete(bundle)
+
+
+def _fit_segmenter(bundle: Path, data: TrainData, seed: int, partial: bool = False) -> dict:
+    """Learn where texts holding several requests split, from joins of the data's utterances
+    read by the bundle's own model (the graph it serves), and store it in the bundle."""
+    from voicenlu import segment
+    from voicenlu.runtime import Parser
+
+    parser = Parser.load(bundle, values=False, partial=partial, split=False)
+    model, record = segment.fit(data.train, data.checks, parser.read, seed)
+    bundles.put_file(bundle, segment.SEGMENT_FILE, model.save)
+    bundles.update_manifest(bundle, segmenter=record)
+    return record
 
 
 # --- the Python API -----------------------------------------------------------------------
@@ -143,27 +217,33 @@ def training_data(
 
 def train(
     data: str | Path | None = None,
-    output_dir: str | Path = DEFAULT_OUTPUT_DIR,
+    output_dir: str | Path | None = None,
     *,
     resume: bool = False,
+    overwrite: bool = False,
     quick: bool = False,
     per_intent: int = 0,
     data_dir: str | Path | None = None,
     **options,
 ) -> Path:
-    """Train a model and return the path of its bundle (``output_dir/bundle``).
+    """Train a model and return the path of its bundle (``output_dir/bundle``; default
+    ``runs/<data name>``).
 
     ``data`` is your own file (Snips NLU JSON, Rasa YAML, CSV, JSONL), validated first, with
-    10% of each intent held out as dev; without it, the SNIPS benchmark (``data_dir``: where
-    its files are). ``options`` are ``TrainConfig`` fields (``epochs=3``, ``seed=5``...).
-    ``quick``: one epoch (no step budget), and 100 SNIPS utterances per intent. The same
-    checks and errors as ``voicenlu train``.
+    10% of each intent held out as dev (none when that is under 5 per intent: every utterance
+    is then trained on for a fixed schedule); without it, the SNIPS benchmark (``data_dir``:
+    where its files are). ``options`` are ``TrainConfig`` fields (``epochs=3``, ``seed=5``...).
+    ``quick``: one epoch (no step budget), and 100 SNIPS utterances per intent. A finished
+    bundle in ``output_dir`` is replaced only with ``overwrite``; ``resume`` continues an
+    unfinished run on the same data. The same checks and errors as ``voicenlu train``.
     """
     config = TrainConfig.from_options(**options)
     if quick:
         config = dataclasses.replace(config, epochs=QUICK_EPOCHS, min_steps=0)
         if data is None and not per_intent:
             per_intent = QUICK_PER_INTENT
+    output_dir = Path(output_dir) if output_dir is not None else default_output_dir(data)
+    check_run_dir(output_dir, resume, overwrite)
     require_extra("train", "train")
     return train_bundle(
         training_data(data, config.seed, per_intent, data_dir), config, output_dir, resume
@@ -199,7 +279,8 @@ def evaluate(
             "--write-bundle records the bundle's own figures: it cannot be combined with --data."
         )
     found = bundle_data(manifest, data, data_dir)
-    split, gold = ("data", found.test) if data is not None else found.evaluation
+    # The bundle's own figures are what training recorded: in-sample when nothing was held out.
+    split, gold = found.evaluation if write_bundle else held_out(found, data)
     return evaluate_bundle(
         Path(bundle),
         gold,
@@ -208,6 +289,7 @@ def evaluate(
         split,
         write_bundle,
         spoken_form=spoken_form,
+        slots=found.source.get("has_slots", True),
     )
 
 
@@ -221,6 +303,21 @@ def bundle_data(
     if data is not None:
         return evaluation_file(data, like=manifest.get("data"))
     return recorded_data(manifest.get("data", {}), data_dir)
+
+
+def held_out(found: TrainData, data: str | Path | None) -> tuple[str, list]:
+    """(split, utterances) to score a bundle on: every utterance of ``data``, else what its
+    training held out; a bundle trained on every utterance has nothing held out."""
+    if data is not None:
+        return "data", found.test
+    split, gold = found.evaluation
+    if split == "train":
+        raise DataError(
+            f"This bundle was trained on every utterance of {found.source.get('description')} "
+            "(too few to hold out a dev set), so nothing is left to score it on: pass --data "
+            "PATH with requests it was not trained on."
+        )
+    return split, gold
 
 
 def _check_labels(manifest: dict, data: TrainData) -> None:
@@ -243,8 +340,38 @@ def export(bundle: str | Path, data: str | Path | None = None, data_dir=None) ->
 
     manifest = bundles.read_manifest(bundle)
     found = bundle_data(manifest, data, data_dir)
-    texts = found.test if data is not None else found.dev
+    texts = found.test if data is not None else found.checks
     return export_onnx(Path(bundle), [u.text for u in texts])
+
+
+def speech_settings(bundle: str | Path, data_dir=None) -> dict:
+    """Write ``speech.json`` again from the bundle's recorded training data (as training
+    does), for a bundle trained before this voicenlu recorded all it holds (the grammar)."""
+    manifest = bundles.read_manifest(bundle)
+    found = bundle_data(manifest, None, data_dir)
+    text = speech.settings_json(found.train, found.slot_types)
+    bundles.put_text(Path(bundle), speech.SETTINGS_FILE, text)
+    settings = json.loads(text)
+    grammar = settings.get("grammar")
+    return {
+        "bundle": str(bundle),
+        "file": speech.SETTINGS_FILE,
+        "grammar": bool(grammar),
+        "closed_slots": sorted(grammar["slots"]) if grammar else [],
+    }
+
+
+def fit_segmenter(
+    bundle: str | Path, data: str | Path | None = None, seed: int = TrainConfig.seed, data_dir=None
+) -> dict:
+    """Add (or replace) the segmenter of a finished bundle, learned from its training data (or
+    the training part of ``data``, split as the bundle split its own): how a bundle trained
+    without it comes to split several requests."""
+    require_extra("train", "segment")  # scikit-learn fits it
+    manifest = bundles.read_manifest(bundle)
+    found = bundle_data(manifest, data, data_dir)
+    _check_labels(manifest, found)
+    return _fit_segmenter(Path(bundle), found, seed)
 
 
 def quantize(
@@ -256,7 +383,9 @@ def quantize(
 
     manifest = bundles.read_manifest(bundle)
     found = bundle_data(manifest, data, data_dir)
-    return quantize_bundle(Path(bundle), found.dev, found.test, per_channel=per_channel)
+    return quantize_bundle(
+        Path(bundle), found.dev, found.test, per_channel=per_channel, calibrate_on=found.checks
+    )
 
 
 def prune(
@@ -286,7 +415,7 @@ def prune(
         found = dataclasses.replace(found, test=None)
     _check_labels(manifest, found)
     teacher, tokenizer, manifest = load_torch_model(bundle)
-    student, record = prune_model(teacher, tokenizer, manifest, found.dev, layers, heads)
+    student, record = prune_model(teacher, tokenizer, manifest, found.checks, layers, heads)
     record["pruning"] |= {
         "from": str(bundle),
         "recovery": f"{epochs:g} epochs, distilled from the unpruned model",
@@ -321,27 +450,42 @@ def prune(
 def bench(
     bundle: str | Path,
     pruned: list[Path],
-    out: Path,
+    out: Path | None,
     runs: int,
     requests: int,
     data: str | Path | None = None,
     data_dir=None,
 ) -> dict:
-    """The deployment table, on the bundle's held-out data (or every utterance of ``data``)."""
+    """The deployment table, on the bundle's held-out data (or every utterance of ``data``).
+
+    Accuracy is scored, and a variant recommended, only on at least ``MIN_RECOMMEND``
+    held-out utterances; with fewer (or none), the variants are timed on the training
+    utterances too and nothing is recommended. ``out`` defaults to ``BUNDLE-bench/deploy``,
+    beside the bundle.
+    """
     require_extra("train", "bench")
-    from voicenlu.bench import run_bench
+    from voicenlu.bench import MIN_RECOMMEND, run_bench
 
     manifest = bundles.read_manifest(bundle)
     found = bundle_data(manifest, data, data_dir)
     split, gold = ("data", found.test) if data is not None else found.evaluation
-    described = f"{len(gold)} {split} utterances of {found.source.get('description', 'the data')}"
+    origin = found.source.get("description", "the data")
+    if split == "train":
+        gold, described = [], f"{len(found.train)} training utterances of {origin}"
+    else:
+        described = f"{len(gold)} {split} utterances of {origin}"
+        if len(gold) < MIN_RECOMMEND:
+            described += f" and its {len(found.train)} training utterances"
+    bundle = Path(bundle).resolve()
+    out = Path(out) if out is not None else bundle.parent / f"{bundle.name}-bench" / "deploy"
     return run_bench(
-        Path(bundle),
+        bundle,
         [Path(p) for p in pruned],
-        Path(out),
+        out,
         runs,
         requests,
-        gold=gold,
+        gold=gold if len(gold) >= MIN_RECOMMEND else [],
+        timing=[u.text for u in (gold if len(gold) >= MIN_RECOMMEND else gold + found.train)],
         train=found.train,
         data=described,
     )

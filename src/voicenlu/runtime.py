@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 import unicodedata
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from voicenlu.features import (
     prepare_tokenizer,
 )
 from voicenlu.lexical import LEXICAL_FILE, LexicalModel
+from voicenlu.segment import SEGMENT_FILE, Reading, SegmentModel, segments
 from voicenlu.values import DEFAULT_TIMEZONE, Reference, ValueResolver
 
 log = logging.getLogger(__name__)
@@ -120,6 +122,11 @@ class Parser:
     A text longer than the model reads (the bundle's ``max_length`` sub-tokens) is parsed from
     its beginning and its result says ``"truncated": true``; the key is absent otherwise.
 
+    A text that holds several requests ("turn off the lights and close the blinds") keeps the
+    first request's intent and slots at the top and adds ``"requests"``: one result per
+    request, with its ``start`` and ``end`` and slot offsets into the whole text. The bundle's
+    segmenter (``voicenlu.segment``) decides; ``split=False`` turns it off.
+
     >>> parser = Parser.load("runs/snips/bundle")
     >>> parser.parse("add Diamonds to my roadtrip playlist")["intent"]["name"]
     'AddToPlaylist'
@@ -134,6 +141,7 @@ class Parser:
         timezone: str = DEFAULT_TIMEZONE,
         values: bool = True,
         threads: int | None = None,
+        split: bool = True,
     ):
         self.bundle = bundle
         self.manifest = manifest
@@ -143,7 +151,8 @@ class Parser:
         self.tags: list[str] = manifest["slot_tags"]
         self.slots = sorted({t[2:] for t in self.tags if t != "O"})
         self.calibration = dict(calibration_for(manifest, precision))
-        for key in ("reference", "reference_softmax"):  # arrays once, not on every request
+        # Arrays once, not on every request.
+        for key in ("reference", "reference_softmax", "reference_background"):
             if key in self.calibration:
                 self.calibration[key] = np.asarray(self.calibration[key])
         self.temperature = float(self.calibration.get("temperature", 1.0))
@@ -171,6 +180,10 @@ class Parser:
         self._outputs = ["intent_logits", "slot_logits"] + (
             ["utterance_vector"] if self.scope else []
         )
+        has_segmenter = bool(manifest.get("segmenter"))
+        self.segmenter = (
+            SegmentModel.load(bundle / SEGMENT_FILE) if split and has_segmenter else None
+        )
 
     @classmethod
     def load(
@@ -183,6 +196,7 @@ class Parser:
         values: bool = True,
         digest: str | None = None,
         partial: bool = False,
+        split: bool = True,
     ) -> Parser:
         """Load a bundle; ``precision`` is ``auto`` (int8 when present), ``fp32`` or ``int8``.
 
@@ -192,7 +206,8 @@ class Parser:
         times; ``values=False`` skips slot value resolution (``resolved`` is then null).
         ``digest``: refuse the bundle unless its manifest digest is this one (the one whose
         signature was checked). ``partial`` accepts a bundle that is still being written (the
-        pipeline scores it before marking it complete).
+        pipeline scores it before marking it complete). ``split=False`` parses every text as
+        one request, even when the bundle has a segmenter.
         """
         bundle = Path(path)
         manifest = read_manifest(
@@ -218,6 +233,7 @@ class Parser:
         extra = [LEXICAL_FILE] if lexical else []
         extra += [SCOPE_FILE] if uses_scope(manifest) else []
         extra += [CRF_FILE] if manifest["training"].get("crf") else []
+        extra += [SEGMENT_FILE] if split and manifest.get("segmenter") else []
         verify_files(bundle, manifest, ["tokenizer.json", model_file, *extra])
         options = ort.SessionOptions()
         if not spin_wait:
@@ -233,7 +249,7 @@ class Parser:
             raise BundleError(f"{bundle / model_file} could not be loaded: {exc}") from exc
         check_outputs(bundle / model_file, session, manifest)
         check_length(bundle / model_file, session, manifest)
-        parser = cls(bundle, manifest, session, precision, timezone, values, threads)
+        parser = cls(bundle, manifest, session, precision, timezone, values, threads, split)
         parser.values.warm()
         return parser
 
@@ -254,6 +270,14 @@ class Parser:
             intent_logits = intent_logits + self.lexical_weight * self.lexical.log_probs(texts)
         density = self.scope.density(vector[0]) if self.scope else None
         return encodings, intent_logits, slot_logits, density
+
+    def evidence(self, texts: list[str], batch_size: int = 64):
+        """(intent logits, density) of many texts, what calibration reads (density is None
+        when the bundle's in-scope score does not read utterance vectors)."""
+        outputs = [self.logits(texts[i : i + batch_size]) for i in range(0, len(texts), batch_size)]
+        logits = np.concatenate([o[1] for o in outputs])
+        density = np.concatenate([o[3] for o in outputs]) if self.scope else None
+        return logits, density
 
     def parse(
         self,
@@ -291,18 +315,61 @@ class Parser:
 
         Needs the speech extra. The result is ``parse``'s for the transcript as the model read
         it (``text``: lower-cased, words snapped to the training vocabulary), plus
-        ``"transcript"`` (the recogniser's own text) and ``"timing"`` in milliseconds.
+        ``"transcript"`` (the recogniser's own text), ``"recogniser"`` (``grammar``: the
+        closed-domain decoder, ``whisper``, or ``none``) and ``"timing"`` in milliseconds. Audio
+        with no speech in it (silence, a tone, noise, music) gives ``"transcript": ""``,
+        ``"text": ""``, ``"in_scope": false``, no intent and no slots.
         """
-        from voicenlu.speech import MAX_SECONDS, AudioError, read_audio
+        from voicenlu.speech import MAX_SECONDS, read_audio
 
         samples = read_audio(audio, sample_rate, max_seconds or MAX_SECONDS)
         heard = self.recogniser().transcribe(samples)
-        if not heard.text:
-            raise AudioError("No speech was recognised in the audio: record the request again.")
+        return self.understand(heard, threshold, reference_time=reference_time, timezone=timezone)
+
+    def listen(
+        self,
+        chunks: Iterable[bytes],
+        threshold: float | None = None,
+        *,
+        reference_time: datetime | str | float | None = None,
+        timezone: str | None = None,
+    ):
+        """Parse a live stream: raw 16 kHz 16-bit mono PCM byte chunks of any size in, one
+        ``parse_audio`` result per spoken command out, as soon as its end is heard
+        (``voicenlu.listen``). Stretches with no recognised speech yield nothing; ``timing``
+        adds ``start_ms``/``end_ms``, where the command lies in the stream."""
+        from voicenlu.listen import listen
+
+        return listen(
+            self, chunks, threshold=threshold, reference_time=reference_time, timezone=timezone
+        )
+
+    def understand(
+        self,
+        heard,
+        threshold: float | None = None,
+        *,
+        reference_time: datetime | str | float | None = None,
+        timezone: str | None = None,
+    ) -> dict:
+        """The result for a ``speech.Transcript``: ``parse`` of its text, or the no-speech
+        result when it is empty."""
         started = time.perf_counter()
-        result = self.parse(heard.text, threshold, reference_time=reference_time, timezone=timezone)
+        if heard.text:
+            result = self.parse(
+                heard.text, threshold, reference_time=reference_time, timezone=timezone
+            )
+        else:
+            result = {
+                "text": "",
+                "intent": {"name": None, "confidence": 0.0},
+                "in_scope": False,
+                "intent_ranking": [],
+                "slots": [],
+            }
         understand = time.perf_counter() - started
         result["transcript"] = heard.raw
+        result["recogniser"] = heard.engine
         result["timing"] = {
             "audio_ms": round(1000 * heard.audio_s, 1),
             "recognise_ms": round(1000 * heard.recognise_s, 1),
@@ -327,33 +394,110 @@ class Parser:
         texts = [check_text(t) for t in texts]
         ref = self.values.reference(reference_time, timezone)
         threshold = self.threshold if threshold is None else threshold
-        results = []
+        outputs = self._run(texts, batch_size)
+        results = [
+            self._result(text, out, threshold, ref)
+            for text, out in zip(texts, outputs, strict=True)
+        ]
+        if self.segmenter is not None:
+            self._split(texts, outputs, results, threshold, ref, batch_size)
+        return results
+
+    def _run(self, texts: list[str], batch_size: int = 64) -> list[tuple]:
+        """(encoding, probabilities, in-scope score, slot logits) of each text."""
+        out = []
         for i in range(0, len(texts), batch_size):
             chunk = texts[i : i + batch_size]
             encodings, intent_logits, slot_logits, density = self.logits(chunk)
             probs = softmax(intent_logits, self.temperature)
-            in_scope = in_scope_scores(intent_logits, self.calibration, density) >= threshold
-            for row in zip(chunk, encodings, probs, in_scope, slot_logits, strict=True):
-                results.append(self._result(*row, ref))
-        return results
+            scores = in_scope_scores(intent_logits, self.calibration, density)
+            out += zip(encodings, probs, scores, slot_logits, strict=True)
+        return out
 
-    def _result(self, text, encoding, probs, accepted, slot_logits, ref: Reference) -> dict:
+    def read(self, texts: list[str], batch_size: int = 64) -> list[Reading]:
+        """What the model says about each text, for the segmenter: probabilities, in-scope
+        score and slot spans (decoded whatever the score)."""
+        outputs = self._run(texts, batch_size)
+        return [self._reading(t, out) for t, out in zip(texts, outputs, strict=True)]
+
+    def _reading(self, text: str, out: tuple) -> Reading:
+        encoding, probs, score, slot_logits = out
+        spans = decode_slots(encoding, slot_logits, self.tags, self._constraints)
+        return Reading(text, probs, float(score), [span for span, _ in spans])
+
+    def _split(self, texts, outputs, results, threshold, ref, batch_size) -> None:
+        """Add ``requests`` to the results of texts that the segmenter splits. Only texts
+        with a connector cost more: one model run of the text on each side of it."""
+        found = [(i, c) for i, text in enumerate(texts) for c in self.segmenter.candidates(text)]
+        if not found:
+            return
+        sides = sorted({(i, span) for i, c in found for span in (c.left, c.right)})
+        side_out = self._run_spans(texts, sides, batch_size)
+        rows = [
+            self.segmenter.features(
+                c,
+                self._reading(texts[i], outputs[i]),
+                self._reading(texts[i][slice(*c.left)], side_out[i, c.left]),
+                self._reading(texts[i][slice(*c.right)], side_out[i, c.right]),
+            )
+            for i, c in found
+        ]
+        chosen = self.segmenter.probabilities(np.array(rows)) >= self.segmenter.threshold
+        cuts: dict[int, list] = {}
+        for (i, c), cut in zip(found, chosen, strict=True):
+            if cut:
+                cuts.setdefault(i, []).append(c)
+        split = {i: segments(texts[i], cs) for i, cs in cuts.items()}
+        split = {i: spans for i, spans in split.items() if len(spans) > 1}
+        missing = sorted({(i, s) for i, spans in split.items() for s in spans} - side_out.keys())
+        side_out |= self._run_spans(texts, missing, batch_size)
+        for i, spans in split.items():
+            requests = [self._request(texts[i], s, side_out[i, s], threshold, ref) for s in spans]
+            first = requests[0]
+            result = {"text": texts[i]} | {
+                k: first[k] for k in ("intent", "in_scope", "intent_ranking", "slots")
+            }
+            if any(r.get("truncated") for r in requests):
+                result["truncated"] = True
+            results[i] = result | {"requests": requests}
+
+    def _run_spans(self, texts, spans: list[tuple[int, tuple[int, int]]], batch_size) -> dict:
+        """``_run`` of the spans (text index, (start, end)), keyed by them."""
+        outputs = self._run([texts[i][slice(*span)] for i, span in spans], batch_size)
+        return dict(zip(spans, outputs, strict=True))
+
+    def _request(self, text: str, span: tuple[int, int], out, threshold, ref) -> dict:
+        """One request of a text that holds several: its offsets are the whole text's."""
+        start, end = span
+        result = self._result(text[start:end], out, threshold, ref)
+        for slot in result["slots"]:
+            slot["start"] += start
+            slot["end"] += start
+        return {"text": result.pop("text"), "start": start, "end": end} | result
+
+    def _result(self, text: str, out: tuple, threshold: float, ref: Reference) -> dict:
+        encoding, probs, score, slot_logits = out
         order = np.argsort(-probs)
         ranking = [
             {"name": self.intents[j], "confidence": round(float(probs[j]), 4)} for j in order
         ]
-        in_scope = bool(accepted)
+        in_scope = bool(score >= threshold)
         slots = []
         if in_scope:
-            for span, score in decode_slots(encoding, slot_logits, self.tags, self._constraints):
-                span = with_marks(text, span)
+            found = [
+                (with_marks(text, span), confidence)
+                for span, confidence in decode_slots(
+                    encoding, slot_logits, self.tags, self._constraints, text
+                )
+            ]
+            for span, confidence in self.values.whole_values(text, found, ref):
                 slots.append(
                     {
                         "slot": span.slot,
                         "value": text[span.start : span.end],
                         "start": span.start,
                         "end": span.end,
-                        "confidence": round(score, 4),
+                        "confidence": round(confidence, 4),
                         "resolved": self.values.resolve_slot(
                             text, span.slot, span.start, span.end, ref
                         ),
@@ -366,6 +510,7 @@ class Parser:
                 "confidence": ranking[0]["confidence"],
             },
             "in_scope": in_scope,
+            "in_scope_score": round(float(score), 4),
             "intent_ranking": ranking,
             "slots": slots,
         }

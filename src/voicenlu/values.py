@@ -11,13 +11,22 @@ slot of a dimension resolves to None and one warning says how to install it. For
 dimension D at ``text[start:end]``:
 
 1. the slot's own text is parsed for D, without latent readings; the longest expression found
-   wins (the earliest among equals). For a time, a meal Duckling does not know (``MEAL_TIMES``:
-   breakfast, brunch, elevenses, lunch, tea, dinner, supper) is first read as the hours it
-   usually means ("breakfast tomorrow" as "from 7 am to 10 am tomorrow");
+   wins (the earliest among equals). For a time, words Duckling does not know are first
+   rewritten as ones it does: a meal (``MEAL_TIMES``: breakfast, brunch, elevenses, lunch,
+   tea, dinner, supper) as the hours it usually means ("breakfast tomorrow" as "from 7 am to
+   10 am tomorrow"; "meal time" is the next of breakfast, lunch and dinner), the sun's times
+   (``SUN_TIMES``) as the part of the day they fall in, a clock time with a leading zero
+   ("06:05") as the morning time of the 24-hour clock, and a decade ("the sixties", "the
+   '80s") as its ten years;
 2. when that finds nothing, the whole utterance is parsed for D and the expression overlapping
-   the slot most is taken (the slot "8" of "book it at 8" resolves as "at 8");
+   the slot most is taken (the slot "8" of "book it at 8" resolves as "at 8"), unless the
+   words around the slot make it an open range ("from 1987" is the year 1987);
 3. when that finds nothing either, the slot's text is parsed again with latent readings (a bare
    "7" is an hour, "2030" a year), since the model has already said the text is a D.
+
+Neighbouring slots of one expression are joined first (``ValueResolver.whole_values``): a
+model may tag "7:30" and "tomorrow morning" apart, which resolved one at a time give 19:30
+today and a morning.
 
 Where Duckling offers several readings (``values``), the first is taken: for times the nearest
 one at or after the reference time. Numbers written as words ("four", "twenty one") resolve.
@@ -51,7 +60,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from voicenlu.data.types import DIMENSIONS, CustomEntity, normalize
+from voicenlu.data.records import SlotSpan
+from voicenlu.data.types import DIMENSIONS, CustomEntity, edit_distance, normalize
 from voicenlu.errors import InputError
 
 __all__ = [
@@ -79,27 +89,6 @@ def max_edit_distance(length: int) -> int:
     if length < 4:
         return 0
     return 1 if length <= 8 else 2
-
-
-def edit_distance(a: str, b: str, limit: int | None = None) -> int:
-    """Damerau-Levenshtein distance (optimal string alignment); ``limit + 1`` once it exceeds
-    ``limit``, so comparing against a long list stays cheap."""
-    if limit is not None and abs(len(a) - len(b)) > limit:
-        return limit + 1
-    previous2: list[int] = []
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, start=1):
-        current = [i] + [0] * len(b)
-        for j, cb in enumerate(b, start=1):
-            cost = 0 if ca == cb else 1
-            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
-            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
-                current[j] = min(current[j], previous2[j - 2] + 1)
-        # Once two rows in a row exceed the limit, no later cell can come back under it.
-        if limit is not None and min(current) > limit and min(previous) > limit:
-            return limit + 1
-        previous2, previous = previous, current
-    return previous[-1]
 
 
 class _Table:
@@ -339,6 +328,66 @@ MEAL_TIMES = {
     "supper": "from 6 pm to 9 pm",
 }
 _MEAL = re.compile(r"\b(" + "|".join(MEAL_TIMES) + r")\b", re.IGNORECASE)
+# "Meal time" is whichever of these comes next.
+_ANY_MEAL = re.compile(r"\bmeals?\b", re.IGNORECASE)
+_MAIN_MEALS = ("breakfast", "lunch", "dinner")
+# The sun's times, read as the part of the day they fall in.
+SUN_TIMES = {
+    "sunrise": "morning",
+    "dawn": "morning",
+    "daybreak": "morning",
+    "sunset": "evening",
+    "sundown": "evening",
+    "dusk": "evening",
+}
+_SUN = re.compile(r"\b(" + "|".join(SUN_TIMES) + r")\b", re.IGNORECASE)
+# A clock time with a leading zero ("06:05", "07:52:10") is on the 24-hour clock: morning.
+_MORNING_CLOCK = re.compile(r"\b(0\d:[0-5]\d(?::[0-5]\d)?)\b(?!\s*[ap]\.?m\b)", re.IGNORECASE)
+# Decades, which Duckling does not know: "the sixties", "the nineteen sixties", "the '80s",
+# "1990s". One without its century is of the 1900s from the twenties on ("the fifties"),
+# else of the 2000s ("the 10s").
+_DECADE_WORDS = {
+    "twenties": 20,
+    "thirties": 30,
+    "forties": 40,
+    "fourties": 40,
+    "fifties": 50,
+    "sixties": 60,
+    "seventies": 70,
+    "eighties": 80,
+    "nineties": 90,
+}
+_DECADE = re.compile(
+    r"(?:\b(?:(?P<century>nineteen|twenty)\s+)?(?P<word>" + "|".join(_DECADE_WORDS) + r")\b)"
+    r"|(?:(?<![\w'’])(?P<full>1[0-9]|20)?['’]?(?P<tens>\d0)['’]?s\b)",
+    re.IGNORECASE,
+)
+
+
+def _decade(match: re.Match) -> str:
+    """A decade as the span of years Duckling reads: "the sixties" as "1960 - 1969"."""
+    if match["word"]:
+        tens = _DECADE_WORDS[match["word"].lower()]
+        century = {"nineteen": 1900, "twenty": 2000}.get((match["century"] or "").lower())
+    else:
+        tens = int(match["tens"])
+        century = int(match["full"]) * 100 if match["full"] else None
+    if century is None:
+        century = 1900 if tens >= 20 else 2000
+    return f"{century + tens} - {century + tens + 9}"
+
+
+def _time_words(piece: str) -> str:
+    """A time slot's text with the words Duckling does not read rewritten as ones it does."""
+    piece = _MEAL.sub(lambda m: MEAL_TIMES[m.group(1).lower()], piece)
+    piece = _SUN.sub(lambda m: SUN_TIMES[m.group(1).lower()], piece)
+    piece = _MORNING_CLOCK.sub(r"\1 am", piece)
+    return _DECADE.sub(_decade, piece)
+
+
+# Words that may lie between two slots read as one expression: "2 hours and 15 minutes".
+MAX_JOIN_WORDS = 1
+_WORD = re.compile(r"\w+")
 
 _UNIT_DIMENSIONS = {"temperature", "amount-of-money", "distance", "volume", "quantity"}
 
@@ -461,12 +510,18 @@ class ValueResolver:
     def _duckling_entity(duckling, text, kind, start, end, ref) -> dict | None:
         piece = text[start:end]
         if kind == "time":
-            piece = _MEAL.sub(lambda m: MEAL_TIMES[m.group(1).lower()], piece)
+            piece = _time_words(piece)
+            if _ANY_MEAL.search(piece):
+                return _next_meal(duckling, piece, ref)
         found = _longest(duckling.parse(piece, kind, ref))
         if found is not None:
             return found
+        # The words around the slot may complete its expression ("at 8"), not make it an
+        # open range ("from 1987").
         overlapping = [
-            e for e in duckling.parse(text, kind, ref) if e["start"] < end and e["end"] > start
+            e
+            for e in duckling.parse(text, kind, ref)
+            if e["start"] < end and e["end"] > start and not _open_range(e["value"])
         ]
         if overlapping:
             return min(
@@ -478,3 +533,61 @@ class ValueResolver:
                 ),
             )
         return _longest(duckling.parse(piece, kind, ref, latent=True))
+
+    def whole_values(
+        self, text: str, spans: Iterable[tuple[SlotSpan, float]], ref: Reference
+    ) -> list[tuple[SlotSpan, float]]:
+        """Neighbouring spans of one slot that Duckling reads as one expression, joined into
+        one span (its confidence the lower of theirs).
+
+        A model may tag "7:30" and "tomorrow morning" of "at 7:30 tomorrow morning" as two
+        slots, or "2 hours and" and "15 minutes"; resolved one at a time they give the wrong
+        alarm. Two spans join when at most one word lies between them ("and", "at", "on")
+        and Duckling finds one expression of the slot's dimension running across both.
+        """
+        joined: list[tuple[SlotSpan, float]] = []
+        for span, score in spans:
+            if joined and self._one_expression(text, joined[-1][0], span, ref):
+                first, first_score = joined.pop()
+                span, score = SlotSpan(span.slot, first.start, span.end), min(first_score, score)
+            joined.append((span, score))
+        return joined
+
+    def _one_expression(self, text: str, first: SlotSpan, second: SlotSpan, ref) -> bool:
+        kind = self.slot_types.get(first.slot)
+        if first.slot != second.slot or kind not in DIMENSIONS:
+            return False
+        if len(_WORD.findall(text[first.end : second.start])) > MAX_JOIN_WORDS:
+            return False
+        duckling = load_duckling()
+        if duckling is None:
+            return False
+        both = text[first.start : second.end]
+        try:
+            found = duckling.parse(both, kind, ref)
+        except Exception as exc:  # a Duckling failure leaves the spans as they are
+            log.warning("Duckling failed on %s %r: %s", kind, both, exc)
+            return False
+        gap = (first.end - first.start, second.start - first.start)
+        return any(e["start"] < gap[0] and e["end"] > gap[1] for e in found)
+
+
+def _open_range(value: dict) -> bool:
+    ends = (value.get("from"), value.get("to"))
+    return value.get("type") == "interval" and None in ends
+
+
+def _next_meal(duckling, piece: str, ref: Reference) -> dict | None:
+    """ "Meal time" read as the main meal (``_MAIN_MEALS``) that starts first from ``ref``."""
+    found = []
+    for meal in _MAIN_MEALS:
+        reading = _longest(duckling.parse(_ANY_MEAL.sub(MEAL_TIMES[meal], piece), "time", ref))
+        if reading is not None:
+            found.append(reading)
+    return min(found, key=_starts, default=None)
+
+
+def _starts(entity: dict) -> datetime:
+    value = entity["value"]
+    bound = (value.get("from") or {}) if value.get("type") == "interval" else value
+    return datetime.fromisoformat(bound.get("value") or "9999-12-31T00:00:00+00:00")

@@ -153,9 +153,28 @@ def download(
         log.info("SNIPS data already present and verified in %s", dest)
         return dest
     log.info("fetching %d SNIPS files from %s into %s", len(todo), origin, dest)
-    for rel in _progress(todo):
-        _install(rel, fetch, dest / rel)
+    made = _missing_folders(dest, todo)
+    try:
+        for rel in _progress(todo):
+            _install(rel, fetch, dest / rel)
+    except BaseException:
+        # A failed fetch (no network) leaves no empty folders behind that it made itself.
+        for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     return dest
+
+
+def _missing_folders(dest: Path, files: list[str]) -> list[Path]:
+    """The folders that installing ``files`` under ``dest`` would create."""
+    missing = set()
+    for rel in files:
+        folder = (dest / rel).parent
+        while not folder.exists():
+            missing.add(folder)
+            folder = folder.parent
+    return list(missing)
 
 
 def ensure_data(data_dir: str | Path | None = None) -> Path:

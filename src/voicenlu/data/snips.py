@@ -252,7 +252,10 @@ def holdout(
     """(train, dev): ``fraction`` of each intent (at least one, if it has 5+) held out for dev.
 
     For user data, which has no dev set of its own: dev chooses the checkpoint and calibrates.
+    A ``fraction`` of 0 holds nothing out.
     """
+    if fraction <= 0:
+        return list(utterances), []
     counts = Counter(u.intent for u in utterances)
     dev: list[Utterance] = []
     for intent, n in counts.items():

@@ -13,7 +13,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from voicenlu.config import DEV_FRACTION, TrainConfig
+from voicenlu.config import DEV_FRACTION, MIN_DEV_PER_INTENT, TrainConfig
 from voicenlu.data.download import ensure_data, file_sha256
 from voicenlu.data.formats import load_dataset
 from voicenlu.data.records import Utterance
@@ -36,8 +36,9 @@ class TrainData:
     """The utterances to learn from and to choose checkpoints on, and where they came from.
 
     ``test`` is the held-out set a bundle is scored on; data without one (a user's file) is
-    scored on ``dev``. ``source`` is the origin recorded in the bundle (see ``describe``);
-    ``slot_types`` the slot types it records for resolving slot values.
+    scored on ``dev``. Data too small to spare a dev set has none: every utterance is trained
+    on, for a fixed schedule. ``source`` is the origin recorded in the bundle (see
+    ``describe``); ``slot_types`` the slot types it records for resolving slot values.
     """
 
     train: list[Utterance]
@@ -48,8 +49,17 @@ class TrainData:
 
     @property
     def evaluation(self) -> tuple[str, list[Utterance]]:
-        """(split name, utterances) to report a model's figures on."""
-        return ("test", self.test) if self.test else ("dev", self.dev)
+        """(split name, utterances) to report a model's figures on: held out if anything is,
+        else the training utterances themselves (``train``: in-sample figures)."""
+        if self.test:
+            return "test", self.test
+        return ("dev", self.dev) if self.dev else ("train", self.train)
+
+    @property
+    def checks(self) -> list[Utterance]:
+        """What calibration and the export and int8 checks run on: dev, or without one the
+        training utterances."""
+        return self.dev or self.train
 
 
 def snips_data(data_dir: str | Path | None = None, **slicing) -> TrainData:
@@ -64,13 +74,15 @@ def snips_split(
     dev_per_intent: int = 0,
     dev_seed: int | None = None,
     exclude: tuple[str, ...] = (),
+    final_fit: bool = False,
 ) -> TrainData:
     """The standard split as training data, optionally sliced; the slicing is recorded.
 
     ``per_intent`` keeps that many training utterances per intent (drawn with ``seed``),
     ``dev_per_intent`` that many dev utterances (drawn with ``dev_seed``, default ``seed``);
     ``exclude`` drops intents from every split (the out-of-scope folds). The test set is
-    kept whole otherwise. The arguments are recorded, so a bundle finds its data again.
+    kept whole otherwise. ``final_fit`` drops dev, as a user's file too small for one does.
+    The arguments are recorded, so a bundle finds its data again.
     """
     dev_seed = seed if dev_seed is None else dev_seed
     train, dev, test = snips.train, snips.dev, snips.test
@@ -80,6 +92,8 @@ def snips_split(
         train = stratified_slice(train, per_intent, seed)
     if dev_per_intent:
         dev = stratified_slice(dev, dev_per_intent, dev_seed)
+    if final_fit:
+        dev = []
     source = {
         "kind": "snips",
         "description": f"SNIPS 2017-06 at commit {snips.commit} with the standard split "
@@ -91,19 +105,30 @@ def snips_split(
         "dev_per_intent": dev_per_intent,
         "dev_seed": dev_seed,
         "exclude": list(exclude),
+        "final_fit": final_fit,
         "language": SNIPS_LANGUAGE,
     }
     return TrainData(train=train, dev=dev, test=test, source=source, slot_types=snips.slot_types)
 
 
-def file_data(path: str | Path, seed: int, fraction: float = DEV_FRACTION) -> TrainData:
+def dev_fraction(utterances: list[Utterance]) -> float:
+    """``DEV_FRACTION``, or 0 when that share would give a dev set too small to choose with
+    (fewer than ``MIN_DEV_PER_INTENT`` per intent on average): every utterance is trained on."""
+    _, dev = holdout(utterances, DEV_FRACTION, 0)
+    intents = len({u.intent for u in utterances})
+    return DEV_FRACTION if len(dev) >= MIN_DEV_PER_INTENT * intents else 0.0
+
+
+def file_data(path: str | Path, seed: int, fraction: float | None = None) -> TrainData:
     """A user's dataset, validated first (refused with the full report), ``fraction`` of each
-    intent held out as dev with ``seed``."""
+    intent held out as dev with ``seed`` (default: ``dev_fraction``)."""
     path = Path(path)
     dataset = load_dataset(path)
     problems = validate(dataset)
     if problems:
         raise DataError(f"{path} is not ready for training.\n{format_problems(problems)}")
+    if fraction is None:
+        fraction = dev_fraction(dataset.utterances)
     train, dev = holdout(dataset.utterances, fraction, seed)
     source = {
         "kind": "file",
@@ -167,6 +192,7 @@ def recorded_data(origin: dict, data_dir: str | Path | None = None) -> TrainData
             dev_per_intent=origin["dev_per_intent"],
             dev_seed=origin["dev_seed"],
             exclude=tuple(origin["exclude"]),
+            final_fit=origin.get("final_fit", False),
         )
     if kind == "file":
         path = Path(origin["path"])

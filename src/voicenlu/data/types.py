@@ -43,6 +43,27 @@ def normalize(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
+def edit_distance(a: str, b: str, limit: int | None = None) -> int:
+    """Damerau-Levenshtein distance (optimal string alignment); ``limit + 1`` once it exceeds
+    ``limit``, so comparing against a long list stays cheap."""
+    if limit is not None and abs(len(a) - len(b)) > limit:
+        return limit + 1
+    previous2: list[int] = []
+    previous = list(range(len(b) + 1))
+    for i, ca in enumerate(a, start=1):
+        current = [i] + [0] * len(b)
+        for j, cb in enumerate(b, start=1):
+            cost = 0 if ca == cb else 1
+            current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
+            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+                current[j] = min(current[j], previous2[j - 2] + 1)
+        # Once two rows in a row exceed the limit, no later cell can come back under it.
+        if limit is not None and min(current) > limit and min(previous) > limit:
+            return limit + 1
+        previous2, previous = previous, current
+    return previous[-1]
+
+
 def dimension(name: str) -> str | None:
     """The dimension ``name`` stands for (``amount_of_money`` -> ``amount-of-money``), or None."""
     key = name.strip().lower().replace("_", "-")
@@ -120,13 +141,13 @@ class SlotTypes:
             if kind in self.entities
         }
 
-    def manifest_section(self, train: Iterable[Utterance], slots: Iterable[str]) -> dict:
+    def manifest_section(self, annotated: Iterable[Utterance], slots: Iterable[str]) -> dict:
         """The bundle manifest's ``values`` entry for a model with ``slots``: their known types,
-        and the custom entities they use with the values annotated in ``train`` added."""
+        and the custom entities they use with the values annotated in ``annotated`` added."""
         slots, unknown = set(slots), self.unknown()
         types = {s: t for s, t in sorted(self.types.items()) if s in slots and s not in unknown}
         spellings: dict[str, list[str]] = {}
-        for utt in train:
+        for utt in annotated:
             for slot, value in utt.slot_values():
                 if types.get(slot) in self.entities:
                     spellings.setdefault(types[slot], []).append(value)

@@ -13,6 +13,7 @@ from pathlib import Path
 from voicenlu.data.formats import Dataset, FormatError, Problem, load_dataset
 from voicenlu.data.formats.snips_nlu import SNIPS_BUILTINS
 from voicenlu.data.records import Utterance, is_blank
+from voicenlu.data.types import edit_distance
 from voicenlu.errors import DataError
 
 __all__ = ["Problem", "format_problems", "validate", "validate_path"]
@@ -27,9 +28,10 @@ def validate(
     """Problems in ``data``, and between ``splits`` (e.g. train/dev/test) when given.
 
     Checks: no utterances, empty texts, intents with fewer than ``min_per_intent`` examples,
-    empty / out-of-range / overlapping slot spans, one text labelled with two intents, slot
-    types that are neither a Duckling dimension nor a custom entity, and intents or slots
-    present in some splits but missing from others.
+    empty / out-of-range / overlapping slot spans, a slot name used rarely beside a common one
+    it is a typo of (``[garage](rom)`` where ``room`` is used everywhere else), one text
+    labelled with two intents, slot types that are neither a Duckling dimension nor a custom
+    entity, and intents or slots present in some splits but missing from others.
     """
     problems: list[Problem] = []
     if isinstance(data, Dataset):
@@ -44,6 +46,7 @@ def validate(
     for utt, (src, where) in zip(utterances, origins, strict=True):
         problems.extend(_utterance_problems(utt, src, where))
     problems.extend(_small_intents(utterances, file, min_per_intent))
+    problems.extend(_slot_name_typos(utterances, origins))
     problems.extend(_conflicting_duplicates(utterances, origins))
     if splits:
         problems.extend(_split_coverage(splits, file))
@@ -147,6 +150,51 @@ def _small_intents(utterances: Sequence[Utterance], file: str, minimum: int) -> 
         for intent, n in counts.items()
         if n < minimum
     ]
+
+
+# A slot name is taken for a typo of another when it is used at most this often, the other at
+# least TYPO_RATIO times as often, and they are within one edit (two for names of 8 or more;
+# none for names under 3).
+TYPO_MAX_USES = 2
+TYPO_RATIO = 3
+
+
+def _slot_name_typos(
+    utterances: Sequence[Utterance], origins: Sequence[tuple[str, str]]
+) -> list[Problem]:
+    """Slot names that look like a misspelling of a common one: rare, and an edit or two away."""
+    uses: dict[str, list[int]] = defaultdict(list)
+    for i, utt in enumerate(utterances):
+        for span in utt.slots:
+            uses[span.slot].append(i)
+    problems = []
+    for rare, where in sorted(uses.items()):
+        if len(where) > TYPO_MAX_USES or len(rare) < 3:  # "x" and "y" are not typos of each other
+            continue
+        limit = 2 if len(rare) >= 8 else 1
+        near = [
+            name
+            for name, used in uses.items()
+            if name != rare
+            and len(used) >= TYPO_RATIO * len(where)
+            and edit_distance(rare.casefold(), name.casefold(), limit) <= limit
+        ]
+        if not near:
+            continue
+        common = max(near, key=lambda name: len(uses[name]))
+        first = origins[where[0]]
+        places = "; ".join(origins[i][1] for i in where)
+        problems.append(
+            Problem(
+                first[0],
+                places,
+                f"slot {rare!r} is used {len(where)} time{'s' if len(where) != 1 else ''}, and "
+                f"{common!r} {len(uses[common])} times: a typo?",
+                f"write {common!r}, or give the slot a name further from {common!r} if it is "
+                "another slot",
+            )
+        )
+    return problems
 
 
 def _conflicting_duplicates(

@@ -365,6 +365,7 @@ def create_app(
             "cors_origins": list(cors_origins),
             "timezone": parser.values.timezone,
             "slot_types": parser.values.slot_types,
+            "examples": parser.manifest.get("examples", []),
         }
 
     @app.get("/metrics", summary="Prometheus metrics, all workers together")

@@ -142,16 +142,42 @@ class Slot(BaseModel):
     )
 
 
-class ParseResult(BaseModel):
-    text: str
+TRUNCATED = Field(
+    False,
+    description="Present, and true, only when the text was longer than the model reads: "
+    "the model saw its beginning (the bundle's max_length sub-tokens) and no slot lies after.",
+)
+
+
+class Request(BaseModel):
+    """One of several requests in a text: slot offsets index the whole text."""
+
+    text: str = Field(description="This request's part of the text (without the connector).")
+    start: int = Field(description="Where the part starts in the whole text.")
+    end: int
     intent: Intent
     in_scope: bool
     intent_ranking: list[RankedIntent]
     slots: list[Slot]
-    truncated: bool = Field(
-        False,
-        description="Present, and true, only when the text was longer than the model reads: "
-        "the model saw its beginning (the bundle's max_length sub-tokens) and no slot lies after.",
+    truncated: bool = TRUNCATED
+
+
+class ParseResult(BaseModel):
+    text: str
+    intent: Intent
+    in_scope: bool
+    in_scope_score: float = Field(
+        description="0 to 1, higher for requests more like those the model was trained on; "
+        "in_scope is whether it reaches the threshold (the bundle's, or the request's)."
+    )
+    intent_ranking: list[RankedIntent]
+    slots: list[Slot]
+    truncated: bool = TRUNCATED
+    requests: list[Request] | None = Field(
+        None,
+        description="Present only when the text holds several requests ('turn off the lights "
+        "and close the blinds'): one result per request, in order; the fields above are the "
+        "first request's.",
     )
 
 

@@ -2,13 +2,6 @@
 // All text from the request and the model goes in through textContent, never as HTML.
 "use strict";
 
-const EXAMPLES = [
-  "add Diamonds to my roadtrip playlist",
-  "will it rain in Paris tomorrow",
-  "book a table for two at a sushi place tonight",
-  "play something by Miles Davis",
-];
-
 const $ = (id) => document.getElementById(id);
 let apiKey = "";
 // Resolved times come back in the reader's own time zone.
@@ -79,21 +72,49 @@ function highlight(text, slots) {
   out.append(text.slice(at));
 }
 
+function intentText(result) {
+  return result.in_scope ? result.intent.name : "out of scope";
+}
+
+// A text holding several requests: one line each, with its part of the text and its slots.
+function showRequests(requests) {
+  const list = $("requests");
+  list.replaceChildren();
+  for (const request of requests) {
+    const item = el("li", "request");
+    const intent = el("span", "request-intent", intentText(request));
+    intent.classList.toggle("out-of-scope", !request.in_scope);
+    item.append(intent, el("span", "muted", percent(request.intent_ranking[0].confidence)));
+    item.append(el("span", "request-text", `“${request.text}”`));
+    for (const slot of request.slots) {
+      const name = el("span", "slot-name", slot.slot);
+      name.style.setProperty("--hue", hue(slot.slot));
+      item.append(name, el("span", "slot-value", slot.value));
+    }
+    list.append(item);
+  }
+  $("requests-section").hidden = requests.length < 2;
+}
+
 function show(result) {
+  // Several requests: the top-level fields are the first one's; slots index the whole text.
+  const requests = result.requests || [result];
+  const allSlots = requests.flatMap((request) => request.slots);
+  showRequests(requests);
   const intent = $("intent");
-  intent.textContent = result.in_scope ? result.intent.name : "out of scope";
+  intent.textContent = intentText(result);
   intent.classList.toggle("out-of-scope", !result.in_scope);
   // A rejected request names its nearest intent: its probability alone does not decide.
   const nearest = result.intent_ranking[0];
   $("confidence").textContent = result.in_scope
     ? percent(result.intent.confidence)
     : `nearest: ${nearest.name} ${percent(nearest.confidence)}`;
-  highlight(result.text, result.slots);
+  highlight(result.text, allSlots);
 
   const slots = $("slots");
   slots.replaceChildren();
-  if (result.slots.length === 0) slots.append(el("li", "muted", "none"));
-  for (const slot of result.slots) {
+  if (allSlots.length === 0) slots.append(el("li", "muted", "none"));
+  for (const slot of allSlots) {
     const item = el("li");
     const name = el("span", "slot-name", slot.slot);
     name.style.setProperty("--hue", hue(slot.slot));
@@ -135,13 +156,17 @@ async function describeModel() {
     const meta = await call("/metadata");
     $("model").textContent = `${meta.backbone} · ${meta.intents.length} intents · ${meta.slots.length} slot types · v${meta.version}`;
     $("text").maxLength = meta.limits.max_chars;
+    showExamples(meta.examples || []);
   } catch {
     // Without the key the page still works once the user types it in.
   }
 }
 
-function init() {
-  for (const example of EXAMPLES) {
+// The bundle's own training requests (from /metadata), so the page speaks its domain.
+function showExamples(examples) {
+  $("examples").replaceChildren();
+  if (examples.length) $("text").placeholder = examples[0];
+  for (const example of examples) {
     const chip = el("button", "chip", example);
     chip.type = "button";
     chip.addEventListener("click", () => {
@@ -150,6 +175,9 @@ function init() {
     });
     $("examples").append(chip);
   }
+}
+
+function init() {
   $("ask").addEventListener("submit", parse);
   describeModel();
 }

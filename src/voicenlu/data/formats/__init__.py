@@ -33,6 +33,7 @@ from voicenlu.data.formats.common import (
 )
 from voicenlu.data.records import Utterance
 from voicenlu.data.snips import engines_dir
+from voicenlu.errors import DataError
 
 __all__ = [
     "FORMATS",
@@ -70,7 +71,12 @@ def detect_format(path: str | Path) -> str:
     """The format of ``path``: a benchmark folder, or from the extension and (JSON) the content."""
     path = Path(path)
     if path.is_dir():
-        engines_dir(path)  # raises with a hint when this is not a benchmark folder
+        try:
+            engines_dir(path)
+        except DataError:
+            if rasa.is_rasa_folder(path):  # a Rasa project's data folder
+                return "rasa"
+            raise  # with a hint: neither a benchmark folder nor one of Rasa files
         return "snips-benchmark"
     if not path.exists():
         raise fail(path, "", "no such file or folder", "check the path")

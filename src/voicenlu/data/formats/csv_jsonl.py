@@ -7,8 +7,8 @@ import io
 import json
 from pathlib import Path
 
-from voicenlu.data.formats.common import Dataset, Format, fail, read_text
-from voicenlu.data.records import Utterance
+from voicenlu.data.formats.common import Dataset, Format, FormatError, Problem, fail, read_text
+from voicenlu.data.records import Utterance, is_blank
 
 # Names of the intent column, in order of preference ("category": BANKING77, "label": many).
 INTENT_COLUMNS = ("intent", "label", "category")
@@ -40,6 +40,7 @@ def read_csv(path: Path) -> Dataset:
         notes.append(f"columns {extra} ignored")
     utterances: list[Utterance] = []
     origins: list[tuple[str, str]] = []
+    problems: list[Problem] = []  # every bad row, so one run lists them all
     start = reader.line_num + 1
     try:
         for row in reader:
@@ -48,21 +49,36 @@ def read_csv(path: Path) -> Dataset:
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != len(header):
-                raise fail(
-                    path,
-                    where,
-                    f"{len(row)} fields where the header has {len(header)}",
-                    'put text containing the delimiter in double quotes: "a, b",intent',
+                problems.append(
+                    Problem(
+                        str(path),
+                        where,
+                        f"{len(row)} fields where the header has {len(header)}",
+                        'put text containing the delimiter in double quotes: "a, b",intent',
+                    )
                 )
-            intent = row[col_intent].strip()
-            if not intent:
-                raise fail(path, where, "the intent is empty", "fill it in or delete the row")
-            utterances.append(Utterance(row[col_text].strip(), intent))
+                continue
+            text, intent = row[col_text].strip(), row[col_intent].strip()
+            blank = [name for name, cell in (("text", text), ("intent", intent)) if is_blank(cell)]
+            if blank:
+                fields = " and the ".join(blank)
+                problems.append(
+                    Problem(
+                        str(path),
+                        where,
+                        f"the {fields} {'is' if len(blank) == 1 else 'are'} empty",
+                        "fill it in or delete the row",
+                    )
+                )
+                continue
+            utterances.append(Utterance(text, intent))
             origins.append((str(path), where))
     except csv.Error as exc:
-        raise fail(
-            path, f"line {reader.line_num}", f"invalid CSV: {exc}", "check the quotes"
-        ) from None
+        problems.append(
+            Problem(str(path), f"line {reader.line_num}", f"invalid CSV: {exc}", "check the quotes")
+        )
+    if problems:
+        raise FormatError(problems)
     return Dataset(utterances, "csv", False, notes, str(path), origins)
 
 
@@ -79,6 +95,7 @@ def read_jsonl(path: Path) -> Dataset:
     utterances: list[Utterance] = []
     origins: list[tuple[str, str]] = []
     ignored: set[str] = set()
+    problems: list[Problem] = []  # every bad line, so one run lists them all
     for number, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
@@ -86,25 +103,38 @@ def read_jsonl(path: Path) -> Dataset:
         try:
             obj = json.loads(line)
         except json.JSONDecodeError as exc:
-            raise fail(
-                path,
-                where,
-                f"invalid JSON at column {exc.colno}: {exc.msg}",
-                "one JSON object per line",
-            ) from None
-        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
-            raise fail(
-                path,
-                where,
-                'expected an object with a string "text"',
-                '{"text": "...", "intent": "..."}',
+            problems.append(
+                Problem(
+                    str(path),
+                    where,
+                    f"invalid JSON at column {exc.colno}: {exc.msg}",
+                    "one JSON object per line",
+                )
             )
+            continue
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            problems.append(
+                Problem(
+                    str(path),
+                    where,
+                    'expected an object with a string "text"',
+                    '{"text": "...", "intent": "..."}',
+                )
+            )
+            continue
         intent = obj.get("intent")
         if not isinstance(intent, str) or not intent.strip():
-            raise fail(path, where, '"intent" is missing or empty', "give every line an intent")
+            problems.append(
+                Problem(
+                    str(path), where, '"intent" is missing or empty', "give every line an intent"
+                )
+            )
+            continue
         ignored |= set(obj) - {"text", "intent"}
         utterances.append(Utterance(obj["text"].strip(), intent.strip()))
         origins.append((str(path), where))
+    if problems:
+        raise FormatError(problems)
     notes = [f"keys {sorted(ignored)} ignored: JSONL is read as intent-only"] if ignored else []
     return Dataset(utterances, "jsonl", False, notes, str(path), origins)
 

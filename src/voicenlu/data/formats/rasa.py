@@ -168,10 +168,107 @@ def _rasa_label(opener: str, label: str, value: str) -> _Label:
 
 
 def read(path: Path) -> Dataset:
+    """One Rasa NLU file, or a folder of them (a Rasa project's ``data/``): every YAML file
+    with an ``nlu`` key is read, together, as one training set; other YAML files (stories,
+    rules, domain) are skipped with a note."""
     try:
         import yaml
     except ImportError:  # pragma: no cover - pyyaml is a declared dependency
         raise DataError("reading Rasa YAML needs PyYAML: pip install pyyaml") from None
+    source = Path(path)
+    notes: list[str] = []
+    if source.is_dir():
+        documents = _folder_documents(source, yaml, notes)
+    else:
+        documents = [(source, _items(source, yaml, notes))]
+    utterances: list[Utterance] = []
+    origins: list[tuple[str, str]] = []
+    problems: list[Problem] = []
+    groups_dropped: list[int] = []
+    labels: dict[str, tuple[str, int, str]] = {}  # slot -> (entity, line, file), first seen
+    spellings: dict[str, set[str]] = {}  # entity -> annotated texts
+    synonyms: dict[str, dict[str, list[str]]] = {}  # entity -> canonical -> synonyms
+    lookups: dict[str, list[str]] = {}
+    global_synonyms: list[tuple[str, list[str]]] = []
+    for path, items in documents:
+        for n, item_node in enumerate(items.value):
+            item = _mapping(item_node)
+            if item is None:
+                raise fail(
+                    path,
+                    _line(item_node),
+                    f"nlu item {n} is not a mapping",
+                    "start it with '- intent: <name>'",
+                )
+            kind = next((k for k in ("intent", "synonym", "regex", "lookup") if k in item), None)
+            if kind is None:
+                raise fail(
+                    path,
+                    _line(item_node),
+                    f"nlu item {n} has none of intent/synonym/regex/lookup (keys: {sorted(item)})",
+                    "start it with '- intent: <name>'",
+                )
+            if kind == "regex":
+                notes.append(
+                    f"{_line(item_node)}: regex item skipped: it does not label utterances"
+                )
+                continue
+            if kind != "intent":
+                name_node = item[kind]
+                if not isinstance(name_node, yaml.ScalarNode) or not name_node.value.strip():
+                    raise fail(path, _line(name_node), f"'{kind}' must be a name", "")
+                if "examples" not in item:
+                    raise fail(
+                        path,
+                        _line(item_node),
+                        f"{kind} {name_node.value!r} has no 'examples'",
+                        "add 'examples: |' and '- ' lines",
+                    )
+                forms = [text for _, text in _rasa_examples(item["examples"], path) if text]
+                if kind == "lookup":
+                    lookups.setdefault(name_node.value.strip(), []).extend(forms)
+                else:
+                    global_synonyms.append((name_node.value.strip(), forms))
+                continue
+            intent_node = item["intent"]
+            if not isinstance(intent_node, yaml.ScalarNode) or not intent_node.value.strip():
+                raise fail(path, _line(intent_node), "'intent' must be a name", "")
+            if "examples" not in item:
+                raise fail(
+                    path,
+                    _line(item_node),
+                    f"intent {intent_node.value!r} has no 'examples'",
+                    "add 'examples: |' and '- ' lines",
+                )
+            for line, example in _rasa_examples(item["examples"], path):
+                try:
+                    plain, slots, found = _parse_rasa_example(example)
+                except _AnnotationError as exc:
+                    problems.append(Problem(str(path), f"line {line}", exc.message, exc.fix))
+                    continue
+                for span, label in zip(slots, found, strict=True):
+                    labels.setdefault(label.slot, (label.entity, line, str(path)))
+                    spellings.setdefault(label.entity, set()).add(plain[span.start : span.end])
+                    if label.canonical is not None:
+                        forms = synonyms.setdefault(label.entity, {}).setdefault(
+                            label.canonical, []
+                        )
+                        forms.append(plain[span.start : span.end])
+                    if label.dropped:
+                        groups_dropped.append(line)
+                utterances.append(Utterance(plain, intent_node.value.strip(), slots))
+                origins.append((str(path), f"line {line}"))
+    if problems:
+        raise FormatError(problems)
+    if groups_dropped:
+        first = groups_dropped[0]
+        notes.append(f"entity groups ignored: {len(groups_dropped)} (first at line {first})")
+    slot_types = _slot_types(labels, spellings, synonyms, lookups, global_synonyms, notes)
+    return Dataset(utterances, "rasa", True, notes, str(source), origins, slot_types=slot_types)
+
+
+def _items(path: Path, yaml, notes: list[str]):
+    """The ``nlu`` list of one Rasa file (a YAML node), or a ``FormatError`` saying why not."""
     text = read_text(path)
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -190,8 +287,8 @@ def read(path: Path) -> Dataset:
         if "type" in top:
             hint = "Snips NLU YAML is not read: convert it with `snips-nlu generate-dataset`"
         raise fail(path, "", "no 'nlu' key: this is not Rasa NLU training data", hint)
-    notes = [
-        f"top-level key {k!r} skipped: only nlu data is read"
+    notes += [
+        f"{path.name}: top-level key {k!r} skipped: only nlu data is read"
         for k in top
         if k not in ("version", "nlu")
     ]
@@ -200,90 +297,38 @@ def read(path: Path) -> Dataset:
         raise fail(
             path, _line(items), "'nlu' must be a list of items", "start each with '- intent:'"
         )
-    utterances: list[Utterance] = []
-    origins: list[tuple[str, str]] = []
-    problems: list[Problem] = []
-    groups_dropped: list[int] = []
-    labels: dict[str, tuple[str, int]] = {}  # slot -> (entity, line) as first annotated
-    spellings: dict[str, set[str]] = {}  # entity -> annotated texts
-    synonyms: dict[str, dict[str, list[str]]] = {}  # entity -> canonical -> synonyms
-    lookups: dict[str, list[str]] = {}
-    global_synonyms: list[tuple[str, list[str]]] = []
-    for n, item_node in enumerate(items.value):
-        item = _mapping(item_node)
-        if item is None:
-            raise fail(
-                path,
-                _line(item_node),
-                f"nlu item {n} is not a mapping",
-                "start it with '- intent: <name>'",
-            )
-        kind = next((k for k in ("intent", "synonym", "regex", "lookup") if k in item), None)
-        if kind is None:
-            raise fail(
-                path,
-                _line(item_node),
-                f"nlu item {n} has none of intent/synonym/regex/lookup (keys: {sorted(item)})",
-                "start it with '- intent: <name>'",
-            )
-        if kind == "regex":
-            notes.append(f"{_line(item_node)}: regex item skipped: it does not label utterances")
+    return items
+
+
+def is_rasa_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds YAML files (a Rasa project's data folder, read as one)."""
+    return any(p.suffix.lower() in (".yml", ".yaml") for p in folder.rglob("*") if p.is_file())
+
+
+def _folder_documents(folder: Path, yaml, notes: list[str]) -> list[tuple[Path, object]]:
+    """(file, nlu list) of every YAML file under ``folder`` that holds NLU data."""
+    documents = []
+    for file in sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".yml", ".yaml")):
+        try:
+            top = _mapping(yaml.compose(read_text(file), Loader=yaml.SafeLoader))
+        except yaml.YAMLError:
+            top = {"nlu": None}  # reported by _items with its line
+        if top is None or "nlu" not in top:
+            notes.append(f"{file.relative_to(folder)} skipped: no nlu data (stories, domain...)")
             continue
-        if kind != "intent":
-            name_node = item[kind]
-            if not isinstance(name_node, yaml.ScalarNode) or not name_node.value.strip():
-                raise fail(path, _line(name_node), f"'{kind}' must be a name", "")
-            if "examples" not in item:
-                raise fail(
-                    path,
-                    _line(item_node),
-                    f"{kind} {name_node.value!r} has no 'examples'",
-                    "add 'examples: |' and '- ' lines",
-                )
-            forms = [text for _, text in _rasa_examples(item["examples"], path) if text]
-            if kind == "lookup":
-                lookups.setdefault(name_node.value.strip(), []).extend(forms)
-            else:
-                global_synonyms.append((name_node.value.strip(), forms))
-            continue
-        intent_node = item["intent"]
-        if not isinstance(intent_node, yaml.ScalarNode) or not intent_node.value.strip():
-            raise fail(path, _line(intent_node), "'intent' must be a name", "")
-        if "examples" not in item:
-            raise fail(
-                path,
-                _line(item_node),
-                f"intent {intent_node.value!r} has no 'examples'",
-                "add 'examples: |' and '- ' lines",
-            )
-        for line, example in _rasa_examples(item["examples"], path):
-            try:
-                plain, slots, found = _parse_rasa_example(example)
-            except _AnnotationError as exc:
-                problems.append(Problem(str(path), f"line {line}", exc.message, exc.fix))
-                continue
-            for span, label in zip(slots, found, strict=True):
-                labels.setdefault(label.slot, (label.entity, line))
-                spellings.setdefault(label.entity, set()).add(plain[span.start : span.end])
-                if label.canonical is not None:
-                    forms = synonyms.setdefault(label.entity, {}).setdefault(label.canonical, [])
-                    forms.append(plain[span.start : span.end])
-                if label.dropped:
-                    groups_dropped.append(line)
-            utterances.append(Utterance(plain, intent_node.value.strip(), slots))
-            origins.append((str(path), f"line {line}"))
-    if problems:
-        raise FormatError(problems)
-    if groups_dropped:
-        first = groups_dropped[0]
-        notes.append(f"entity groups ignored: {len(groups_dropped)} (first at line {first})")
-    slot_types = _slot_types(path, labels, spellings, synonyms, lookups, global_synonyms, notes)
-    return Dataset(utterances, "rasa", True, notes, str(path), origins, slot_types=slot_types)
+        documents.append((file, _items(file, yaml, notes)))
+    if not documents:
+        raise fail(
+            folder,
+            "",
+            "no Rasa NLU training data here: none of its YAML files has an 'nlu' key",
+            "point at the folder or file that holds your nlu: examples",
+        )
+    return documents
 
 
 def _slot_types(
-    path: Path,
-    labels: dict[str, tuple[str, int]],
+    labels: dict[str, tuple[str, int, str]],
     spellings: dict[str, set[str]],
     synonyms: dict[str, dict[str, list[str]]],
     lookups: dict[str, list[str]],
@@ -291,8 +336,8 @@ def _slot_types(
     notes: list[str],
 ) -> SlotTypes:
     """Types from entity names; custom entities from lookups and synonyms (module docstring)."""
-    types = {slot: dimension(entity) or entity for slot, (entity, _) in labels.items()}
-    origins = {slot: (str(path), f"line {line}") for slot, (_, line) in labels.items()}
+    types = {slot: dimension(entity) or entity for slot, (entity, _, _) in labels.items()}
+    origins = {slot: (file, f"line {line}") for slot, (_, line, file) in labels.items()}
     custom = {name for name in (*spellings, *lookups) if dimension(name) is None}
     for name in sorted(set(lookups) - custom):
         notes.append(f"lookup {name!r} skipped: {name!r} is resolved by Duckling as a dimension")

@@ -1,0 +1,77 @@
+"""Where a committed figure came from: the code, the command, the data and the bundle.
+
+Every benchmark script puts the fields of ``provenance(...)`` at the top of the JSON it
+writes, so a reader (and a test) can tell whether a figure is current: the commit it ran at
+(and whether the tree had uncommitted changes), when, the exact command, the SHA-256 of the
+data it read, and the bundle's manifest digest and training configuration.
+
+    from provenance import provenance            # benchmarks/ is the script's own folder
+    result = {**provenance(bundle=bundle, data=[data_file]), ...}
+"""
+
+from __future__ import annotations
+
+import datetime
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+from voicenlu.bundle import read_manifest
+from voicenlu.data.training import data_sha256
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit() -> tuple[str | None, bool]:
+    """HEAD of the project's repository and whether tracked files differ from it."""
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
+    except (OSError, subprocess.CalledProcessError):
+        return None, True
+    return commit, dirty
+
+
+def command_line() -> str:
+    """The command as it was typed, with the script's path relative to the repository."""
+    script = Path(sys.argv[0]).resolve()
+    try:
+        script = script.relative_to(ROOT)
+    except ValueError:
+        pass
+    return shlex.join(["python", str(script), *sys.argv[1:]])
+
+
+def provenance(
+    bundle: str | Path | None = None, data: list[str | Path] | tuple[str | Path, ...] = ()
+) -> dict:
+    """The record of one run: commit, created (UTC), command, data digests, bundle digest and
+    training configuration (from its manifest)."""
+    commit, dirty = git_commit()
+    record = {
+        "commit": commit,
+        "uncommitted_changes": dirty,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": command_line(),
+        "data": {str(path): data_sha256(Path(path)) for path in data},
+    }
+    if bundle is not None:
+        manifest = read_manifest(Path(bundle), verify=False)
+        record["bundle"] = {
+            "path": str(bundle),
+            "digest": manifest.get("digest"),
+            "training": manifest.get("training"),
+            "data_origin": {
+                k: v
+                for k, v in manifest.get("data", {}).items()
+                if k not in ("intents", "slots", "path")
+            },
+        }
+    return record
