@@ -6,6 +6,8 @@ and the shutdown deadline. The limits themselves are ``voicenlu.config.Limits``.
 from __future__ import annotations
 
 import json
+import socket
+import struct
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -46,7 +48,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     ``keepalive_timeout`` to begin its next request, and bytes that begin none (body bytes
     after the answer, stray line breaks) do not restart that clock; an answer given before
     the request's body was read (a refusal, a 404, /health...) closes the connection, so an
-    unread body is never read on; a client that stops reading its answer is cut off after
+    unread body is never read on; a client that stops reading its answer is reset after
     ``body_timeout``; on shutdown, requests still in progress after ``shutdown_timeout`` have
     their connections closed. Answers sent from here are counted in the app's metrics.
     """
@@ -124,7 +126,15 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         """The client is not taking its answer: it has ``body_timeout`` to take all of it."""
         super().pause_writing()
         if self.send_timer is None:
-            self.send_timer = self.loop.call_later(self.limits.body_timeout, self.transport.abort)
+            self.send_timer = self.loop.call_later(self.limits.body_timeout, self.cut_off)
+
+    def cut_off(self) -> None:
+        """Reset the connection, dropping the answers it did not take: a plain close would
+        leave them to the kernel, which holds them (megabytes) for a client that never reads."""
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     def resume_writing(self) -> None:
         self.disarm_send_timer()
