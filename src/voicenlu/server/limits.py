@@ -62,6 +62,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.header_timer = None
         self.send_timer = None
         self.url = b""
+        self.answering = None  # the request being answered; pipelining makes it not self.cycle
 
     # --- Refusals, answered here and counted by the app's metrics ---
 
@@ -107,8 +108,23 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc) -> None:
         self.disarm_header_timer()
         self.disarm_send_timer()
+        self.drop_answers()
         super()._unset_keepalive_if_required()
         super().connection_lost(exc)
+
+    def _start_asgi_task(self, cycle, app) -> None:
+        self.answering = cycle
+        super()._start_asgi_task(cycle, app)
+
+    def drop_answers(self) -> None:
+        """The connection is gone or being cut: the answer in progress and those pipelined
+        behind it are dropped, as for a client that left. uvicorn marks only the newest
+        request as gone, which with pipelining is not the one being answered: that one would
+        go on writing to the closed connection (an error and a traceback under uvloop)."""
+        self.pipeline.clear()
+        if self.answering is not None and not self.answering.response_complete:
+            self.answering.disconnected = True
+            self.answering.message_event.set()
 
     def _unset_keepalive_if_required(self) -> None:
         """uvicorn calls this on every byte received, which let bytes that begin no request
@@ -131,6 +147,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def cut_off(self) -> None:
         """Reset the connection, dropping the answers it did not take: a plain close would
         leave them to the kernel, which holds them (megabytes) for a client that never reads."""
+        self.drop_answers()
         sock = self.transport.get_extra_info("socket")
         if sock is not None:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
