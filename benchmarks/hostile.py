@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import wave
+from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -549,7 +550,7 @@ async def load(url: str, requests: int, concurrency: int, share: float, seed: in
     host, port = url.removeprefix("http://").split(":")
     rng = random.Random(seed)
     plan = [rng.random() < share for _ in range(requests)]
-    statuses: list[str] = []
+    statuses = [""] * requests  # by request, as in plan
     next_index = 0
 
     async def one(data: bytes) -> str:
@@ -573,7 +574,7 @@ async def load(url: str, requests: int, concurrency: int, share: float, seed: in
                 data = rng.choice(HOSTILE_LOAD)()
             else:
                 data = json_post("/parse", {"text": TEXTS[i % len(TEXTS)]})
-            statuses.append(await one(data))
+            statuses[i] = await one(data)
 
     start = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
@@ -605,7 +606,8 @@ def run_load(url: str, pid: int, requests: int, concurrency: int, share: float) 
     probe.join()
     rss_after = rss_mb(pid)
     times.sort()
-    normal = [s for s, hostile in zip(statuses, plan, strict=False) if not hostile]
+    normal = [s for s, bad in zip(statuses, plan, strict=True) if not bad]
+    hostile = Counter(s for s, bad in zip(statuses, plan, strict=True) if bad)
     return {
         "requests": requests,
         "concurrency": concurrency,
@@ -613,6 +615,7 @@ def run_load(url: str, pid: int, requests: int, concurrency: int, share: float) 
         "hostile_requests": sum(plan),
         "errors_5xx": sum(s.startswith("5") for s in statuses),
         "normal_not_200": sum(s != "200" for s in normal),
+        "hostile_answers": dict(sorted(hostile.items())),
         "health_probes": len(times),
         "health_failures": len(failures),
         "health_p50_ms": round(1000 * times[len(times) // 2], 2),
@@ -774,6 +777,9 @@ def write(out: Path, attacks: list[dict], load_row: dict, setup: dict) -> None:
         "|---|---|",
         f"| zero 5xx | {r['errors_5xx']} |",
         f"| every normal request 200 | {r['normal_not_200']} not 200 |",
+        "| the hostile ones refused | "
+        + ", ".join(f"{n} x {status}" for status, n in r["hostile_answers"].items())
+        + " |",
         f"| /health p99 under 100 ms | p99 {r['health_p99_ms']} ms, p50 {r['health_p50_ms']} ms, "
         f"{r['health_probes']} probes, {r['health_failures']} failed |",
         f"| RSS growth under 20 MB | {r['rss_growth_mb']} MB ({r['rss_before_mb']} -> "
