@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import resource
-import shlex
 import socket
 import subprocess
 import sys
@@ -33,6 +32,9 @@ from pathlib import Path
 import httpx
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from provenance import provenance  # noqa: E402
+
 TEXTS = [
     "add Diamonds to my roadtrip playlist",
     "will it rain in Paris tomorrow",
@@ -436,9 +438,10 @@ def breakdown(bundle: Path, repeats: int = 2000) -> dict:
     return stages
 
 
-def write_report(rows: list[dict], stages: dict, setup: dict, out: Path) -> None:
+def write_report(rows: list[dict], stages: dict, record: dict, setup: dict, out: Path) -> None:
     (out / "serve.json").write_text(
-        json.dumps({"setup": setup, "rows": rows, "breakdown_us": stages}, indent=2) + "\n"
+        json.dumps({**record, "setup": setup, "rows": rows, "breakdown_us": stages}, indent=2)
+        + "\n"
     )
     header = (
         "| workers | micro-batch (ms) | traffic | concurrency | requests | errors | req/s "
@@ -450,14 +453,16 @@ def write_report(rows: list[dict], stages: dict, setup: dict, out: Path) -> None
         "",
         f"{setup['note']}",
         "",
-        f"Bundle `{setup['bundle']}`, {setup['cpus']} CPUs ({setup['machine']}), Python "
+        f"Bundle `{record['bundle']['path']}` (manifest digest "
+        f"`{record['bundle']['digest'][:16]}`), {setup['cpus']} CPUs ({setup['machine']}), Python "
         f"{setup['python']}, load average {setup['load_before']} before the run. Each worker "
         "runs its model on one thread. The ceiling is the same number of processes calling "
         "`Parser.parse` in a loop on the same texts with the same thread settings, no HTTP, "
         "measured just before each served row. The load generator (one process, keep-alive "
         "connections) ran on the same machine; its CPU per request is shown. The hostile rows "
         "add 100 slow or silent connections and a 1 MiB header each second to the normal "
-        f"load at the highest concurrency. Command: `{setup['command']}`.",
+        f"load at the highest concurrency. Commit `{record['commit'][:12]}`, "
+        f"{record['created']}. Command: `{record['command']}`.",
         "",
         header,
         "|" + "---|" * 16,
@@ -482,6 +487,22 @@ def write_report(rows: list[dict], stages: dict, setup: dict, out: Path) -> None
     )
     for r in rows:
         lines.append("| " + " | ".join(str(r[k]) for k in keys) + " |")
+    normal = [r for r in rows if r["mix"] == "normal"]
+    ends = {min(r["concurrency"] for r in normal), max(r["concurrency"] for r in normal)}
+    lines += [
+        "",
+        "## The lowest and highest concurrency beside the model's own ceiling",
+        "",
+        "| workers | micro-batch (ms) | concurrency | served req/s | model-only req/s | share "
+        "| p50 ms | p99 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['workers']} | {r['microbatch']} | {r['concurrency']} | {r['rps']} "
+        f"| {r['ceiling_rps']} | {r['share_of_ceiling']} | {r['p50_ms']} | {r['p99_ms']} |"
+        for r in normal
+        if r["concurrency"] in ends
+    ]
     lines += [
         "",
         "## Where one request's time goes",
@@ -520,21 +541,19 @@ def main() -> None:
         parser.error("--concurrency, --workers and --microbatch-ms take comma-separated numbers")
     if args.requests < 1 or min(concurrencies + workers) < 1 or min(windows) < 0:
         parser.error("--requests, --concurrency and --workers must be positive, windows 0 or more")
+    record = provenance(bundle=args.bundle)
     load_before = round(os.getloadavg()[0], 2)
     stages = breakdown(args.bundle, args.breakdown_repeats)
     rows = measure(args.bundle, args.requests, concurrencies, windows, workers, args.start_timeout)
     setup = {
         "note": args.note,
         "load_before": load_before,
-        "command": "python benchmarks/serve_load.py "
-        + shlex.join(a for a in sys.argv[1:] if a not in (args.note, "--note")),
-        "bundle": str(args.bundle),
         "cpus": os.cpu_count(),
         "machine": platform.machine(),
         "python": platform.python_version(),
     }
     args.out.mkdir(parents=True, exist_ok=True)
-    write_report(rows, stages, setup, args.out)
+    write_report(rows, stages, record, setup, args.out)
 
 
 if __name__ == "__main__":

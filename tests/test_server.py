@@ -568,6 +568,9 @@ def test_bad_settings_are_config_errors(monkeypatch, parser):
         create_app(parser, max_batch=0)
     with pytest.raises(ConfigError, match="microbatch_ms"):
         create_app(parser, microbatch_ms=-1)
+    with pytest.raises(ConfigError, match="VOICENLU_MAX_CHARS='lots'"):
+        serve("/some/bundle")  # serve reads the environment too
+    monkeypatch.delenv("VOICENLU_MAX_CHARS")
     with pytest.raises(ConfigError, match="--threads"):
         serve("/some/bundle", threads=0)
 

@@ -6,6 +6,8 @@ and the shutdown deadline. The limits themselves are ``voicenlu.config.Limits``.
 from __future__ import annotations
 
 import json
+import socket
+import struct
 
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -46,7 +48,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     ``keepalive_timeout`` to begin its next request, and bytes that begin none (body bytes
     after the answer, stray line breaks) do not restart that clock; an answer given before
     the request's body was read (a refusal, a 404, /health...) closes the connection, so an
-    unread body is never read on; a client that stops reading its answer is cut off after
+    unread body is never read on; a client that stops reading its answer is reset after
     ``body_timeout``; on shutdown, requests still in progress after ``shutdown_timeout`` have
     their connections closed. Answers sent from here are counted in the app's metrics.
     """
@@ -60,6 +62,7 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.header_timer = None
         self.send_timer = None
         self.url = b""
+        self.answering = None  # the request being answered; pipelining makes it not self.cycle
 
     # --- Refusals, answered here and counted by the app's metrics ---
 
@@ -105,8 +108,23 @@ class LimitedHttpProtocol(HttpToolsProtocol):
     def connection_lost(self, exc) -> None:
         self.disarm_header_timer()
         self.disarm_send_timer()
+        self.drop_answers()
         super()._unset_keepalive_if_required()
         super().connection_lost(exc)
+
+    def _start_asgi_task(self, cycle, app) -> None:
+        self.answering = cycle
+        super()._start_asgi_task(cycle, app)
+
+    def drop_answers(self) -> None:
+        """The connection is gone or being cut: the answer in progress and those pipelined
+        behind it are dropped, as for a client that left. uvicorn marks only the newest
+        request as gone, which with pipelining is not the one being answered: that one would
+        go on writing to the closed connection (an error and a traceback under uvloop)."""
+        self.pipeline.clear()
+        if self.answering is not None and not self.answering.response_complete:
+            self.answering.disconnected = True
+            self.answering.message_event.set()
 
     def _unset_keepalive_if_required(self) -> None:
         """uvicorn calls this on every byte received, which let bytes that begin no request
@@ -124,7 +142,16 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         """The client is not taking its answer: it has ``body_timeout`` to take all of it."""
         super().pause_writing()
         if self.send_timer is None:
-            self.send_timer = self.loop.call_later(self.limits.body_timeout, self.transport.abort)
+            self.send_timer = self.loop.call_later(self.limits.body_timeout, self.cut_off)
+
+    def cut_off(self) -> None:
+        """Reset the connection, dropping the answers it did not take: a plain close would
+        leave them to the kernel, which holds them (megabytes) for a client that never reads."""
+        self.drop_answers()
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        self.transport.abort()
 
     def resume_writing(self) -> None:
         self.disarm_send_timer()
