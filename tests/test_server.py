@@ -1072,7 +1072,9 @@ def test_demo_page_shows_intent_and_slots(api, parser, slot_example, tmp_path):
 
 
 def test_readme_documents_every_limit_with_its_default():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[1] / "docs" / "production.md").read_text(
+        encoding="utf-8"
+    )
     for f in dataclasses.fields(Limits):
         row = f"| `--{f.name.replace('_', '-')}` | `{Limits.env_name(f.name)}` | {f.default} |"
         assert row in readme, f"README's limits table lacks or misstates {f.name}"

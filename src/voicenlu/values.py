@@ -393,7 +393,7 @@ _UNIT_DIMENSIONS = {"temperature", "amount-of-money", "distance", "volume", "qua
 
 
 def _shape(kind: str, value: dict) -> dict | None:
-    """One Duckling value as the result's ``resolved`` object (documented in the README)."""
+    """One Duckling value as the result's ``resolved`` object (documented in docs/values.md)."""
     if kind == "time":
         if value.get("type") == "interval":
             return {
