@@ -215,7 +215,8 @@ JSON_BYTES_PER_CHAR = 12  # the most a character takes in JSON: a surrogate pair
 class Limits:
     """What one HTTP worker process accepts: every limit of the service, each with a safe
     default. Times are in seconds, sizes in bytes unless named otherwise. The CLI flags, the
-    environment variables each worker reads, /metadata and the table in docs/production.md come from here."""
+    environment variables each worker reads, /metadata and the table in docs/production.md
+    come from here."""
 
     max_chars: int = _option(1000, "longest text accepted, in characters (422 beyond)", minimum=1)
     max_batch: int = _option(256, "most texts in one /parse/batch request (422 beyond)", minimum=1)
