@@ -325,14 +325,14 @@ class Parser:
         slots = []
         if in_scope:
             found = decode_slots(encoding, slot_logits, self.tags, self._constraints, text)
-            for span, score in self.values.whole_values(text, found, ref):
+            for span, confidence in self.values.whole_values(text, found, ref):
                 slots.append(
                     {
                         "slot": span.slot,
                         "value": text[span.start : span.end],
                         "start": span.start,
                         "end": span.end,
-                        "confidence": round(score, 4),
+                        "confidence": round(confidence, 4),
                         "resolved": self.values.resolve_slot(
                             text, span.slot, span.start, span.end, ref
                         ),
