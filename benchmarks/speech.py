@@ -265,7 +265,7 @@ def render_markdown(result: dict, command: str) -> str:
     lines += [
         "",
         "Commands with no answer (an empty transcript, or rejected as out of scope by the "
-        "bundle's threshold; a bundle of one intent rejects nothing): "
+        "bundle's threshold): "
         + ", ".join(f"{c} {n}" for c, n in result["rejected"].items())
         + ".",
         "",
