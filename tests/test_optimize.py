@@ -88,7 +88,7 @@ def test_removed_heads_compute_what_gated_heads_compute(tiny_bundle):
     with torch.no_grad():
         sliced = pruned(**inputs)
     for name in ("intent_logits", "slot_logits"):
-        assert torch.allclose(gated[name], sliced[name], atol=1e-5)
+        assert torch.allclose(gated[name], sliced[name], atol=1e-4)  # float32 sums in another order
 
 
 def test_pruned_bundle_is_smaller_loads_and_parses(tiny_bundle, tiny_data, tmp_path):

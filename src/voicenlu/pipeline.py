@@ -200,7 +200,7 @@ def _fit_segmenter(bundle: Path, data: TrainData, seed: int, partial: bool = Fal
     from voicenlu.runtime import Parser
 
     parser = Parser.load(bundle, values=False, partial=partial, split=False)
-    model, record = segment.fit(data.train, data.checks, parser.read, seed)
+    model, record = segment.fit(data.train, data.dev, parser.read, seed)
     bundles.put_file(bundle, segment.SEGMENT_FILE, model.save)
     bundles.update_manifest(bundle, segmenter=record)
     return record

@@ -456,7 +456,8 @@ class Parser:
             requests = [self._request(texts[i], s, side_out[i, s], threshold, ref) for s in spans]
             first = requests[0]
             result = {"text": texts[i]} | {
-                k: first[k] for k in ("intent", "in_scope", "intent_ranking", "slots")
+                k: first[k]
+                for k in ("intent", "in_scope", "in_scope_score", "intent_ranking", "slots")
             }
             if any(r.get("truncated") for r in requests):
                 result["truncated"] = True

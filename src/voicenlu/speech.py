@@ -420,13 +420,17 @@ class Whisper:
 
     def answer(self, timeout: float, doing: str):
         """The child's next message, or ``RecogniserFailed`` when it dies or overruns."""
+        deadline = time.monotonic() + timeout
         try:
-            if self.pipe.poll(timeout):
-                status, value = self.pipe.recv()
-                if status == "ok":
-                    return value
-                self.stop()
-                raise RecogniserFailed(f"The speech recogniser could not {doing}: {value}")
+            # In slices, watching the process too: its end of the pipe may outlive it in a
+            # process forked meanwhile, so a crash need not show as the pipe's end.
+            while self.process.exitcode is None and time.monotonic() < deadline:
+                if self.pipe.poll(0.1):
+                    status, value = self.pipe.recv()
+                    if status == "ok":
+                        return value
+                    self.stop()
+                    raise RecogniserFailed(f"The speech recogniser could not {doing}: {value}")
         except (EOFError, OSError):
             pass
         code = self.process.exitcode

@@ -31,7 +31,7 @@ from transformers import (
     set_seed,
 )
 from transformers.integrations import TensorBoardCallback
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
 
 from voicenlu.calibration import ScopeModel, calibrate
 from voicenlu.config import CHECKPOINTS, MIN_DEV_PER_INTENT, Schedule, TrainConfig, schedule
@@ -313,6 +313,17 @@ def announce(data: TrainData, config: TrainConfig, plan: Schedule, spoken: int, 
     )
 
 
+def last_complete_checkpoint(folder: Path) -> str | None:
+    """The newest checkpoint whose save finished: the trainer writes its state file last, so a
+    run killed while saving leaves a folder without one, which resuming must skip."""
+    done = [
+        p
+        for p in folder.glob("checkpoint-*")
+        if p.name.rpartition("-")[2].isdigit() and (p / TRAINER_STATE_NAME).is_file()
+    ]
+    return str(max(done, key=lambda p: int(p.name.rpartition("-")[2]))) if done else None
+
+
 def fit(
     data: TrainData,
     config: TrainConfig,
@@ -340,7 +351,7 @@ def fit(
         _, _, intents, tags = start
     folder = output_dir / CHECKPOINTS
     record = _run_record(data, config, intents, tags)
-    last = get_last_checkpoint(str(folder)) if resume and folder.is_dir() else None
+    last = last_complete_checkpoint(folder) if resume and folder.is_dir() else None
     if resume and last is None:
         log.warning("No checkpoint in %s: training from the start.", folder)
     if last is not None:
