@@ -413,6 +413,14 @@ long_text = "play " + "a" * 1000
 ATTACKS = [
     ("64 MiB header", big_header),
     ("100 header fields", many_headers),
+    (
+        "20 kB header in one piece",
+        simple(
+            b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20_000 + b"\r\n\r\n",
+            "431",
+            "431 (past 16 KiB, however it arrives)",
+        ),
+    ),
     ("silent connection", silent),
     ("header a byte at a time", slow_headers),
     ("body a byte at a time", slow_body),

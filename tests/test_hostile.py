@@ -212,6 +212,15 @@ def test_a_client_that_does_not_read_its_answers_is_cut_off(one_worker):
     assert "Traceback" not in log and "ERROR" not in log, log[-3000:]
 
 
+def test_a_long_header_that_arrives_in_one_piece_is_refused(server):
+    """The header limit holds when the whole request comes in one read, as on loopback."""
+    sock = _raw(server)
+    sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20_000 + b"\r\n\r\n")
+    answer = _answer(sock)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 431"), answer[:200]
+
+
 def test_malformed_requests_get_json_and_are_counted(server):
     before = _metric(server, 'voicenlu_requests_total{endpoint="none",status="400"}')
     sock = _raw(server)

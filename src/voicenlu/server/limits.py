@@ -209,6 +209,12 @@ class LimitedHttpProtocol(HttpToolsProtocol):
         self.headers_pending = False
         self.header_bytes = 0
         self.disarm_header_timer()
+        # Headers that arrived whole in one read were never counted as they came: their size.
+        parsed = len(self.url) + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        if parsed > self.limits.max_header_bytes and self.refusal is None:
+            limit = self.limits.max_header_bytes
+            message = f"The request line and headers are longer than {limit} bytes."
+            self.refusal = (431, header_refusal(message))
         if self.refusal is None:
             super().on_headers_complete()
         else:
