@@ -211,6 +211,17 @@ MAX_AUDIO_SECONDS = 30.0  # one Whisper window; a spoken command is a few second
 JSON_BYTES_PER_CHAR = 12  # the most a character takes in JSON: a surrogate pair, \ud83d\ude00
 
 
+def check_service_limits(limits) -> None:
+    """Every field of a service's limits in its range, and no recording longer than one
+    recogniser window."""
+    for f in dataclasses.fields(limits):
+        _check(f, getattr(limits, f.name))
+    if limits.max_audio_seconds > MAX_AUDIO_SECONDS:
+        raise ConfigError(
+            f"max_audio_seconds must be at most {MAX_AUDIO_SECONDS:.0f} (one recogniser window)."
+        )
+
+
 @dataclass(frozen=True)
 class Limits:
     """What one HTTP worker process accepts: every limit of the service, each with a safe
@@ -275,13 +286,7 @@ class Limits:
     )
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            _check(f, getattr(self, f.name))
-        if self.max_audio_seconds > MAX_AUDIO_SECONDS:
-            raise ConfigError(
-                f"max_audio_seconds must be at most {MAX_AUDIO_SECONDS:.0f} "
-                "(one recogniser window)."
-            )
+        check_service_limits(self)
 
     # The two body sizes are derived when 0, on every read rather than stored, so that a copy
     # with other text limits (dataclasses.replace, a CLI flag) derives them anew.
@@ -363,10 +368,4 @@ class WyomingLimits:
     )
 
     def __post_init__(self):
-        for f in dataclasses.fields(self):
-            _check(f, getattr(self, f.name))
-        if self.max_audio_seconds > MAX_AUDIO_SECONDS:
-            raise ConfigError(
-                f"max_audio_seconds must be at most {MAX_AUDIO_SECONDS:.0f} "
-                "(one recogniser window)."
-            )
+        check_service_limits(self)
