@@ -27,7 +27,7 @@ from voicenlu.config import TrainConfig
 from voicenlu.data import ensure_data, load_snips, stratified_slice
 from voicenlu.data.formats import load_dataset
 from voicenlu.data.training import TrainData
-from voicenlu.learning_curve import (
+from voicenlu.experiments.learning_curve import (
     DEV_PER_INTENT,
     learning_curve,
     parse_sizes,

@@ -27,7 +27,7 @@ from voicenlu.config import TrainConfig
 from voicenlu.data import ensure_data, load_snips
 from voicenlu.data.training import snips_split
 from voicenlu.evaluation import evaluate_bundle
-from voicenlu.learning_curve import DEV_PER_INTENT, parse_sizes
+from voicenlu.experiments.learning_curve import DEV_PER_INTENT, parse_sizes
 from voicenlu.metrics import compute_metrics
 from voicenlu.pipeline import train_bundle
 from voicenlu.runtime import Parser, result_to_utterance

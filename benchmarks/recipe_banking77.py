@@ -27,7 +27,7 @@ from voicenlu.config import TrainConfig
 from voicenlu.data import stratified_slice
 from voicenlu.data.formats import load_dataset
 from voicenlu.data.training import TrainData
-from voicenlu.learning_curve import DEV_PER_INTENT
+from voicenlu.experiments.learning_curve import DEV_PER_INTENT
 from voicenlu.pipeline import train_bundle
 from voicenlu.runtime import Parser
 

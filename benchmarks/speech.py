@@ -42,9 +42,10 @@ from pathlib import Path
 
 import numpy as np
 
+from voicenlu.experiments.noise import mix_noise
 from voicenlu.listen import END_SILENCE_MS
 from voicenlu.runtime import Parser, result_to_utterance
-from voicenlu.speech import GRAMMAR_MIN_SNR_DB, SAMPLE_RATE, AudioError, mix_noise, model_dir
+from voicenlu.speech import GRAMMAR_MIN_SNR_DB, SAMPLE_RATE, AudioError, model_dir
 
 SNRS = (24, 21, 18, 15, 12, 9, 6)
 CONDITIONS = ("clean", *(str(s) for s in SNRS))

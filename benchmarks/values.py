@@ -21,9 +21,9 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
-from voicenlu.bench import values_overhead
 from voicenlu.data import ensure_data, load_snips
-from voicenlu.metrics import checked_values, value_coverage
+from voicenlu.experiments.bench import values_overhead
+from voicenlu.experiments.values import checked_values, value_coverage
 from voicenlu.values import ValueResolver
 
 ROOT = Path(__file__).resolve().parent

@@ -352,7 +352,7 @@ def test_oos_runs_on_the_bundles_own_data(assistant_bundle, tmp_path, capsys):
     """Leave one intent out of the assistant's own utterances (briefly here), saying what it
     does as it goes; never a SNIPS training."""
     from voicenlu.config import TrainConfig
-    from voicenlu.oos import file_folds, leave_one_intent_out
+    from voicenlu.experiments.oos import file_folds, leave_one_intent_out
 
     folds = file_folds(load_dataset(ASSISTANT).utterances, 13, "assistant.rasa.yml")
     config = TrainConfig(epochs=1, batch_size=8, min_steps=0, quantize=False)
@@ -376,7 +376,7 @@ def test_oos_without_a_bundle_says_it_runs_on_snips(tmp_path, cli):
 def test_learning_curve_runs_on_the_bundles_own_data(assistant_bundle, tmp_path):
     from voicenlu.config import TrainConfig
     from voicenlu.data.formats import load_dataset as load
-    from voicenlu.learning_curve import file_draws, learning_curve
+    from voicenlu.experiments.learning_curve import file_draws, learning_curve
 
     utterances = load(ASSISTANT).utterances
     draw, test, sizes = file_draws(utterances, 13, "assistant.rasa.yml", [3, 20, None])

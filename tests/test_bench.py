@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from voicenlu.bench import recommend, render_table
+from voicenlu.experiments.bench import recommend, render_table
 
 
 def row(name, intent, slot, p50, **extra):
@@ -50,7 +50,7 @@ def test_table_shows_speedups_against_the_pipeline():
 
 
 def test_values_overhead_is_measured_per_request_pair(tiny_bundle, tiny_data):
-    from voicenlu.bench import values_overhead
+    from voicenlu.experiments.bench import values_overhead
 
     texts = [u.text for u in tiny_data.test][:30]
     found = values_overhead(str(tiny_bundle), "fp32", texts, runs=1, requests=30)

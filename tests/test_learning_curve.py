@@ -11,7 +11,7 @@ import pytest
 from voicenlu.config import TrainConfig
 from voicenlu.data import stratified_slice
 from voicenlu.errors import ConfigError
-from voicenlu.learning_curve import (
+from voicenlu.experiments.learning_curve import (
     learning_curve,
     parse_sizes,
     render_learning_curve,

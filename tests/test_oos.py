@@ -15,7 +15,7 @@ from voicenlu.config import TrainConfig
 from voicenlu.data import stratified_slice
 from voicenlu.data.background import background_requests
 from voicenlu.errors import ConfigError
-from voicenlu.oos import (
+from voicenlu.experiments.oos import (
     auroc,
     expected_calibration_error,
     fpr_at_tpr,

@@ -17,18 +17,10 @@ from scipy.signal import resample_poly
 from test_server import live_server
 
 from voicenlu.data.records import SlotSpan, Utterance
+from voicenlu.experiments.noise import FRAME, max_frame_energy, mix_noise
 from voicenlu.runtime import Parser
 from voicenlu.server import create_app
-from voicenlu.speech import (
-    FRAME,
-    AudioError,
-    AudioTooLong,
-    Snapper,
-    domain_settings,
-    max_frame_energy,
-    mix_noise,
-    read_audio,
-)
+from voicenlu.speech import AudioError, AudioTooLong, Snapper, domain_settings, read_audio
 
 ESPEAK = shutil.which("espeak-ng")
 needs_espeak = pytest.mark.skipif(

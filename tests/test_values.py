@@ -14,7 +14,7 @@ import pytest
 from voicenlu.data import load_dataset
 from voicenlu.data.records import SlotSpan
 from voicenlu.errors import InputError
-from voicenlu.metrics import checked_values, value_coverage
+from voicenlu.experiments.values import checked_values, value_coverage
 from voicenlu.values import (
     CustomEntity,
     EntityResolver,

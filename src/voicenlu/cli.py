@@ -236,7 +236,7 @@ def _evaluate_oos(args) -> int:
     from voicenlu.extras import require_extra
 
     require_extra("train", "evaluate --oos")
-    from voicenlu.oos import file_folds, leave_one_intent_out, render_oos, snips_folds
+    from voicenlu.experiments.oos import file_folds, leave_one_intent_out, render_oos, snips_folds
 
     name, utterances, out = _experiment_data(args, "--oos")
     config = TrainConfig(epochs=args.oos_epochs, seed=args.seed, quantize=False)
@@ -262,14 +262,14 @@ def _evaluate_oos(args) -> int:
 
 
 def _evaluate_learning_curve(args) -> int:
+    from voicenlu.experiments.learning_curve import parse_sizes
     from voicenlu.extras import require_extra
-    from voicenlu.learning_curve import parse_sizes
 
     sizes = parse_sizes(args.sizes)
     if args.draws < 1:
         raise ConfigError(f"--draws must be at least 1, got {args.draws}.")
     require_extra("train", "evaluate --learning-curve")
-    from voicenlu.learning_curve import (
+    from voicenlu.experiments.learning_curve import (
         file_draws,
         learning_curve,
         render_learning_curve,
@@ -436,10 +436,9 @@ def cmd_prune(args) -> int:
 
 
 def cmd_bench(args) -> int:
-    from voicenlu.bench import render_table
-    from voicenlu.pipeline import bench
+    from voicenlu.experiments.bench import bench_bundle, render_table
 
-    result = bench(
+    result = bench_bundle(
         args.bundle, args.pruned, args.out, args.runs, args.requests, args.data, args.data_dir
     )
     print(render_table(result))

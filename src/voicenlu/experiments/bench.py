@@ -288,7 +288,7 @@ def export_hf_classifier(bundle: Path, out_dir: Path) -> Path | None:
 
 
 def _measure(spec: dict, runs: int, requests: int) -> dict:
-    cmd = [sys.executable, "-m", "voicenlu.bench", json.dumps(spec), str(runs), str(requests)]
+    cmd = [sys.executable, "-m", __name__, json.dumps(spec), str(runs), str(requests)]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ})
     if done.returncode:
         raise RuntimeError(f"{spec['name']} failed:\n{done.stderr[-3000:]}")
@@ -408,6 +408,55 @@ def run_bench(
     out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     out.with_suffix(".md").write_text(render_table(result))
     return result
+
+
+def bench_bundle(
+    bundle: str | Path,
+    pruned: list[Path],
+    out: Path | None,
+    runs: int,
+    requests: int,
+    data: str | Path | None = None,
+    data_dir=None,
+) -> dict:
+    """The deployment table, on the bundle's held-out data (or every utterance of ``data``).
+
+    Accuracy is scored, and a variant recommended, only on at least ``MIN_RECOMMEND``
+    held-out utterances; with fewer (or none), the variants are timed on the training
+    utterances too and nothing is recommended. ``out`` defaults to ``BUNDLE-bench/deploy``,
+    beside the bundle.
+    """
+    # Imported here, not at the top: each worker process imports this module, and its peak
+    # RSS is measured.
+    from voicenlu.bundle import read_manifest
+    from voicenlu.extras import require_extra
+    from voicenlu.pipeline import bundle_data
+
+    require_extra("train", "bench")
+
+    manifest = read_manifest(bundle)
+    found = bundle_data(manifest, data, data_dir)
+    split, gold = ("data", found.test) if data is not None else found.evaluation
+    origin = found.source.get("description", "the data")
+    if split == "train":
+        gold, described = [], f"{len(found.train)} training utterances of {origin}"
+    else:
+        described = f"{len(gold)} {split} utterances of {origin}"
+        if len(gold) < MIN_RECOMMEND:
+            described += f" and its {len(found.train)} training utterances"
+    bundle = Path(bundle).resolve()
+    out = Path(out) if out is not None else bundle.parent / f"{bundle.name}-bench" / "deploy"
+    return run_bench(
+        bundle,
+        [Path(p) for p in pruned],
+        out,
+        runs,
+        requests,
+        gold=gold if len(gold) >= MIN_RECOMMEND else [],
+        timing=[u.text for u in (gold if len(gold) >= MIN_RECOMMEND else gold + found.train)],
+        train=found.train,
+        data=described,
+    )
 
 
 def render_table(result: dict) -> str:
