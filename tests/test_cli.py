@@ -159,7 +159,7 @@ def test_predict_prints_resolved_values(tiny_bundle):
 
 
 def test_format_result_shows_values():
-    from voicenlu.cli import format_result
+    from voicenlu.cli.common import format_result
 
     slots = [
         ("party_size_number", "four", {"kind": "number", "value": 4}),

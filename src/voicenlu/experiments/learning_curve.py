@@ -22,6 +22,8 @@ from collections import Counter
 from pathlib import Path
 
 from voicenlu.bundle import is_complete
+from voicenlu.config import TrainConfig
+from voicenlu.data import ensure_data, load_snips
 from voicenlu.data.snips import holdout, stratified_slice
 from voicenlu.data.training import TrainData, dev_fraction, snips_split
 from voicenlu.errors import ConfigError
@@ -260,3 +262,34 @@ def render_learning_curve(result: dict, command: str, name: str = "SNIPS") -> st
             cells.append(_pct(row["intent_accuracy"], row["intent_accuracy_std"]))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def run_learning_curve(
+    out: Path,
+    name: str,
+    utterances,
+    sizes: list[int | None],
+    *,
+    draws: int,
+    seed: int,
+    command: str,
+    data_dir=None,
+) -> str:
+    """The curve on ``utterances`` of ``name`` or, when they are None, on SNIPS (from
+    ``data_dir``): trains its points into ``out``, writes learning_curve.json, .md and the
+    plot there, and returns the table (``command`` made it)."""
+    from voicenlu.plots import plot_learning_curve
+
+    out.mkdir(parents=True, exist_ok=True)
+    base = TrainConfig(seed=seed)
+    if utterances is None:
+        snips = load_snips(ensure_data(data_dir))
+        draw, test = snips_draws(snips, dev_seed=seed), snips.test
+        result = learning_curve(draw, test, base, out, sizes, draws)
+    else:
+        draw, test, sizes = file_draws(utterances, seed, name, sizes)
+        result = learning_curve(draw, test, base, out, sizes, draws, user_rule=False)
+    table = render_learning_curve(result, command, name)
+    (out / "learning_curve.md").write_text(table)
+    plot_learning_curve(result["rows"], out / "learning_curve", name=name)
+    return table

@@ -24,6 +24,8 @@ from voicenlu.calibration import (
     ranking_scores,
     softmax,
 )
+from voicenlu.config import TrainConfig
+from voicenlu.data import ensure_data, load_snips
 from voicenlu.data.background import background_requests
 from voicenlu.data.snips import holdout
 from voicenlu.data.training import TrainData, dev_fraction, snips_split
@@ -230,3 +232,38 @@ def render_oos(result: dict, command: str, name: str = "SNIPS") -> str:
             f"{100 * m['in_scope_accuracy']:.2f}% |"
         )
     return "\n".join(lines) + "\n"
+
+
+def run_oos(
+    out: Path,
+    name: str,
+    utterances,
+    *,
+    per_intent: int,
+    epochs: float,
+    seed: int,
+    command: str,
+    data_dir=None,
+) -> str:
+    """The protocol on ``utterances`` of ``name`` or, when they are None, on SNIPS (from
+    ``data_dir``, ``per_intent`` training utterances per intent): trains the folds into
+    ``out``, writes oos.json and oos.md there, and returns the table (``command`` made it)."""
+    config = TrainConfig(epochs=epochs, seed=seed, quantize=False)
+    if utterances is None:
+        folds = snips_folds(load_snips(ensure_data(data_dir)), per_intent, seed)
+        protocol = (
+            f"leave one intent out, {per_intent} training utterances per intent, "
+            f"{config.epochs:g} epochs and at least {config.min_steps} steps"
+        )
+    else:
+        folds = file_folds(utterances, seed, name)
+        protocol = (
+            f"leave one intent out of {name}: 20% of each intent held out as the in-scope "
+            "test set, each fold trained on the rest of the other intents as `train` trains "
+            f"a file, {config.epochs:g} epochs and at least {config.min_steps} steps"
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    result = leave_one_intent_out(folds, config, out, protocol)
+    table = render_oos(result, command, name)
+    (out / "oos.md").write_text(table)
+    return table
