@@ -80,10 +80,66 @@ def test_no_module_imports_another_modules_private_names():
     assert not offences, offences
 
 
-def test_training_is_a_leaf():
-    reach = graph()["voicenlu.trainer"]
-    for module in ("export", "evaluate", "quantize", "prune", "pipeline", "bundle"):
-        assert f"voicenlu.{module}" not in reach
+def reachable(edges: dict[str, set[str]], start: str) -> set[str]:
+    """Every module ``start`` imports, directly or through others (inside functions too)."""
+    seen: set[str] = set()
+    todo = [start]
+    while todo:
+        for nxt in edges[todo.pop()] - seen:
+            seen.add(nxt)
+            todo.append(nxt)
+    return seen
+
+
+# What parses and serves: the base install (Parser, predict, info) and the serve, speech,
+# wyoming and sign extras, with the commands that run them.
+RUNTIME = (
+    "voicenlu.runtime",
+    "voicenlu.bundle",
+    "voicenlu.values",
+    "voicenlu.speech",
+    "voicenlu.listen",
+    "voicenlu.wyoming",
+    "voicenlu.signing",
+    "voicenlu.info",
+    "voicenlu.cli.predict",
+    "voicenlu.cli.listen",
+    "voicenlu.cli.serve",
+)
+
+
+def within(name: str, package: str) -> bool:
+    return name == package or name.startswith(package + ".")
+
+
+def test_the_runtime_never_reaches_training_or_experiments():
+    """Serving needs neither torch (the trainer, the model) nor the experiments that measure
+    the product, not even through another module or an import inside a function."""
+    edges = graph()
+    runtime = [*RUNTIME, *(m for m in MODULES if within(m, "voicenlu.server"))]
+    assert set(runtime) <= set(MODULES)
+    offences = {
+        module: sorted(
+            m
+            for m in reachable(edges, module)
+            if m in ("voicenlu.trainer", "voicenlu.model") or within(m, "voicenlu.experiments")
+        )
+        for module in runtime
+    }
+    assert not any(offences.values()), {k: v for k, v in offences.items() if v}
+
+
+def test_only_the_cli_imports_the_experiments():
+    """The experiments measure the product: only the commands that run them may import them
+    (and the experiments one another)."""
+    offences = [
+        f"{MODULES[name].relative_to(PACKAGE)}:{line} imports {target}"
+        for name in MODULES
+        if not (within(name, "voicenlu.experiments") or within(name, "voicenlu.cli"))
+        for target, _, line in imports(name)
+        if within(target, "voicenlu.experiments")
+    ]
+    assert not offences, offences
 
 
 def test_api_names_are_not_shadowed_by_submodules():

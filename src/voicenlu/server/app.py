@@ -16,7 +16,6 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ValidationError
 from starlette.exceptions import HTTPException
 
-from voicenlu import __version__
 from voicenlu.config import Limits
 from voicenlu.errors import ConfigError, InputError
 from voicenlu.runtime import Parser
@@ -33,6 +32,7 @@ from voicenlu.server.schemas import (
 )
 from voicenlu.speech import AudioError, AudioTooLong, RecogniserFailed, SpeechUnavailable
 from voicenlu.values import DEFAULT_TIMEZONE, reference
+from voicenlu.version import __version__
 
 # A request's (reference_time, timezone), as it sent them; (None, None) is now, in the
 # server's zone.
