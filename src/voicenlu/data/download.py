@@ -20,6 +20,7 @@ from typing import BinaryIO
 
 from voicenlu.data.snips import ENGINES_DIR, UPSTREAM_COMMIT, UPSTREAM_REPO, engines_dir
 from voicenlu.errors import DataError
+from voicenlu.hashing import BLOCK, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +100,6 @@ _OFFLINE_HINT = (
     "To use a local copy of snipsco/nlu-benchmark instead, run "
     "`voicenlu data download --from DIR` or set VOICENLU_SNIPS_MIRROR=DIR"
 )
-_CHUNK = 1 << 16
 
 
 def default_data_dir() -> Path:
@@ -108,14 +108,6 @@ def default_data_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path.home() / ".cache" / "voicenlu" / f"snips-{UPSTREAM_COMMIT[:7]}"
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify(root: str | Path) -> list[str]:
@@ -260,7 +252,7 @@ def _install(rel: str, fetch: Callable[[str], tuple[BinaryIO, str]], target: Pat
             stream, origin = fetch(rel)
             try:
                 with stream:
-                    for block in iter(lambda: stream.read(_CHUNK), b""):
+                    for block in iter(lambda: stream.read(BLOCK), b""):
                         digest.update(block)
                         out.write(block)
             except OSError as exc:

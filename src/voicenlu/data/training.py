@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from voicenlu.config import DEV_FRACTION, MIN_DEV_PER_INTENT, TrainConfig
-from voicenlu.data.download import ensure_data, file_sha256
+from voicenlu.data.download import ensure_data
 from voicenlu.data.formats import load_dataset
 from voicenlu.data.records import Utterance
 from voicenlu.data.snips import (
@@ -27,6 +27,7 @@ from voicenlu.data.snips import (
 from voicenlu.data.types import SlotTypes
 from voicenlu.data.validate import format_problems, validate
 from voicenlu.errors import DataError
+from voicenlu.hashing import file_sha256
 
 SNIPS_LANGUAGE = "en"
 
@@ -130,17 +131,7 @@ def file_data(path: str | Path, seed: int, fraction: float | None = None) -> Tra
     if fraction is None:
         fraction = dev_fraction(dataset.utterances)
     train, dev = holdout(dataset.utterances, fraction, seed)
-    source = {
-        "kind": "file",
-        "description": f"{path.name} ({dataset.format})",
-        "format": dataset.format,
-        "name": path.name,
-        "path": str(path.resolve()),
-        "sha256": data_sha256(path),
-        "dev_split": {"holdout": fraction, "seed": seed},
-        "language": dataset.language,
-        "has_slots": dataset.has_slots,
-    }
+    source = _file_source(path, dataset, {"holdout": fraction, "seed": seed})
     return TrainData(train=train, dev=dev, source=source, slot_types=dataset.slot_types)
 
 
@@ -156,24 +147,29 @@ def evaluation_file(path: str | Path, like: dict | None = None) -> TrainData:
         raise DataError(f"{path} has no utterances.")
     split = (like or {}).get("dev_split") or {"holdout": DEV_FRACTION, "seed": TrainConfig.seed}
     train, dev = holdout(dataset.utterances, split["holdout"], split["seed"])
-    source = {
+    return TrainData(
+        train=train,
+        dev=dev or dataset.utterances,
+        test=dataset.utterances,
+        source=_file_source(path, dataset, split),
+        slot_types=dataset.slot_types,
+    )
+
+
+def _file_source(path: Path, dataset, dev_split: dict) -> dict:
+    """The origin of a user's file as a bundle records it: enough to find the file again,
+    notice that it changed, and split it the same way (``dev_split``: holdout and seed)."""
+    return {
         "kind": "file",
         "description": f"{path.name} ({dataset.format})",
         "format": dataset.format,
         "name": path.name,
         "path": str(path.resolve()),
         "sha256": data_sha256(path),
-        "dev_split": split,
+        "dev_split": dev_split,
         "language": dataset.language,
         "has_slots": dataset.has_slots,
     }
-    return TrainData(
-        train=train,
-        dev=dev or dataset.utterances,
-        test=dataset.utterances,
-        source=source,
-        slot_types=dataset.slot_types,
-    )
 
 
 def recorded_data(origin: dict, data_dir: str | Path | None = None) -> TrainData:

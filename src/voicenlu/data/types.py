@@ -43,9 +43,10 @@ def normalize(text: str) -> str:
     return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
 
 
-def edit_distance(a: str, b: str, limit: int | None = None) -> int:
-    """Damerau-Levenshtein distance (optimal string alignment); ``limit + 1`` once it exceeds
-    ``limit``, so comparing against a long list stays cheap."""
+def edit_distance(a: str, b: str, limit: int | None = None, *, transpositions: bool = True) -> int:
+    """Damerau-Levenshtein distance (optimal string alignment), or Levenshtein distance without
+    ``transpositions`` (a swap of adjacent letters then costs two edits); ``limit + 1`` once it
+    exceeds ``limit``, so comparing against a long list stays cheap."""
     if limit is not None and abs(len(a) - len(b)) > limit:
         return limit + 1
     previous2: list[int] = []
@@ -55,7 +56,7 @@ def edit_distance(a: str, b: str, limit: int | None = None) -> int:
         for j, cb in enumerate(b, start=1):
             cost = 0 if ca == cb else 1
             current[j] = min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + cost)
-            if i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
+            if transpositions and i > 1 and j > 1 and ca == b[j - 2] and a[i - 2] == cb:
                 current[j] = min(current[j], previous2[j - 2] + 1)
         # Once two rows in a row exceed the limit, no later cell can come back under it.
         if limit is not None and min(current) > limit and min(previous) > limit:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
 
 from voicenlu.bundle import is_complete, read_manifest
 from voicenlu.calibration import (
@@ -38,23 +39,28 @@ ECE_BINS = 10
 TEST_SHARE = 0.2  # of each intent of a user's data: the in-scope test set of every fold
 
 
+def _labelled(positive: np.ndarray, negative: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, scores) as scikit-learn takes them: in scope is the positive class."""
+    labels = np.concatenate([np.ones(len(positive)), np.zeros(len(negative))])
+    return labels, np.concatenate([positive, negative])
+
+
 def auroc(positive: np.ndarray, negative: np.ndarray) -> float:
     """Probability that a random positive scores above a random negative (ties count half)."""
-    scores = np.concatenate([positive, negative])
-    order = scores.argsort(kind="mergesort")
-    ranks = np.empty(len(scores))
-    ranks[order] = np.arange(1, len(scores) + 1)
-    for value in np.unique(scores):  # average ranks over ties
-        tied = scores == value
-        ranks[tied] = ranks[tied].mean()
-    n_pos, n_neg = len(positive), len(negative)
-    return float((ranks[:n_pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(roc_auc_score(*_labelled(positive, negative)))
 
 
 def fpr_at_tpr(positive: np.ndarray, negative: np.ndarray, tpr: float = 0.95) -> float:
-    """Share of negatives accepted at the threshold that accepts ``tpr`` of the positives."""
+    """Share of negatives accepted at the threshold that accepts ``tpr`` of the positives.
+
+    The threshold is the positives' ``1 - tpr`` quantile, interpolated between two of them as
+    ``np.quantile`` does, so it need not be a score; a negative is accepted at or above it. The
+    ROC curve is read at the lowest of its thresholds (every distinct score) at or above it,
+    which accepts exactly the same negatives.
+    """
     threshold = np.quantile(positive, 1 - tpr)
-    return float((negative >= threshold).mean())
+    fpr, _, thresholds = roc_curve(*_labelled(positive, negative), drop_intermediate=False)
+    return float(fpr[thresholds >= threshold][-1])
 
 
 def expected_calibration_error(confidence: np.ndarray, correct: np.ndarray) -> float:
