@@ -3,7 +3,8 @@
 Every benchmark script puts the fields of ``provenance(...)`` at the top of the JSON it
 writes, so a reader (and a test) can tell whether a figure is current: the commit it ran at
 (and whether the tree had uncommitted changes), when, the exact command, the SHA-256 of the
-data it read, and the bundle's manifest digest and training configuration.
+data it read, and the bundle's manifest digest and training configuration, with each
+setting the benchmark chose over today's default under ``config_differs`` and why.
 
     from provenance import provenance            # benchmarks/ is the script's own folder
     result = {**provenance(bundle=bundle, data=[data_file]), ...}
@@ -11,6 +12,7 @@ data it read, and the bundle's manifest digest and training configuration.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import shlex
 import subprocess
@@ -18,6 +20,7 @@ import sys
 from pathlib import Path
 
 from voicenlu.bundle import read_manifest
+from voicenlu.config import TrainConfig
 from voicenlu.data.training import data_sha256
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,10 +53,16 @@ def command_line() -> str:
 
 
 def provenance(
-    bundle: str | Path | None = None, data: list[str | Path] | tuple[str | Path, ...] = ()
+    bundle: str | Path | None = None,
+    data: list[str | Path] | tuple[str | Path, ...] = (),
+    differs: dict[str, str] | None = None,
 ) -> dict:
     """The record of one run: commit, created (UTC), command, data digests, bundle digest and
-    training configuration (from its manifest)."""
+    training configuration (from its manifest).
+
+    ``differs`` names each training setting the benchmark chose on purpose over today's
+    ``TrainConfig`` default, with the reason, so a test can tell a deliberate difference
+    from a figure made by an outdated recipe."""
     commit, dirty = git_commit()
     record = {
         "commit": commit,
@@ -74,4 +83,22 @@ def provenance(
                 if k not in ("intents", "slots", "path")
             },
         }
+    if differs:
+        record["config_differs"] = dict(differs)
     return record
+
+
+def undeclared_differences(result: dict) -> dict[str, tuple]:
+    """Training settings of a result's bundle that differ from today's ``TrainConfig``
+    defaults and are not declared under ``config_differs``: {setting: (then, now)}."""
+    bundle = result.get("bundle")  # older results name the bundle's path only
+    training = bundle.get("training") if isinstance(bundle, dict) else None
+    if not training:
+        return {}
+    today = dataclasses.asdict(TrainConfig())
+    declared = result.get("config_differs", {})
+    return {
+        key: (value, today[key])
+        for key, value in training.items()
+        if key in today and value != today[key] and key not in declared
+    }
