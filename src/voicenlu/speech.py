@@ -396,7 +396,7 @@ class Whisper:
                     self.stop()
                     raise RecogniserFailed(f"The speech recogniser could not {doing}: {value}")
         except (EOFError, OSError):
-            pass
+            self.process.join(1.0)  # the pipe can end a moment before the process is reaped
         code = self.process.exitcode
         self.stop()
         why = f"stopped (exit code {code})" if code is not None else f"took over {timeout:.0f} s"
