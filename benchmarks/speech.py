@@ -42,14 +42,26 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import provenance  # noqa: E402
+
 from voicenlu.experiments.noise import mix_noise
 from voicenlu.listen import END_SILENCE_MS
 from voicenlu.runtime import Parser, result_to_utterance
-from voicenlu.speech import GRAMMAR_MIN_SNR_DB, SAMPLE_RATE, AudioError, model_dir
+from voicenlu.speech import (
+    GRAMMAR_MIN_SCORE,
+    GRAMMAR_MIN_SNR_DB,
+    SAMPLE_RATE,
+    AudioError,
+    model_dir,
+)
 
 SNRS = (24, 21, 18, 15, 12, 9, 6)
 CONDITIONS = ("clean", *(str(s) for s in SNRS))
 SEED = 20260
+# The first recordings (sorted by name) chose the grammar's gates (GRAMMAR_MIN_SNR_DB and the
+# GRAMMAR_MIN_SCORE); the figures on the rest are reported apart, untouched by that choice.
+TUNED_ON = 80
 DATA_ENV = "VOICENLU_PICOVOICE_DIR"
 UPSTREAM = "github.com/Picovoice/speech-to-intent-benchmark"
 # Published figures: command acceptance averaged over noisy conditions (cafe and kitchen noise),
@@ -405,6 +417,12 @@ def run(args) -> dict:
     streamed = [rows[("clean", f)]["stream"] for f in files]
     stream_ms = [1000 * s["latency_s"] for s in streamed if s["latency_s"] is not None]
     noisy = [by_condition[str(s)] for s in SNRS if str(s) in by_condition]
+    untuned = files[TUNED_ON:]
+    untuned_by = {
+        c: sum(accepted(labels[f], rows[(c, f)]["answer"]) for f in untuned) / len(untuned)
+        for c in conditions
+        if untuned
+    }
     noise = read_wav_int16(data_dir / "noise/kitchen.wav")
     quiet = non_speech(parser, noise)
     bundle = Path(args.bundle)
@@ -417,6 +435,13 @@ def run(args) -> dict:
         "clean": by_condition["clean"],
         "by_snr": {str(s): by_condition[str(s)] for s in SNRS if str(s) in by_condition},
         "average_noisy": statistics.fmean(noisy) if noisy else None,
+        "untuned": {
+            "recordings": len(untuned),
+            "clean": untuned_by.get("clean"),
+            "average_noisy": statistics.fmean(untuned_by[str(s)] for s in SNRS)
+            if untuned and str(SNRS[0]) in untuned_by
+            else None,
+        },
         "rejected": rejected,
         "recognisers": engines,
         "latency_ms_p50": round(percentile(total_ms, 50), 1),
@@ -458,6 +483,7 @@ def run(args) -> dict:
         "whisper": recogniser.settings["recogniser"],
         "beam_size": recogniser.settings["beam_size"],
         "grammar_min_snr_db": GRAMMAR_MIN_SNR_DB,
+        "grammar_min_score": GRAMMAR_MIN_SCORE,
         "nlu_precision": parser.precision,
         "nlu_training": {
             "data": parser.manifest["data"],
@@ -513,6 +539,14 @@ def render_markdown(result: dict, command: str) -> str:
     ]
     if result["average_noisy"] is not None:
         lines.append(f"| **average over noise (6-24 dB)** | **{pct(result['average_noisy'])}** | |")
+    untuned = result["untuned"]
+    if untuned["average_noisy"] is not None:
+        lines += [
+            "",
+            f"The first {TUNED_ON} recordings (sorted by name) chose the grammar's gates; on the "
+            f"other {untuned['recordings']}: clean {pct(untuned['clean'])}, average over noise "
+            f"{pct(untuned['average_noisy'])}.",
+        ]
     by_engine = result["latency_ms_p50_by_recogniser"]
     lines += [
         "",
@@ -570,8 +604,9 @@ def render_markdown(result: dict, command: str) -> str:
         *[f"| {name} | {pct(v)} |" for name, v in result["published_average_noisy_619"].items()],
         "",
         f"Whisper: {result['whisper']}, beam {result['beam_size']}, CPU int8, for speech "
-        f"whose estimated SNR is under {result['grammar_min_snr_db']:g} dB or that no grammar "
-        f"sentence fits. Audio {result['audio_s_mean']:.1f} s a recording on average. Models: "
+        f"whose estimated SNR is under {result['grammar_min_snr_db']:g} dB or whose best grammar "
+        f"sentence scores under {result['grammar_min_score']:g}. Audio "
+        f"{result['audio_s_mean']:.1f} s a recording on average. Models: "
         f"Whisper {result['model_mb']['whisper']} MB, NLU {result['model_mb']['nlu']} MB "
         f"({result['nlu_precision']}). {result['cpus']} CPU cores, {result['threads']} threads, "
         "shared with other work while this ran, so timings are upper bounds.",
@@ -639,12 +674,12 @@ def main(argv=None) -> int:
     except AudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    command = "python benchmarks/speech.py " + " ".join(argv or sys.argv[1:])
-    result["command"] = command
-    result["commit"] = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
-    ).stdout.strip()
-    result["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    data_dir = Path(args.data_dir)
+    result = {
+        **provenance(bundle=args.bundle, data=[data_dir / "label.json"]),
+        **result,
+    }
+    command = result["command"]
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "speech.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -9,8 +9,9 @@ automaton, so "a <size> <coffeeDrink>" costs one copy of each value list per pla
 not one per pattern. pocketsphinx (its bundled en-us acoustic model and dictionary) decodes the
 audio against that graph as Rhino decodes against its context.
 
-A grammar decoder always answers with a sentence of the grammar, so the answer is trusted only
-when it fits the audio well (``GrammarRecogniser.confidence``); otherwise the open path
+A grammar decoder answers with a sentence of the grammar whenever one can be aligned with the
+audio at all, so it reports how well that sentence fits (``Fit.score``), and the recogniser
+trusts it only when it fits well (``speech.GRAMMAR_MIN_SCORE``); otherwise the open path
 (Whisper) hears the audio.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
@@ -204,6 +206,14 @@ def _without_epsilons(transitions: list[tuple], final: int) -> list[tuple]:
 # --- decoding ---
 
 
+class Fit(NamedTuple):
+    """The grammar's sentence that best fits an utterance, and pocketsphinx's path score of it
+    (the exponential of its log score, in (0, 1]: higher fits better)."""
+
+    text: str
+    score: float
+
+
 def pcm16(samples: np.ndarray) -> bytes:
     """Float samples in [-1, 1] as 16-bit little-endian PCM bytes."""
     return np.clip(np.round(samples * 32768.0), -32768, 32767).astype("<i2").tobytes()
@@ -246,7 +256,7 @@ class GrammarDecoder:
         with self._lock:
             self._idle.append(decoder)
 
-    def decode(self, samples: np.ndarray) -> str | None:
+    def decode(self, samples: np.ndarray) -> Fit | None:
         """The grammar's sentence that best fits 16 kHz float samples, or None when none does."""
         stream = self.stream()
         # The whole utterance at once: cepstral means from all of it, not a running estimate.
@@ -269,11 +279,11 @@ class GrammarStream:
         if pcm:
             self.decoder.process_raw(pcm, no_search=False, full_utt=False)
 
-    def finish(self) -> str | None:
+    def finish(self) -> Fit | None:
         try:
             self.decoder.end_utt()
             hyp = self.decoder.hyp()
-            return hyp.hypstr if hyp is not None and hyp.hypstr else None
+            return Fit(hyp.hypstr, hyp.score) if hyp is not None and hyp.hypstr else None
         finally:
             self.owner._give_back(self.decoder)
 

