@@ -22,13 +22,13 @@ import argparse
 import json
 import random
 import re
-import shlex
 import statistics
-import subprocess
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import provenance  # noqa: E402
 
 from voicenlu.bundle import read_manifest
 from voicenlu.metrics import compute_metrics
@@ -193,8 +193,6 @@ def measure(bundle: Path, split: str, seed: int, data_dir=None) -> dict:
         "split": split,
         "precision": parser.precision,
         "seed": seed,
-        "bundle": str(bundle),
-        "bundle_digest": manifest["digest"],
         "examples": [
             {"text": text, "gold": [g[0] for g in gold_], "got": [g[0] for g in requests_of(r)]}
             for (_, text, gold_), r in zip(pairs, learned, strict=True)
@@ -219,7 +217,8 @@ def render(r: dict) -> str:
         "# Several requests in one text (SNIPS " + r["split"] + ")",
         "",
         f"Command: `{r['command']}` at commit {r['commit'][:10]}, {r['created']}.",
-        f"Bundle: `{r['bundle']}` (manifest digest {r['bundle_digest'][:12]}); the machine "
+        f"Bundle: `{r['bundle']['path']}` (manifest digest {r['bundle']['digest'][:12]}); the "
+        "machine "
         "(2 cores) was shared with other jobs, so the latencies are indicative.",
         "",
         f"{r['pairs']} pairs of {r['split']} utterances of different intents (seed {r['seed']}), "
@@ -288,12 +287,10 @@ def main() -> None:
     ap.add_argument("--data-dir")
     ap.add_argument("--out", type=Path, help="default: benchmarks/multi_intent (test only)")
     args = ap.parse_args()
-    result = measure(args.bundle, args.split, args.seed, args.data_dir)
-    result["commit"] = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    result["created"] = datetime.now(UTC).isoformat(timespec="seconds")
-    result["command"] = shlex.join(["python", "benchmarks/multi_intent.py", *sys.argv[1:]])
+    result = {
+        **provenance(bundle=args.bundle),
+        **measure(args.bundle, args.split, args.seed, args.data_dir),
+    }
     out = args.out or (ROOT / "multi_intent" if args.split == "test" else None)
     text = render(result)
     print(text)

@@ -3,28 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_cli as run
 
 from voicenlu.data import INTENTS
-
-
-def run(*args: str, env: dict | None = None, stdin: str | None = None):
-    done = subprocess.run(
-        [sys.executable, "-m", "voicenlu", *args],
-        env={**os.environ, **(env or {})},
-        input=stdin,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert "Traceback" not in done.stderr, done.stderr
-    return done
 
 
 def dead_url() -> str:
