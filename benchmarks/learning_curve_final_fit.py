@@ -16,12 +16,14 @@ bundle is complete is scored without training again, so more draws can be added 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
-import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from provenance import provenance  # noqa: E402
 
 from voicenlu.config import TrainConfig
 from voicenlu.data import ensure_data, load_snips, stratified_slice
@@ -130,15 +132,7 @@ def main() -> None:
     if args.banking77:
         draw, test = banking77(Path(args.banking77), base)
         jobs.append(("BANKING77", draw, test, args.banking77_sizes))
-    commit = subprocess.run(
-        ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
-    ).stdout.strip()
-    result = {
-        "commit": commit,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "command": "python benchmarks/learning_curve_final_fit.py " + " ".join(sys.argv[1:]),
-        "curves": {},
-    }
+    result = {**provenance(), "config": dataclasses.asdict(base), "curves": {}}
     for name, draw, test, sizes in jobs:
         folder = RUNS / name.lower()
         folder.mkdir(parents=True, exist_ok=True)
