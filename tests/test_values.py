@@ -388,8 +388,13 @@ def spans_of(text: str, slot: str, parts: list[str]) -> list[tuple[SlotSpan, flo
         ("will it rain tomorrow or friday", "when", ["tomorrow", "friday"], [(13, 21), (25, 31)]),
         # Too far apart to be one expression, whatever Duckling makes of them.
         ("at 8 pm, and then again on friday", "when", ["8 pm", "friday"], [(3, 7), (27, 33)]),
-        # Only slots of a Duckling dimension join; two cities stay two.
+        # Two cities stay two: together they are no city.
         ("weather in Zurich Bern", "city", ["Zurich", "Bern"], [(11, 17), (18, 22)]),
+        # Pieces of a custom entity join when together they spell one of its values...
+        ("weather in the big apple", "city", ["the big", "apple"], [(11, 24)]),
+        # ...exactly, not by a near miss, and only when they touch.
+        ("weather in the bog apple", "city", ["the bog", "apple"], [(11, 18), (19, 24)]),
+        ("weather in new or york", "city", ["new", "york"], [(11, 14), (18, 22)]),
     ],
 )
 def test_parts_of_one_expression_join(values, text, slot, parts, joined):

@@ -26,7 +26,7 @@ dimension D at ``text[start:end]``:
 
 Neighbouring slots of one expression are joined first (``ValueResolver.whole_values``): a
 model may tag "7:30" and "tomorrow morning" apart, which resolved one at a time give 19:30
-today and a morning.
+today and a morning, or "brown" and "sugar" apart, neither of them a value.
 
 Where Duckling offers several readings (``values``), the first is taken: for times the nearest
 one at or after the reference time. Numbers written as words ("four", "twenty one") resolve.
@@ -543,7 +543,9 @@ class ValueResolver:
         A model may tag "7:30" and "tomorrow morning" of "at 7:30 tomorrow morning" as two
         slots, or "2 hours and" and "15 minutes"; resolved one at a time they give the wrong
         alarm. Two spans join when at most one word lies between them ("and", "at", "on")
-        and Duckling finds one expression of the slot's dimension running across both.
+        and Duckling finds one expression of the slot's dimension running across both. Spans
+        of a custom entity join when they touch and together spell one of its values
+        exactly or as a synonym ("brown" and "sugar" of "brown sugar").
         """
         joined: list[tuple[SlotSpan, float]] = []
         for span, score in spans:
@@ -555,8 +557,13 @@ class ValueResolver:
 
     def _one_expression(self, text: str, first: SlotSpan, second: SlotSpan, ref) -> bool:
         kind = self.slot_types.get(first.slot)
-        if first.slot != second.slot or kind not in DIMENSIONS:
+        if first.slot != second.slot or kind is None:
             return False
+        if kind not in DIMENSIONS:  # a custom entity: together they must spell one of its values
+            if text[first.end : second.start].strip():
+                return False
+            found = self.entities.resolve(kind, text[first.start : second.end])
+            return found is not None and found["match"] != "fuzzy"
         if len(_WORD.findall(text[first.end : second.start])) > MAX_JOIN_WORDS:
             return False
         duckling = load_duckling()
