@@ -31,8 +31,9 @@ import httpx
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from provenance import provenance  # noqa: E402
 from serve_load import TEXTS, free_port, rss_mb  # noqa: E402
+
+from voicenlu.experiments.provenance import provenance  # noqa: E402
 
 KEY = "hostile-probe-key-0123456789"
 AUTH = f"Authorization: Bearer {KEY}\r\n".encode()

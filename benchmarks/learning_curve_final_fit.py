@@ -19,11 +19,7 @@ import argparse
 import dataclasses
 import json
 import os
-import sys
 from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from provenance import provenance  # noqa: E402
 
 from voicenlu.config import TrainConfig
 from voicenlu.data import ensure_data, load_snips, stratified_slice
@@ -36,6 +32,7 @@ from voicenlu.experiments.learning_curve import (
     snips_draws,
     summarise,
 )
+from voicenlu.experiments.provenance import provenance
 
 ROOT = Path(__file__).resolve().parent
 RUNS = ROOT.parent / "runs" / "learning-curve-final-fit"

@@ -27,10 +27,8 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from provenance import provenance  # noqa: E402
-
 from voicenlu.bundle import read_manifest
+from voicenlu.experiments.provenance import provenance
 from voicenlu.metrics import compute_metrics
 from voicenlu.pipeline import bundle_data
 from voicenlu.runtime import Parser, result_to_utterance

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import httpx
 
+from voicenlu.experiments.provenance import provenance
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-from provenance import provenance  # noqa: E402
 
 TEXTS = [
     "add Diamonds to my roadtrip playlist",

@@ -19,15 +19,12 @@ import argparse
 import csv
 import json
 import os
-import shlex
-import subprocess
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from voicenlu.bundle import read_manifest
 from voicenlu.data import ensure_data, load_snips
 from voicenlu.data.training import recorded_data
+from voicenlu.experiments.provenance import provenance
 from voicenlu.runtime import Parser
 
 ROOT = Path(__file__).resolve().parent
@@ -132,14 +129,13 @@ def main() -> None:
         "banking77": (False, "BANKING77 test set", banking),
         "snips": (False, "SNIPS test set", [u.text for u in load_snips(ensure_data()).test]),
     }
+    record = provenance(bundle=args.bundle, data=[args.banking77 / "test.csv"])
     result = {
+        **record,
+        # The bundle's path, as the table names it; its digest and training beside it.
         "bundle": str(args.bundle),
+        "bundle_record": record["bundle"],
         "intents": len(manifest["intents"]),
-        "command": "python benchmarks/small_assistant.py " + shlex.join(sys.argv[1:]),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "bundle_note": args.bundle_note,
         "precision": nlu.precision,
         "threshold": nlu.threshold,

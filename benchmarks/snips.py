@@ -22,7 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+from voicenlu.bundle import read_manifest
 from voicenlu.data import ensure_data, load_snips
+from voicenlu.experiments.provenance import provenance
 from voicenlu.lexical import LexicalModel
 
 ROOT = Path(__file__).resolve().parent
@@ -61,10 +63,11 @@ def trained_run(variant: str, seed: int, existing_only: bool) -> dict | None:
         print("+", " ".join(cmd[1:]), flush=True)
         subprocess.run(cmd, check=True)
     metrics = json.loads(metrics_file.read_text())
-    manifest = json.loads((run_dir / "bundle" / "voicenlu.json").read_text())
+    manifest = read_manifest(run_dir / "bundle", verify=False)
     return {
         **{k: metrics[k] for k in METRICS},
         "train_seconds": manifest["training"]["train_seconds"],
+        "bundle_digest": manifest["digest"],
     }
 
 
@@ -81,8 +84,11 @@ def tfidf_run(snips, seed: int) -> dict:
 
 def main() -> None:
     existing_only = "--existing" in sys.argv[1:]
-    snips = load_snips(ensure_data())
+    data_dir = ensure_data()
+    snips = load_snips(data_dir)
     result = {
+        # The bundle of the first seed; every seed's digest is under its variant.
+        **provenance(bundle=RUNS / f"finetuned-{SEEDS[0]}" / "bundle", data=[data_dir]),
         "split": "goo2018",
         "seeds": SEEDS,
         "machine": platform.processor() or platform.machine(),
@@ -92,9 +98,10 @@ def main() -> None:
         runs = [trained_run(variant, seed, existing_only) for seed in SEEDS]
         seeds = [seed for seed, run in zip(SEEDS, runs, strict=True) if run]
         runs = [run for run in runs if run]
-        result["variants"][variant] = {"seeds": seeds} | {
-            k: summary([r[k] for r in runs]) for k in (*METRICS, "train_seconds")
-        }
+        result["variants"][variant] = {
+            "seeds": seeds,
+            "bundle_digests": [r["bundle_digest"] for r in runs],
+        } | {k: summary([r[k] for r in runs]) for k in (*METRICS, "train_seconds")}
     runs = [tfidf_run(snips, seed) for seed in SEEDS]
     result["variants"]["tfidf_logreg"] = {
         k: summary([r[k] for r in runs]) for k in ("intent_accuracy", "train_seconds")
@@ -117,7 +124,7 @@ def main() -> None:
     (ROOT / "snips.md").write_text(
         "# SNIPS, standard split (Goo et al. 2018), 700 test utterances\n\n"
         f"Mean ± std over seeds {SEEDS}; CPU only (2 cores).\n"
-        "Command: `python benchmarks/snips.py`.\n\n"
+        f"Command: `{result['command']}` at commit {str(result['commit'])[:10]}.\n\n"
         f"{table}\n"
     )
     plots = ROOT / "snips_plots"

@@ -42,10 +42,8 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from provenance import provenance  # noqa: E402
-
 from voicenlu.experiments.noise import mix_noise
+from voicenlu.experiments.provenance import provenance
 from voicenlu.listen import END_SILENCE_MS
 from voicenlu.runtime import Parser, result_to_utterance
 from voicenlu.speech import (

@@ -15,14 +15,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import shlex
-import subprocess
-import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 from voicenlu.data import ensure_data, load_snips
 from voicenlu.experiments.bench import values_overhead
+from voicenlu.experiments.provenance import provenance
 from voicenlu.experiments.values import checked_values, value_coverage
 from voicenlu.values import ValueResolver
 
@@ -121,18 +118,15 @@ def main() -> None:
     args = parser.parse_args()
     from importlib.metadata import version
 
-    snips = load_snips(ensure_data())
+    data_dir = ensure_data()
+    snips = load_snips(data_dir)
     slots = {s.slot for u in snips.train for s in u.slots}
     section = snips.slot_types.manifest_section(snips.train + snips.dev, slots)
     sample = json.loads(SAMPLE.read_text(encoding="utf-8"))
     resolver = ValueResolver.from_manifest(section)
     ref = resolver.reference(sample["reference_time"], sample["timezone"])
     result = {
-        "command": " ".join(["python benchmarks/values.py", shlex.join(sys.argv[1:])]).strip(),
-        "commit": subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip(),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        **provenance(bundle=args.bundle, data=[data_dir, SAMPLE]),
         "duckling": version("pyduckling-native-phihos"),
         "reference_time": sample["reference_time"],
         "timezone": sample["timezone"],

@@ -163,3 +163,11 @@ def test_light_modules_do_not_import_torch():
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_the_trainer_only_trains():
+    """The decision layer over the network (lexical model, in-scope statistics, calibration)
+    is a pipeline step of its own, not part of training."""
+    edges = graph()
+    assert "voicenlu.scoring" in edges["voicenlu.pipeline"]
+    assert not edges["voicenlu.trainer"] & {"voicenlu.calibration", "voicenlu.scoring"}

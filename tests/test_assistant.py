@@ -218,6 +218,9 @@ def test_bench_measures_on_the_bundles_own_data(quantized, tmp_path, cli):
     assert all(row["intent_accuracy"] is None and row["p50_ms"] > 0 for row in result["rows"])
     assert "Not scored and nothing recommended" in done.stdout
     assert "assistant.rasa.yml" in done.stdout and "SNIPS" not in done.stdout
+    # Its provenance: the command and the bundle it measured.
+    assert result["command"].startswith("voicenlu bench ")
+    assert result["bundle"]["digest"] == read_manifest(bundle)["digest"]
 
 
 def test_bench_writes_beside_the_bundle_by_default(quantized, tmp_path, cli):

@@ -186,6 +186,7 @@ def test_the_runtime_adds_weighted_lexical_evidence(tiny_bundle, tiny_data, tmp_
 def test_an_assistant_of_one_intent_trains_without_the_lexical_model(tmp_path):
     """A single intent leaves nothing for TF-IDF to tell apart (and nothing to fit it on)."""
     from voicenlu.data.training import TrainData
+    from voicenlu.scoring import fit_scoring
     from voicenlu.trainer import fit
 
     orders = [("a small latte", "latte"), ("one large mocha please", "mocha"), ("a mocha", "mocha")]
@@ -194,9 +195,12 @@ def test_an_assistant_of_one_intent_trains_without_the_lexical_model(tmp_path):
         for t, v in orders
     ]
     config = TrainConfig(epochs=1, batch_size=4, min_steps=0, max_length=16)
-    trained = fit(TrainData(train=utterances, dev=utterances[:2]), config, tmp_path)
+    data = TrainData(train=utterances, dev=utterances[:2])
+    trained = fit(data, config, tmp_path)
     assert trained.intents == ["orderDrink"]
-    assert trained.lexical is None and trained.lexical_weight == 0.0
+    scoring = fit_scoring(trained, data, config)
+    assert scoring.lexical is None and scoring.lexical_weight == 0.0
+    assert scoring.calibration["background"]["requests"] > 0 and len(scoring.scope.means) == 1
 
 
 def test_training_batches_pad_to_utterances_of_like_length(snips, tmp_path):

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from voicenlu.config import TrainConfig
+from voicenlu.experiments.provenance import provenance, undeclared_differences
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import tables  # noqa: E402
-from provenance import provenance, undeclared_differences  # noqa: E402
 
 RESULTS = sorted((ROOT / "benchmarks").rglob("*.json"))
 

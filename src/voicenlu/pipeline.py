@@ -58,12 +58,14 @@ def train_bundle(
     teacher=None,
     record: dict | None = None,
 ) -> Path:
-    """Train on ``data``, then write, export, score and complete ``output_dir/bundle``.
+    """Train on ``data``, fit the decision layer over the network, then write, export, score
+    and complete ``output_dir/bundle``.
 
     ``start``/``teacher`` continue from a pruned model with distillation (see
     ``train.fit``); ``record`` adds fields to the manifest. Under torchrun only rank 0 writes.
     """
     require_extra("train", "train")
+    from voicenlu.scoring import fit_scoring
     from voicenlu.trainer import fit
 
     output_dir = Path(output_dir)
@@ -71,7 +73,7 @@ def train_bundle(
     trained = fit(data, config, output_dir, resume=resume, start=start, teacher=teacher)
     if not trained.is_main:
         return bundle
-    _write_trained(bundle, trained, data, config, record or {})
+    _write_trained(bundle, trained, fit_scoring(trained, data, config), data, config, record or {})
     # The weights are in the bundle now; export loads them afresh. Dropping the training state
     # (model, optimizer moments, gradients, the Trainer's cycles) first lowers the peak.
     del trained
@@ -112,8 +114,10 @@ def check_run_dir(output_dir: Path, resume: bool, overwrite: bool) -> None:
         )
 
 
-def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, record: dict):
-    """Weights, tokenizer and manifest of a new bundle (not complete yet)."""
+def _write_trained(
+    bundle: Path, trained, scoring, data: TrainData, config: TrainConfig, record: dict
+):
+    """Weights, tokenizer, decision layer and manifest of a new bundle (not complete yet)."""
     from voicenlu.model import save_weights
 
     encoder_config = trained.model.encoder.config
@@ -129,7 +133,7 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
         ),
         "max_length": config.max_length,
         "pad_token_id": trained.pad_id,
-        "calibration": trained.calibration,
+        "calibration": scoring.calibration,
         "training": dataclasses.asdict(config)
         | {
             "train_seconds": round(trained.seconds, 1),
@@ -139,7 +143,7 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
         },
         "data": describe(data)
         | {"spoken_copies": trained.spoken_copies, "swapped_copies": trained.swapped_copies},
-        "lexical": {"weight": trained.lexical_weight} if trained.lexical else None,
+        "lexical": {"weight": scoring.lexical_weight} if scoring.lexical else None,
         "dev_metrics": trained.dev_metrics,
         "history": trained.history,
         "examples": demo_examples(data.train),
@@ -147,9 +151,9 @@ def _write_trained(bundle: Path, trained, data: TrainData, config: TrainConfig, 
     bundles.create(bundle, manifest | record)
     bundles.put_file(bundle, "model.safetensors", lambda path: save_weights(trained.model, path))
     bundles.put_files(bundle, trained.hf_tokenizer.save_pretrained)
-    if trained.lexical:
-        bundles.put_file(bundle, LEXICAL_FILE, trained.lexical.save)
-    bundles.put_file(bundle, SCOPE_FILE, trained.scope.save)
+    if scoring.lexical:
+        bundles.put_file(bundle, LEXICAL_FILE, scoring.lexical.save)
+    bundles.put_file(bundle, SCOPE_FILE, scoring.scope.save)
     if trained.model.crf is not None:
         bundles.put_file(bundle, CRF_FILE, trained.model.crf.save)
     # The recogniser's bias for spoken requests: this training data only.

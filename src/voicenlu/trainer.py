@@ -2,7 +2,8 @@
 
 Trainer gives TensorBoard logs, checkpoint rotation, resume, early stopping on dev, seeds
 and DDP through ``torchrun`` (gloo on CPU). The best checkpoint (by dev exact match) is
-returned with its calibration and history; ``pipeline.py`` turns it into a bundle.
+returned with its history; ``scoring.py`` fits the decision layer over it and ``pipeline.py``
+turns both into a bundle.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 from transformers import (
@@ -33,13 +33,10 @@ from transformers import (
 from transformers.integrations import TensorBoardCallback
 from transformers.trainer import TRAINER_STATE_NAME
 
-from voicenlu.calibration import ScopeModel, calibrate
 from voicenlu.config import CHECKPOINTS, MIN_DEV_PER_INTENT, Schedule, TrainConfig, schedule
 from voicenlu.contrastive import warm_start
 from voicenlu.data.augment import with_swapped_values
-from voicenlu.data.background import background_requests
 from voicenlu.data.records import Utterance
-from voicenlu.data.snips import stratified_slice
 from voicenlu.data.spoken import with_spoken_copies
 from voicenlu.data.training import TrainData
 from voicenlu.errors import ConfigError
@@ -50,20 +47,19 @@ from voicenlu.features import (
     prepare_tokenizer,
     slot_tags,
 )
-from voicenlu.lexical import NO_DEV_WEIGHT, LexicalModel, choose_weight
+from voicenlu.lexical import NO_DEV_WEIGHT
 from voicenlu.metrics import HEADLINE, compute_metrics
 from voicenlu.model import Collator, JointModel, build_model
 from voicenlu.quiet import no_loading_bars
 
 log = logging.getLogger(__name__)
 
-SCOPE_PER_INTENT = 300  # training utterances per intent that the in-scope statistics see
 RUN_FILE = "run.json"  # beside the checkpoints: what they were trained on, checked on resume
 
 
 @dataclass
 class Fit:
-    """A trained model and what the bundle records about its training."""
+    """A trained network and what the bundle records about its training."""
 
     model: JointModel
     hf_tokenizer: object  # the transformers tokenizer, saved into the bundle as it is
@@ -71,8 +67,6 @@ class Fit:
     intents: list[str]
     tags: list[str]
     pad_id: int
-    calibration: dict
-    scope: ScopeModel  # statistics of the in-scope score (calibration.py)
     dev_metrics: dict
     history: list[dict]
     seconds: float
@@ -80,8 +74,7 @@ class Fit:
     world_size: int
     spoken_copies: int  # spoken copies added to the training utterances
     swapped_copies: int  # slot-swapped copies added (small data)
-    lexical: LexicalModel | None  # the TF-IDF intent model, when dev gives it a weight
-    lexical_weight: float
+    learnt: list[Utterance]  # the training utterances with their spoken copies (no swaps)
     is_main: bool  # the process that writes (rank 0 under torchrun)
     choice: dict  # how the checkpoint and lexical weight were chosen (see ``_choice``)
 
@@ -336,8 +329,7 @@ def fit(
     logs go under ``output_dir``.
 
     Data without a dev set (too small to spare one) trains for the fixed schedule (``min_steps``
-    or its epochs) and keeps the last weights; its lexical weight is ``NO_DEV_WEIGHT`` and
-    calibration runs on the training utterances. ``start`` is a (model, tokenizer, intents,
+    or its epochs) and keeps the last weights. ``start`` is a (model, tokenizer, intents,
     tags) to continue from instead of the pretrained backbone (a pruned model); ``teacher``
     adds distillation from its logits.
     """
@@ -392,31 +384,15 @@ def fit(
     plan = schedule(config, len(taught))
     has_dev = bool(data.dev)
     train_set, _ = featurize(taught, tokenizer, intent_index, tag_index, 0)
-    # Dev, or without one the training utterances: what calibration and the lexical weight see.
-    checks = data.checks
-    check_set, check_enc = featurize(checks, tokenizer, intent_index, tag_index, len(taught))
-    first = len(taught) + len(checks)
+    check_set, check_enc = featurize(data.dev, tokenizer, intent_index, tag_index, len(taught))
+    first = len(taught) + len(data.dev)
     # A fixed sample of the training set, scored each evaluation like dev, for the learning
     # curves (a run without dev is not evaluated while it trains).
     sample = data.train[:: max(1, len(data.train) // len(data.dev))] if has_dev else []
     sample = sample[: len(data.dev)]
     sample_set, sample_enc = featurize(sample, tokenizer, intent_index, tag_index, first)
-    # The utterances the in-scope statistics are fitted on, once trained.
-    scope_sample = stratified_slice(learn, SCOPE_PER_INTENT, config.seed)
-    scope_first = first + len(sample)
-    scope_set, scope_enc = featurize(scope_sample, tokenizer, intent_index, tag_index, scope_first)
-    # General requests of other assistants, which calibration ranks requests against too
-    # (labelled with any intent: only their logits and vectors are read).
-    others = [Utterance(text, intents[0]) for text in background_requests()]
-    others_first = scope_first + len(scope_sample)
-    others_set, others_enc = featurize(others, tokenizer, intent_index, tag_index, others_first)
     lookup = {}
-    for first_id, utts, encs in (
-        (len(taught), checks, check_enc),
-        (first, sample, sample_enc),
-        (scope_first, scope_sample, scope_enc),
-        (others_first, others, others_enc),
-    ):
+    for first_id, utts, encs in ((len(taught), data.dev, check_enc), (first, sample, sample_enc)):
         pairs = zip(utts, encs, strict=True)
         lookup.update({first_id + k: pair for k, pair in enumerate(pairs)})
 
@@ -456,27 +432,14 @@ def fit(
         (folder / RUN_FILE).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     trainer.train(resume_from_checkpoint=last)
     seconds = time.perf_counter() - started
-    check_out = trainer.predict(check_set, metric_key_prefix="dev")  # every rank takes part
-    # Evaluation batches are length-grouped too: put the rows back in order (by example id)
-    # so that they line up with the lexical evidence below.
-    order = np.argsort(check_out.label_ids[2])
-    check_logits, check_labels = check_out.predictions[0][order], check_out.label_ids[0][order]
-    scope_out = trainer.predict(scope_set, metric_key_prefix="scope")
-    scope = ScopeModel.fit(scope_out.predictions[2], scope_out.label_ids[0])
-    others_out = trainer.predict(others_set, metric_key_prefix="background")
-    in_order = np.argsort(others_out.label_ids[2])
-    others_logits = others_out.predictions[0][in_order]
-    others_density = scope.density(others_out.predictions[2][in_order])
-    lexical, weight = None, 0.0
-    if config.lexical and len(intents) > 1:  # with one intent there is nothing to tell apart
-        lexical = LexicalModel.fit(learn, intents)
-        evidence = lexical.log_probs([u.text for u in checks])
-        if has_dev:
-            weight = choose_weight(check_logits, evidence, check_labels)
-        else:  # the training utterances would choose whatever fits them best: a fixed weight
-            weight = NO_DEV_WEIGHT
-        check_logits = check_logits + weight * evidence
-        others_logits = others_logits + weight * lexical.log_probs([u.text for u in others])
+    dev_metrics = {}
+    if has_dev:  # every rank takes part
+        measured = trainer.predict(check_set, metric_key_prefix="dev").metrics
+        dev_metrics = {
+            k.removeprefix("dev_"): v
+            for k, v in measured.items()
+            if k.removeprefix("dev_") in HEADLINE
+        }
     return Fit(
         model=model,
         hf_tokenizer=hf_tokenizer,
@@ -484,28 +447,14 @@ def fit(
         intents=intents,
         tags=tags,
         pad_id=pad_id,
-        calibration=calibrate(
-            check_logits,
-            check_labels,
-            density=scope.density(check_out.predictions[2][order]),
-            background=(others_logits, others_density),
-        ),
-        scope=scope,
-        dev_metrics={
-            k.removeprefix("dev_"): v
-            for k, v in check_out.metrics.items()
-            if k.removeprefix("dev_") in HEADLINE
-        }
-        if has_dev
-        else {},
+        dev_metrics=dev_metrics,
         history=_history(trainer.state.log_history),
         seconds=seconds,
         epochs_run=trainer.state.epoch,
         world_size=args.world_size,
         spoken_copies=len(learn) - len(data.train),
         swapped_copies=len(taught) - len(learn),
-        lexical=lexical if weight else None,
-        lexical_weight=weight,
+        learnt=learn,
         is_main=trainer.is_world_process_zero(),
         choice=_choice(data, plan, trainer.state),
     )

@@ -343,6 +343,7 @@ def run_bench(
     describes what was measured."""
     timing = timing if timing is not None else [u.text for u in gold]
     from voicenlu.bundle import read_manifest
+    from voicenlu.experiments.provenance import provenance
 
     specs = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -390,11 +391,11 @@ def run_bench(
     for row in rows:
         row["recommended"] = row["name"] == best
     result = {
+        **provenance(bundle=bundle),
         "data": data,
         "scored": len(gold),
         "recommended": best,
         "machine": _machine(),
-        "command": " ".join(["voicenlu", *sys.argv[1:]]),
         "settings": {
             "runs": runs,
             "requests_per_run": requests,
@@ -468,7 +469,8 @@ def render_table(result: dict) -> str:
     lines = [
         f"# Deployment trade-offs on {result.get('data', 'the test set')}",
         "",
-        f"Machine: {result['machine']}. Command: `{result['command']}`.",
+        f"Machine: {result['machine']}. Command: `{result['command']}`"
+        + (f" at commit {result['commit'][:10]}." if result.get("commit") else "."),
         f"Latency: single requests, tokenisation included, 1 thread, median over "
         f"{result['settings']['runs']} runs of {result['settings']['requests_per_run']} requests. "
         f"Throughput: batches of {BATCH}, padded to their longest, 2 threads. "

@@ -1,12 +1,12 @@
 """Where a committed figure came from: the code, the command, the data and the bundle.
 
-Every benchmark script puts the fields of ``provenance(...)`` at the top of the JSON it
-writes, so a reader (and a test) can tell whether a figure is current: the commit it ran at
-(and whether the tree had uncommitted changes), when, the exact command, the SHA-256 of the
-data it read, and the bundle's manifest digest and training configuration, with each
-setting the benchmark chose over today's default under ``config_differs`` and why.
+Every benchmark script (and ``voicenlu bench``) puts the fields of ``provenance(...)`` at the
+top of the JSON it writes, so a reader (and a test) can tell whether a figure is current: the
+commit it ran at (and whether the tree had uncommitted changes), when, the exact command, the
+SHA-256 of the data it read, and the bundle's manifest digest and training configuration, with
+each setting the benchmark chose over today's default under ``config_differs`` and why.
 
-    from provenance import provenance            # benchmarks/ is the script's own folder
+    from voicenlu.experiments.provenance import provenance
     result = {**provenance(bundle=bundle, data=[data_file]), ...}
 """
 
@@ -23,18 +23,22 @@ from voicenlu.bundle import read_manifest
 from voicenlu.config import TrainConfig
 from voicenlu.data.training import data_sha256
 
-ROOT = Path(__file__).resolve().parent.parent
+PACKAGE = Path(__file__).resolve().parent.parent
+ROOT = PACKAGE.parent.parent  # the checkout's root, when the package runs from one
 
 
 def git_commit() -> tuple[str | None, bool]:
-    """HEAD of the project's repository and whether tracked files differ from it."""
+    """HEAD of the project's checkout and whether tracked files differ from it; (None, True)
+    for an installed package, which no commit describes."""
 
     def git(*args: str) -> str:
         return subprocess.run(
-            ["git", *args], cwd=ROOT, capture_output=True, text=True, check=True
+            ["git", *args], cwd=PACKAGE, capture_output=True, text=True, check=True
         ).stdout.strip()
 
     try:
+        if Path(git("rev-parse", "--show-toplevel")).resolve() != ROOT:
+            return None, True  # site-packages inside some other repository
         commit = git("rev-parse", "HEAD")
         dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
     except (OSError, subprocess.CalledProcessError):
@@ -43,8 +47,11 @@ def git_commit() -> tuple[str | None, bool]:
 
 
 def command_line() -> str:
-    """The command as it was typed, with the script's path relative to the repository."""
+    """The command as it was typed: ``voicenlu ...``, or a script with its path relative to
+    the repository."""
     script = Path(sys.argv[0]).resolve()
+    if script.name in ("voicenlu", "__main__.py"):
+        return shlex.join(["voicenlu", *sys.argv[1:]])
     try:
         script = script.relative_to(ROOT)
     except ValueError:
