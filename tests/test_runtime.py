@@ -88,6 +88,25 @@ def test_threshold_rejects_as_out_of_scope(parser):
     assert result["intent_ranking"] and result["slots"] == []
 
 
+def test_numpy_work_of_a_request_runs_on_one_blas_thread(parser, monkeypatch):
+    """A spinning BLAS thread per core doubled the CPU time of a request; the cap is lifted
+    after the request, so the rest of the process keeps its own setting."""
+    from threadpoolctl import threadpool_info
+
+    def blas_threads() -> list[int]:
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    seen = []
+    model = parser.scope or parser.lexical
+    method = "density" if parser.scope else "log_probs"
+    real = getattr(model, method)
+    monkeypatch.setattr(model, method, lambda x: seen.append(blas_threads()) or real(x))
+    before = blas_threads()
+    parser.parse("play some jazz")
+    assert seen and all(n == [1] * len(before) for n in seen)
+    assert blas_threads() == before
+
+
 def test_runtime_never_imports_torch(tiny_bundle):
     code = (
         "import sys, voicenlu\n"

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
+from threadpoolctl import ThreadpoolController
 from tokenizers import Tokenizer
 
 from voicenlu.bundle import read_manifest, verify_files
@@ -170,6 +171,7 @@ class Parser:
             manifest.get("values") if values else None, timezone
         )
         self.threads = threads or 0
+        self._blas = ThreadpoolController()
         self._recogniser = None
         lexical = manifest.get("lexical")
         self.lexical = LexicalModel.load(bundle / LEXICAL_FILE) if lexical else None
@@ -266,9 +268,13 @@ class Parser:
         intent_logits, slot_logits, *vector = self.session.run(
             self._outputs, {k: feed[k] for k in self._input_names}, _SHRINK if big else None
         )
-        if self.lexical is not None:
-            intent_logits = intent_logits + self.lexical_weight * self.lexical.log_probs(texts)
-        density = self.scope.density(vector[0]) if self.scope else None
+        # numpy's BLAS would start a thread per core for these small products and leave them
+        # spinning: that doubled a request's CPU time and took the cores the model runs on.
+        with self._blas.limit(limits=1, user_api="blas"):
+            if self.lexical is not None:
+                lexical = self.lexical.log_probs(texts)
+                intent_logits = intent_logits + self.lexical_weight * lexical
+            density = self.scope.density(vector[0]) if self.scope else None
         return encodings, intent_logits, slot_logits, density
 
     def evidence(self, texts: list[str], batch_size: int = 64):
