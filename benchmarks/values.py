@@ -82,11 +82,10 @@ def render(result: dict) -> str:
         "",
         f"One request at a time, 1 thread, {lat['precision']} model, each of the 700 test "
         f"utterances parsed with and without resolution in turns by two parsers sharing one "
-        f"model session, median of {RUNS} runs of {REQUESTS} requests. The machine (2 cores) "
-        f"was shared with other jobs (load average {load} at the end), so wall-clock times "
-        "include waits for a core; the process's CPU time counts only the work, though the "
-        "contention slows that too (compare the parse without resolution with the int8 row "
-        "of benchmarks/deploy.md).",
+        f"model session, median of {RUNS} runs of {REQUESTS} requests. Load average at the "
+        f"end: {load} on 2 cores (this benchmark keeps one busy). Wall-clock times include "
+        "any wait for a core; the process's CPU time counts only the work (compare the parse "
+        "without resolution with the int8 row of benchmarks/deploy.md).",
         "",
         "| | p50 ms, CPU time | p50 ms, wall clock |",
         "|---|---|---|",
