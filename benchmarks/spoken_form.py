@@ -19,6 +19,9 @@ from pathlib import Path
 
 from snips import METRICS, RUNS, SEEDS, summary, trained_run
 
+from voicenlu.data import ensure_data
+from voicenlu.experiments.provenance import provenance
+
 ROOT = Path(__file__).resolve().parent
 FORMS = ("written", "spoken")
 GOAL = {"intent_accuracy": 0.2, "slot_f1": 0.5, "exact_match": 1.0}  # largest drop, in points
@@ -63,7 +66,8 @@ def render(result: dict) -> str:
         f"Mean ± std over {n} seed{'s' if n != 1 else ''} "
         f"({', '.join(str(s) for s in result['seeds'])})"
         + ("." if n == len(SEEDS) else f"; {len(SEEDS) - n} of the planned {SEEDS} not run."),
-        "Command: `python benchmarks/spoken_form.py`.",
+        f"Command: `{result['command']}` at commit `{(result['commit'] or 'none')[:7]}` "
+        f"({result['created']}).",
         "",
         "| metric | written | spoken | drop (points) | goal: drop at most |",
         "|---|---|---|---|---|",
@@ -86,10 +90,12 @@ def render(result: dict) -> str:
 
 
 def main() -> None:
+    # The bundle of the first seed; every seed's is an ordinary run of snips.py.
+    record = provenance(bundle=RUNS / f"finetuned-{SEEDS[0]}" / "bundle", data=[ensure_data()])
     runs: list[tuple[int, dict]] = []
     for seed in SEEDS:
         runs.append((seed, seed_run(seed)))
-        result = {
+        result = record | {
             form: {k: summary([r[form][k] for _, r in runs]) for k in METRICS} for form in FORMS
         }
         result["seeds"] = [s for s, _ in runs]
