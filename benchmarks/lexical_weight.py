@@ -19,6 +19,7 @@ import numpy as np
 
 from voicenlu.bundle import read_manifest
 from voicenlu.data import ensure_data, load_snips, stratified_slice
+from voicenlu.experiments.provenance import provenance
 from voicenlu.lexical import WEIGHTS
 from voicenlu.runtime import Parser
 
@@ -59,7 +60,7 @@ def main() -> None:
         )
     command = " ".join(["python benchmarks/lexical_weight.py", *sys.argv[1:]])
     (ROOT / "lexical_weight.json").write_text(
-        json.dumps({"command": command, "held_out": len(held), "rows": rows}, indent=2) + "\n"
+        json.dumps({**provenance(), "held_out": len(held), "rows": rows}, indent=2) + "\n"
     )
     table = render(rows, command, len(choosing), len(held))
     (ROOT / "lexical_weight.md").write_text(table)

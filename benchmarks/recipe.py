@@ -28,6 +28,7 @@ from voicenlu.data import ensure_data, load_snips
 from voicenlu.data.training import snips_split
 from voicenlu.evaluation import evaluate_bundle
 from voicenlu.experiments.learning_curve import DEV_PER_INTENT, parse_sizes
+from voicenlu.experiments.provenance import provenance
 from voicenlu.metrics import compute_metrics
 from voicenlu.pipeline import train_bundle
 from voicenlu.runtime import Parser, result_to_utterance
@@ -139,7 +140,7 @@ def main() -> None:
                 key = (variant, new["per_intent"], draw)
                 runs = [r for r in runs if (r["variant"], r["per_intent"], r["draw"]) != key]
                 runs.append(new)
-                out.write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+                out.write_text(json.dumps({**provenance(), "runs": runs}, indent=2) + "\n")
                 table = render(runs, "python benchmarks/recipe.py " + " ".join(sys.argv[1:]))
                 (ROOT / "recipe_runs.md").write_text(table)
                 print(table, flush=True)

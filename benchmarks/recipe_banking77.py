@@ -28,6 +28,7 @@ from voicenlu.data import stratified_slice
 from voicenlu.data.formats import load_dataset
 from voicenlu.data.training import TrainData
 from voicenlu.experiments.learning_curve import DEV_PER_INTENT
+from voicenlu.experiments.provenance import provenance
 from voicenlu.pipeline import train_bundle
 from voicenlu.runtime import Parser
 
@@ -85,7 +86,8 @@ def main() -> None:
                     "train_seconds": manifest["training"]["train_seconds"],
                 }
             )
-            (ROOT / "recipe_banking77.json").write_text(json.dumps({"runs": runs}, indent=2) + "\n")
+            result = {**provenance(), "runs": runs}
+            (ROOT / "recipe_banking77.json").write_text(json.dumps(result, indent=2) + "\n")
     command = "python benchmarks/recipe_banking77.py " + " ".join(sys.argv[1:])
     lines = [
         "# Recipe variants on BANKING77 dev",

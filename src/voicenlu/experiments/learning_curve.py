@@ -27,6 +27,7 @@ from voicenlu.data import ensure_data, load_snips
 from voicenlu.data.snips import holdout, stratified_slice
 from voicenlu.data.training import TrainData, dev_fraction, snips_split
 from voicenlu.errors import ConfigError
+from voicenlu.experiments.provenance import provenance
 from voicenlu.lexical import DEFAULT_C, LexicalModel
 
 MODELS = ("voicenlu", "tfidf_logreg", "frozen_embedding")
@@ -103,6 +104,7 @@ def learning_curve(
     """
     from voicenlu.pipeline import train_bundle
 
+    record = provenance()
     texts = [u.text for u in test]
     has_slots = any(u.slots for u in test)
     reference = FrozenEmbedding(base.backbone)
@@ -151,9 +153,9 @@ def learning_curve(
                     },
                 }
             )
-            result = summarise(runs)  # written after every run: a partial curve survives
+            result = record | summarise(runs)  # written after every run: a partial curve survives
             (output_dir / "learning_curve.json").write_text(json.dumps(result, indent=2) + "\n")
-    return summarise(runs)
+    return record | summarise(runs)
 
 
 def _accuracy(predicted: list[str], gold) -> float:

@@ -31,6 +31,7 @@ from voicenlu.data.background import background_requests
 from voicenlu.data.snips import holdout
 from voicenlu.data.training import TrainData, dev_fraction, snips_split
 from voicenlu.errors import ConfigError
+from voicenlu.experiments.provenance import provenance
 from voicenlu.runtime import Parser, uses_scope
 
 log = logging.getLogger(__name__)
@@ -190,6 +191,7 @@ def summarise(folds: list[dict], protocol: str, output_dir: Path) -> dict:
     """Means over folds, overall (stored score) and per score; written to oos.json."""
     keys = ("auroc", "fpr_at_95_tpr", "in_scope_accuracy", "ece_before", "ece_after")
     result = {
+        **provenance(),
         "protocol": protocol,
         "folds": folds,
         "mean": _means(folds, keys),
