@@ -5,6 +5,8 @@ between ``<!-- table: NAME -->`` and ``<!-- /table -->`` and is rewritten from i
 a line saying which file, commit and date it comes from (or that none was recorded), so a
 stale figure is either regenerated or visibly marked.
 
+The table ``figures`` of benchmarks/README.md lists every figure file with its origin.
+
     python benchmarks/tables.py            # rewrite every marked table in place
     python benchmarks/tables.py --check    # exit 1, naming each table that differs
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +26,7 @@ NO_PROVENANCE = "**No provenance recorded: made by older code, to be rerun.**"
 
 # name -> (JSON file under benchmarks/, function turning its content into a Markdown table)
 TABLES: dict[str, tuple[str, Callable[[dict], str]]] = {}
+INDEX = "figures"  # the table of every JSON file (``index``)
 
 
 def table(name: str, source: str):
@@ -61,8 +65,40 @@ def origin(source: str, result: dict) -> str:
     )
 
 
+def short_command(command: str, longest: int = 40) -> str:
+    """The command with each long argument (a note, say) cut: the JSON keeps it whole."""
+    return shlex.join(
+        a if len(a) <= longest else a[: longest - 1] + "…" for a in shlex.split(command)
+    )
+
+
+def index(root: Path = ROOT) -> str:
+    """Every figure file under benchmarks/ with the commit and command that made it: where a
+    reader checks whether a figure is current."""
+    rows = []
+    for path in sorted((root / "benchmarks").rglob("*.json")):
+        result = json.loads(path.read_text(encoding="utf-8"))
+        name = str(path.relative_to(root / "benchmarks"))
+        table = path.with_suffix(".md")
+        shown = f"[{name}]({table.relative_to(root / 'benchmarks')})" if table.exists() else name
+        if result.get("commit"):
+            dirty = " with uncommitted changes" if result.get("uncommitted_changes") else ""
+            rows.append(
+                [
+                    shown,
+                    f"`{result['commit'][:7]}`{dirty}, {result['created'][:10]}",
+                    f"`{short_command(result['command'])}`",
+                ]
+            )
+        else:
+            rows.append([shown, "none recorded", NO_PROVENANCE])
+    return markdown(["figures", "made at", "command"], rows) + "\n"
+
+
 def render(name: str, root: Path = ROOT) -> str:
     """Table ``name`` and its origin line, as they belong between the markers."""
+    if name == INDEX:
+        return index(root)
     source, make = TABLES[name]
     result = json.loads((root / "benchmarks" / source).read_text(encoding="utf-8"))
     return f"{make(result)}\n\n{origin(source, result)}\n"
@@ -275,7 +311,8 @@ def learning_curve(r: dict) -> str:
 
 
 def pages(root: Path = ROOT) -> list[Path]:
-    return [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    found = [root / "README.md", *sorted((root / "docs").glob("*.md"))]
+    return found + [p for p in [root / "benchmarks" / "README.md"] if p.exists()]
 
 
 def regenerate(page: Path, root: Path = ROOT) -> tuple[str, list[str]]:
@@ -284,9 +321,10 @@ def regenerate(page: Path, root: Path = ROOT) -> tuple[str, list[str]]:
 
     def fresh(match: re.Match) -> str:
         start, name, old, end = match.groups()
-        if name not in TABLES:
+        if name not in TABLES and name != INDEX:
             raise SystemExit(
-                f"{page.relative_to(root)}: unknown table {name!r}; known: {', '.join(TABLES)}"
+                f"{page.relative_to(root)}: unknown table {name!r}; "
+                f"known: {', '.join([*TABLES, INDEX])}"
             )
         new = render(name, root)
         if new != old:
@@ -299,7 +337,8 @@ def regenerate(page: Path, root: Path = ROOT) -> tuple[str, list[str]]:
 def differences(root: Path = ROOT) -> list[str]:
     """One line per marked table whose text is not what its JSON gives."""
     return [
-        f"{page.relative_to(root)}: table {name!r} differs from benchmarks/{TABLES[name][0]}"
+        f"{page.relative_to(root)}: table {name!r} differs from benchmarks/"
+        + (TABLES[name][0] if name in TABLES else "**/*.json")
         for page in pages(root)
         for name in regenerate(page, root)[1]
     ]

@@ -75,3 +75,21 @@ def test_an_undeclared_training_difference_is_caught():
     declared = result | provenance(differs={"seed": "a second seed, on purpose"})
     assert declared["config_differs"] == {"seed": "a second seed, on purpose"}
     assert undeclared_differences(declared) == {}
+
+
+def test_the_index_gives_every_figures_origin_or_says_it_has_none(tmp_path: Path):
+    (tmp_path / "benchmarks" / "soak").mkdir(parents=True)
+    made = {
+        "commit": "0123456789abcdef",
+        "uncommitted_changes": True,
+        "created": "2026-01-02T03:04:05+00:00",
+        "command": "python benchmarks/a.py --note '" + "a very long note " * 5 + "'",
+    }
+    (tmp_path / "benchmarks" / "a.json").write_text(json.dumps(made))
+    (tmp_path / "benchmarks" / "a.md").write_text("# a\n")
+    (tmp_path / "benchmarks" / "soak" / "b.json").write_text(json.dumps({"rows": []}))
+    lines = tables.index(tmp_path).splitlines()
+    assert lines[2].startswith("| [a.json](a.md) | `0123456` with uncommitted changes, 2026-01-02")
+    assert "--note 'a very long note a very long note a ver…'" in lines[2]  # 40 characters
+    assert lines[3] == f"| soak/b.json | none recorded | {tables.NO_PROVENANCE} |"
+    assert len(lines) == 4
