@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import statistics
@@ -215,9 +216,9 @@ def render(r: dict) -> str:
         "# Several requests in one text (SNIPS " + r["split"] + ")",
         "",
         f"Command: `{r['command']}` at commit {r['commit'][:10]}, {r['created']}.",
-        f"Bundle: `{r['bundle']['path']}` (manifest digest {r['bundle']['digest'][:12]}); the "
-        "machine "
-        "(2 cores) was shared with other jobs, so the latencies are indicative.",
+        f"Bundle: `{r['bundle']['path']}` (manifest digest {r['bundle']['digest'][:12]}). Load "
+        f"average at the end: {', '.join(f'{x:.1f}' for x in r['load_average'])} on 2 cores "
+        "(the benchmark keeps one busy).",
         "",
         f"{r['pairs']} pairs of {r['split']} utterances of different intents (seed {r['seed']}), "
         f"{PAIRS_PER_CONNECTOR} per connector; {r['single_with_and']['n']} single {r['split']} "
@@ -288,6 +289,7 @@ def main() -> None:
     result = {
         **provenance(bundle=args.bundle),
         **measure(args.bundle, args.split, args.seed, args.data_dir),
+        "load_average": os.getloadavg(),
     }
     out = args.out or (ROOT / "multi_intent" if args.split == "test" else None)
     text = render(result)
