@@ -54,13 +54,18 @@ def points(x: float, std: float | None = None) -> str:
     return f"{100 * x:.2f}" + ("" if std is None else f" ± {100 * std:.2f}")
 
 
+def commit_of(result: dict) -> str:
+    """``abc1234`` and whether the code differed from it, of a result with provenance."""
+    dirty = " with uncommitted changes" if result.get("uncommitted_changes") else ""
+    return f"`{result['commit'][:7]}`{dirty}"
+
+
 def origin(source: str, result: dict) -> str:
     """The line under a table: its JSON, commit and date, or that none was recorded."""
     if not result.get("commit"):
         return f"From `benchmarks/{source}`. {NO_PROVENANCE}"
-    dirty = " with uncommitted changes" if result.get("uncommitted_changes") else ""
     return (
-        f"From `benchmarks/{source}`, made at commit `{result['commit'][:7]}`{dirty} "
+        f"From `benchmarks/{source}`, made at commit {commit_of(result)} "
         f"on {result['created'][:10]}."
     )
 
@@ -82,14 +87,8 @@ def index(root: Path = ROOT) -> str:
         table = path.with_suffix(".md")
         shown = f"[{name}]({table.relative_to(root / 'benchmarks')})" if table.exists() else name
         if result.get("commit"):
-            dirty = " with uncommitted changes" if result.get("uncommitted_changes") else ""
-            rows.append(
-                [
-                    shown,
-                    f"`{result['commit'][:7]}`{dirty}, {result['created'][:10]}",
-                    f"`{short_command(result['command'])}`",
-                ]
-            )
+            made = f"{commit_of(result)}, {result['created'][:10]}"
+            rows.append([shown, made, f"`{short_command(result['command'])}`"])
         else:
             rows.append([shown, "none recorded", NO_PROVENANCE])
     return markdown(["figures", "made at", "command"], rows) + "\n"
